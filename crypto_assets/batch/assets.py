@@ -1,0 +1,196 @@
+"""The batch layer's assets: minute_raw -> daily_raw -> daily_filled -> prophet_input.
+
+Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_assets.batch.pipeline` (or
+:mod:`crypto_assets.batch.minute_ingest`), and reports metadata and asset checks.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from crypto_assets.batch import checks
+from crypto_assets.batch.metadata import dataset_metadata, to_check_result
+from crypto_assets.batch.minute_ingest import ingest_window
+from crypto_assets.batch.partitions import monthly_partitions, window_bounds
+from crypto_assets.batch.pipeline import (
+    DAILY_RAW,
+    FILLED_LOOKBACK_MONTHS,
+    build_daily_filled,
+    build_daily_raw,
+    build_prophet_input,
+    latest_date,
+    read_minutes,
+)
+from crypto_assets.batch.source_catalog import resolve_sources
+from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
+from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
+from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
+from crypto_assets.resources import MarketDataResource
+from crypto_assets.settings import Settings
+
+GROUP = "batch"
+
+
+def _specs(asset_name: str, *checks_: tuple[str, str]) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec(name, asset=asset_name, description=text) for name, text in checks_]
+
+
+def build_batch_assets(settings: Settings) -> list:
+    partitions = monthly_partitions(settings.history_start)
+    common = dict(
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars", "parquet"},
+    )
+
+    @asset(
+        **common,
+        description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
+        "Rows failing validation go to the quarantine dataset with their reason, file and line.",
+        check_specs=_specs(
+            "minute_raw",
+            ("schema", "columns and types are as documented"),
+            ("unique_minutes", "no duplicate (symbol, open_time)"),
+            ("ohlc_consistent", "OHLC values are consistent"),
+            ("minutes_complete", "every minute is present; lists the gaps (WARN)"),
+            ("sources_clean", "every source file was readable and no row was quarantined (WARN)"),
+        ),
+    )
+    def minute_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        sources, unplaced, synthetic_default = resolve_sources(
+            cfg, progress=lambda symbol, rows: context.log.info(f"synthetic {symbol}: {rows:,} rows ready")
+        )
+        context.log.info(f"ingesting {len(sources)} source file(s) for {start:%Y-%m} .. {end:%Y-%m} (exclusive)")
+
+        def log_source(report):
+            if report.error:
+                context.log.warning(f"skipped {report.error}")
+            else:
+                context.log.info(f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
+                                 f"{report.quarantined:,} quarantined")  # fmt: skip
+
+        result = ingest_window(sources, market.lake, cfg.symbol_names, start, end, progress=log_source)
+        frame = read_minutes(market.lake, cfg.symbol_names, start, end).collect()
+        failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
+        metadata = dataset_metadata(frame, result.minute, "open_time") | {
+            "sources": MetadataValue.int(len(sources)),
+            "synthetic_default": MetadataValue.bool(synthetic_default),
+            "rows_read": MetadataValue.int(result.rows_read),
+            "duplicates_removed": MetadataValue.int(result.duplicates_removed),
+            "quarantined_rows": MetadataValue.int(result.quarantined),
+            "quarantine_path": MetadataValue.path(str(market.lake / "quarantine")),
+            "path": MetadataValue.path(str(market.lake / "minute_raw")),
+        }
+        sources_clean = checks.CheckOutcome(
+            not failures and result.quarantined == 0,
+            "all source files readable, no quarantined rows",
+            checks.Severity.WARN,
+            {"unreadable_files": "\n".join(failures) or "none", "quarantined_rows": result.quarantined},
+        )
+        return MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                to_check_result("schema", checks.schema_matches(frame, MINUTE_SCHEMA)),
+                to_check_result("unique_minutes", checks.unique_keys(frame, ["symbol", "open_time"])),
+                to_check_result("ohlc_consistent", checks.ohlc_consistent(frame)),
+                to_check_result("minutes_complete", checks.minutes_complete(frame)),
+                to_check_result("sources_clean", sources_clean),
+            ],
+        )
+
+    @asset(
+        **common,
+        deps=[AssetDep(minute_raw)],
+        description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
+        check_specs=_specs(
+            "daily_raw",
+            ("schema", "columns and types are as documented"),
+            ("unique_days", "no duplicate (symbol, date)"),
+            ("ohlc_consistent", "OHLC values are consistent"),
+            ("fresh", "the latest day is recent (WARN)"),
+        ),
+    )
+    def daily_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        step = build_daily_raw(market.lake, cfg.symbol_names, start, end)
+        context.log.info(f"daily_raw: {step.frame.height:,} days for {start:%Y-%m} .. {end:%Y-%m}")
+        newest = [d for d in (latest_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
+        return MaterializeResult(
+            metadata=dataset_metadata(step.frame, step.summary, "date"),
+            check_results=[
+                to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
+                to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
+                to_check_result("ohlc_consistent", checks.ohlc_consistent(step.frame)),
+                to_check_result("fresh", checks.fresh(max(newest, default=None), cfg.freshness_hours)),
+            ],
+        )
+
+    @asset(
+        **common,
+        deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
+        description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
+        "Each month looks back two months so the fill and MA30 are right across partition boundaries.",
+        check_specs=_specs(
+            "daily_filled",
+            ("schema", "columns and types are as documented"),
+            ("no_missing_days", "one row per calendar day"),
+            ("moving_averages_correct", "ma7 and ma30 equal a plain reference computation"),
+        ),
+    )
+    def daily_filled(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        step = build_daily_filled(market.lake, cfg.symbol_names, start, end)
+        context.log.info(f"daily_filled: {step.frame.height:,} days, {int(step.frame['is_filled'].sum() or 0)} filled")
+        return MaterializeResult(
+            metadata=dataset_metadata(step.frame, step.summary, "date")
+            | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))},
+            check_results=[
+                to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
+                to_check_result("no_missing_days", checks.no_missing_days(step.context)),
+                to_check_result(
+                    "moving_averages_correct", checks.moving_averages_correct(step.context, start.date())
+                ),
+            ],
+        )
+
+    @asset(
+        **common,
+        deps=[AssetDep(daily_filled)],
+        description="Prophet's input: ds (day), y (close), symbol.",
+        check_specs=_specs(
+            "prophet_input",
+            ("schema", "columns ds, y, symbol with the documented types"),
+            ("complete", "no nulls and one row per (symbol, ds)"),
+        ),
+    )
+    def prophet_input(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        step = build_prophet_input(market.lake, cfg.symbol_names, start, end)
+        return MaterializeResult(
+            metadata=dataset_metadata(step.frame, step.summary, "ds"),
+            check_results=[
+                to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
+                to_check_result(
+                    "complete",
+                    checks.combine(checks.no_nulls(step.frame), checks.unique_keys(step.frame, ["symbol", "ds"])),
+                ),
+            ],
+        )
+
+    return [minute_raw, daily_raw, daily_filled, prophet_input]

@@ -1,0 +1,186 @@
+"""Data-quality checks as pure functions over Polars frames.
+
+Each returns a :class:`CheckOutcome`; the Dagster assets turn outcomes into ``AssetCheckResult`` objects, and
+tests call the functions directly on tiny tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
+
+import numpy as np
+import polars as pl
+
+from crypto_assets.batch.transforms.daily import MINUTES_PER_DAY
+from crypto_assets.batch.transforms.filled import MA_WINDOWS
+
+
+class Severity(str, Enum):
+    ERROR = "ERROR"
+    WARN = "WARN"
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    description: str
+    severity: Severity = Severity.ERROR
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def schema_matches(frame: pl.DataFrame, expected: pl.Schema) -> CheckOutcome:
+    actual = dict(frame.schema)
+    wanted = dict(expected)
+    problems = [
+        f"{name}: expected {dtype}, found {actual.get(name, 'missing')}"
+        for name, dtype in wanted.items()
+        if actual.get(name) != dtype
+    ] + [f"{name}: unexpected column" for name in actual if name not in wanted]
+    return CheckOutcome(
+        not problems,
+        "columns and types are as documented" if not problems else "; ".join(problems),
+        metadata={"columns": ", ".join(f"{k}: {v}" for k, v in actual.items())},
+    )
+
+
+def unique_keys(frame: pl.DataFrame, keys: list[str]) -> CheckOutcome:
+    duplicated = frame.select(keys).filter(pl.struct(keys).is_duplicated())
+    return CheckOutcome(
+        duplicated.height == 0,
+        f"no duplicate ({', '.join(keys)})",
+        metadata={"duplicate_rows": duplicated.height, "examples": str(duplicated.head(5).rows())},
+    )
+
+
+def ohlc_consistent(frame: pl.DataFrame) -> CheckOutcome:
+    bad = frame.filter(
+        (pl.col("low") <= 0)
+        | (pl.col("high") < pl.col("low"))
+        | ~pl.col("open").is_between(pl.col("low"), pl.col("high"))
+        | ~pl.col("close").is_between(pl.col("low"), pl.col("high"))
+        | (pl.col("volume") < 0)
+        | pl.any_horizontal(pl.col("open", "high", "low", "close", "volume").is_nan())
+    )
+    return CheckOutcome(
+        bad.height == 0,
+        "0 < low <= open, close <= high and volume >= 0 on every row",
+        metadata={"inconsistent_rows": bad.height},
+    )
+
+
+def minute_gaps(minutes: pl.DataFrame) -> pl.DataFrame:
+    """Missing minute ranges between consecutive candles of each symbol."""
+    return (
+        minutes.sort("symbol", "open_time")
+        .with_columns(pl.col("open_time").shift(1).over("symbol").alias("previous"))
+        .filter((pl.col("open_time") - pl.col("previous")) > timedelta(minutes=1))
+        .select(
+            "symbol",
+            (pl.col("previous") + timedelta(minutes=1)).alias("gap_start"),
+            (pl.col("open_time") - timedelta(minutes=1)).alias("gap_end"),
+            ((pl.col("open_time") - pl.col("previous")).dt.total_minutes() - 1).alias("missing_minutes"),
+        )
+    )
+
+
+def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25) -> CheckOutcome:
+    """WARN: every day between a symbol's first and last minute has all 1440 minutes."""
+    gaps = minute_gaps(minutes)
+    per_day = minutes.group_by("symbol", pl.col("open_time").dt.date().alias("date")).len()
+    interior = per_day.filter(
+        (pl.col("date") > pl.col("date").min().over("symbol")) & (pl.col("date") < pl.col("date").max().over("symbol"))
+    )
+    short_days = interior.filter(pl.col("len") < MINUTES_PER_DAY)
+    listing = "\n".join(
+        f"| {r['symbol']} | {r['gap_start']:%Y-%m-%d %H:%M} | {r['gap_end']:%Y-%m-%d %H:%M} | {r['missing_minutes']} |"
+        for r in gaps.sort("missing_minutes", descending=True).head(max_listed).iter_rows(named=True)
+    )
+    return CheckOutcome(
+        gaps.height == 0,
+        "every minute between the first and last candle is present",
+        Severity.WARN,
+        metadata={
+            "gaps": gaps.height,
+            "missing_minutes": int(gaps["missing_minutes"].sum() or 0),
+            "incomplete_days": short_days.height,
+            "largest_gaps": "| symbol | from | to | minutes |\n|---|---|---|---|\n" + listing if listing else "none",
+        },
+    )
+
+
+def no_missing_days(filled: pl.DataFrame) -> CheckOutcome:
+    steps = (
+        filled.sort("symbol", "date")
+        .with_columns((pl.col("date") - pl.col("date").shift(1).over("symbol")).alias("step"))
+        .filter(pl.col("step").is_not_null() & (pl.col("step") != timedelta(days=1)))
+    )
+    return CheckOutcome(
+        steps.height == 0,
+        "one row per calendar day, no day missing or repeated",
+        metadata={"breaks": steps.height, "filled_days": int(filled["is_filled"].sum() or 0)},
+    )
+
+
+def reference_moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Plain cumulative-sum moving average, NaN until a full window exists."""
+    out = np.full(values.shape, np.nan)
+    if len(values) >= window:
+        sums = np.cumsum(np.insert(values, 0, 0.0))
+        out[window - 1 :] = (sums[window:] - sums[:-window]) / window
+    return out
+
+
+def moving_averages_correct(context: pl.DataFrame, window_start: date, tolerance: float = 1e-9) -> CheckOutcome:
+    """ma7/ma30 equal the reference wherever enough history exists, and are null only where it does not."""
+    mismatches = 0
+    checked = 0
+    for _, rows in context.sort("symbol", "date").group_by("symbol", maintain_order=True):
+        closes = rows["close"].to_numpy()
+        in_window = (rows["date"] >= window_start).to_numpy()
+        for name, size in MA_WINDOWS.items():
+            expected = reference_moving_average(closes, size)[in_window]
+            actual = rows[name].to_numpy()[in_window].astype(float)
+            both_nan = np.isnan(expected) & np.isnan(actual)
+            close_enough = np.abs(actual - expected) <= tolerance * np.maximum(1.0, np.abs(expected))
+            mismatches += int((~(both_nan | close_enough)).sum())
+            checked += int(in_window.sum())
+    return CheckOutcome(
+        mismatches == 0,
+        "ma7 and ma30 equal a plain cumulative-sum reference",
+        metadata={"values_checked": checked, "mismatches": mismatches},
+    )
+
+
+def fresh(latest: date | None, max_age_hours: float, now: datetime | None = None) -> CheckOutcome:
+    now = now or datetime.now(UTC)
+    if latest is None:
+        return CheckOutcome(False, "no data yet", Severity.WARN)
+    age = now - datetime(latest.year, latest.month, latest.day, tzinfo=UTC) - timedelta(days=1)
+    hours = max(age.total_seconds() / 3600, 0.0)
+    return CheckOutcome(
+        hours <= max_age_hours,
+        f"the latest day closed at most {max_age_hours:g} h ago",
+        Severity.WARN,
+        metadata={"latest_day": latest.isoformat(), "hours_since_close": round(hours, 1)},
+    )
+
+
+def no_nulls(frame: pl.DataFrame) -> CheckOutcome:
+    nulls = {name: count for name, count in frame.null_count().row(0, named=True).items() if count}
+    return CheckOutcome(not nulls, "no null values", metadata={"null_counts": str(nulls or "none")})
+
+
+def combine(*outcomes: CheckOutcome) -> CheckOutcome:
+    """Several conditions reported as one check: passes when all pass, metadata merged."""
+    failed = [o for o in outcomes if not o.passed]
+    merged: dict[str, object] = {}
+    for outcome in outcomes:
+        merged.update(outcome.metadata)
+    return CheckOutcome(
+        not failed,
+        "; ".join(o.description for o in (failed or outcomes)),
+        max((o.severity for o in failed), key=lambda s: s == Severity.ERROR, default=Severity.ERROR),
+        merged,
+    )

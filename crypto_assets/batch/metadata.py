@@ -1,0 +1,52 @@
+"""Materialization metadata shared by the batch assets: rows, time range, bytes and a preview."""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+
+from crypto_assets.batch.checks import CheckOutcome, Severity
+from crypto_assets.lake.datasets import WriteSummary
+
+
+def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
+    head = frame.head(rows)
+    if head.width == 0:
+        return "_empty_"
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in head.iter_rows()]
+    return "\n".join(lines)
+
+
+def dataset_metadata(frame: pl.DataFrame, summary: WriteSummary, time_column: str) -> dict[str, object]:
+    times = frame.select(pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
+    first, last = times.row(0) if frame.height else (None, None)
+    per_symbol = frame.group_by("symbol").len().sort("symbol") if frame.height else frame
+    return {
+        "rows": MetadataValue.int(frame.height),
+        "first": MetadataValue.text(str(first) if first is not None else "none"),
+        "last": MetadataValue.text(str(last) if last is not None else "none"),
+        "rows_per_symbol": MetadataValue.text(
+            ", ".join(f"{s}: {n}" for s, n in per_symbol.iter_rows()) if frame.height else "none"
+        ),
+        "bytes_written": MetadataValue.int(summary.bytes_written),
+        "files_written": MetadataValue.int(len(summary.files)),
+        "files_removed": MetadataValue.int(len(summary.removed)),
+        "preview": MetadataValue.md(markdown_table(frame)),
+    }
+
+
+def _metadata_value(value: object) -> object:
+    if isinstance(value, str) and value.startswith("|"):
+        return MetadataValue.md(value)
+    return value
+
+
+def to_check_result(check_name: str, outcome: CheckOutcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=check_name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.WARN if outcome.severity == Severity.WARN else AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()},
+    )

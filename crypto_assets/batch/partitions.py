@@ -1,0 +1,24 @@
+"""Month partitions for the batch layer.
+
+Dagster partitions the batch assets by month; symbols are a storage partition inside each run. Single-run
+backfills of a date range need a plain time-window partitioning (a symbol x month multi-partition splits a
+range backfill into one run per symbol and hides the range from the run), so every run handles all configured
+symbols and writes each (symbol, month) file on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from dagster import MonthlyPartitionsDefinition, TimeWindow
+
+
+def monthly_partitions(history_start: date) -> MonthlyPartitionsDefinition:
+    # end_offset=1 includes the running month, so today's candles have a partition to land in.
+    return MonthlyPartitionsDefinition(
+        start_date=history_start.replace(day=1).isoformat(), timezone="UTC", end_offset=1
+    )
+
+
+def window_bounds(window: TimeWindow) -> tuple[datetime, datetime]:
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)

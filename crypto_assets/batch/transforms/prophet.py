@@ -1,0 +1,13 @@
+"""Prophet's input: one row per day with ``ds`` (date), ``y`` (close) and ``symbol``."""
+
+from __future__ import annotations
+
+import polars as pl
+
+PROPHET_SCHEMA = pl.Schema({"ds": pl.Date, "y": pl.Float64, "symbol": pl.String})
+
+
+def prophet_input(filled: pl.LazyFrame) -> pl.LazyFrame:
+    return filled.sort("symbol", "date").select(
+        pl.col("date").alias("ds"), pl.col("close").alias("y"), pl.col("symbol")
+    )

@@ -1,0 +1,27 @@
+"""The Dagster code location: the batch asset graph and its resources, built from the project settings."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from crypto_assets.batch.assets import build_batch_assets
+from crypto_assets.resources import MarketDataResource
+from crypto_assets.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or load_settings()
+    batch_assets = build_batch_assets(settings)
+    batch_job = define_asset_job(
+        "batch_graph",
+        selection=AssetSelection.groups("batch"),
+        description="minute_raw -> daily_raw -> daily_filled -> prophet_input for a range of months",
+    )
+    return Definitions(
+        assets=batch_assets,
+        jobs=[batch_job],
+        resources={"market": MarketDataResource(home=str(settings.home))},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,67 @@
+"""The lake's Hive layout: ``<lake>/<dataset>/symbol=<S>/year=<YYYY>/month=<MM>/part-0.parquet``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from crypto_assets.settings import validate_symbol
+
+PART_FILE = "part-0.parquet"
+DATASET_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def of(cls, value: date | datetime) -> Month:
+        return cls(value.year, value.month)
+
+    @property
+    def start(self) -> date:
+        return date(self.year, self.month, 1)
+
+    def next(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), 12 if self.month == 1 else self.month - 1)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+def months_between(start: date | datetime, end: date | datetime) -> list[Month]:
+    """Months overlapping the half-open interval [start, end)."""
+    months: list[Month] = []
+    current = Month.of(start)
+    while current.start < (end.date() if isinstance(end, datetime) else end):
+        months.append(current)
+        current = current.next()
+    return months
+
+
+def partition_path(lake: Path, dataset: str, symbol: str, month: Month) -> Path:
+    if not DATASET_PATTERN.match(dataset):
+        raise ValueError(f"invalid dataset name {dataset!r}")
+    validate_symbol(symbol)
+    return lake / dataset / f"symbol={symbol}" / f"year={month.year:04d}" / f"month={month.month:02d}" / PART_FILE
+
+
+def existing_partitions(lake: Path, dataset: str, symbols: Iterable[str], months: Iterable[Month]) -> Iterator[Path]:
+    months = list(months)
+    for symbol in symbols:
+        for month in months:
+            path = partition_path(lake, dataset, symbol, month)
+            if path.is_file():
+                yield path
+
+
+def all_partition_files(lake: Path, dataset: str) -> list[Path]:
+    return sorted((lake / dataset).glob(f"symbol=*/year=*/month=*/{PART_FILE}"))

@@ -1,0 +1,146 @@
+"""Project settings: where the lake lives, which symbols exist and which files feed them.
+
+Settings come from a TOML file (``CRYPTO_ASSETS_CONFIG``, else ``./crypto_assets.toml`` when present) and
+from environment variables, so a new symbol or source is configuration, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
+DEFAULT_HISTORY_START = date(2012, 1, 1)
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+def validate_symbol(symbol: str) -> str:
+    """Symbols become path segments in the lake, so only upper-case letters and digits are allowed."""
+    if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
+        raise SettingsError(f"invalid symbol {symbol!r}: use 2-20 upper-case letters or digits, e.g. BTCUSDT")
+    return symbol
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    name: str
+    start: date = DEFAULT_HISTORY_START
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A file, directory or glob of 1-minute history; ``symbol`` overrides the name-based guess."""
+
+    path: str
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    symbols: tuple[SymbolSpec, ...]
+    sources: tuple[SourceSpec, ...] = ()
+    synthetic_scale: str = "small"
+    synthetic_seed: int = 42
+    freshness_hours: float = 48.0
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Files registered with ``crypto-assets ingest`` are copied here."""
+        return self.home / "landing"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.home / "synthetic"
+
+    @property
+    def symbol_names(self) -> list[str]:
+        return [s.name for s in self.symbols]
+
+    @property
+    def history_start(self) -> date:
+        return min(s.start for s in self.symbols)
+
+    def symbol(self, name: str) -> SymbolSpec:
+        for spec in self.symbols:
+            if spec.name == name:
+                return spec
+        raise SettingsError(f"symbol {name!r} is not configured; configured: {', '.join(self.symbol_names)}")
+
+
+DEFAULT_SYMBOLS = (
+    SymbolSpec("BTCUSDT", date(2012, 1, 1)),
+    SymbolSpec("ETHUSDT", date(2017, 8, 17)),
+)
+
+
+def _parse_date(value: object, key: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise SettingsError(f"{key}: expected a date like 2017-08-17, got {value!r}") from exc
+
+
+def _config_path(env: Mapping[str, str]) -> Path | None:
+    explicit = env.get("CRYPTO_ASSETS_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"CRYPTO_ASSETS_CONFIG points at {path}, which is not a file")
+        return path
+    local = Path("crypto_assets.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    path = _config_path(env)
+    raw: dict = tomllib.loads(path.read_text()) if path else {}
+    base = path.parent if path else Path.cwd()
+
+    home_value = env.get("CRYPTO_ASSETS_HOME") or raw.get("home") or "var"
+    home = Path(home_value).expanduser()
+    home = (home if home.is_absolute() else base / home).resolve()
+
+    symbols = tuple(
+        SymbolSpec(validate_symbol(item["name"]), _parse_date(item.get("start", DEFAULT_HISTORY_START), "symbols.start"))
+        for item in raw.get("symbols", [])
+    ) or DEFAULT_SYMBOLS
+    if len({s.name for s in symbols}) != len(symbols):
+        raise SettingsError("symbols: each symbol may be listed once")
+
+    sources = []
+    for item in raw.get("sources", []):
+        if "path" not in item:
+            raise SettingsError("sources: every entry needs a 'path'")
+        source_path = Path(item["path"]).expanduser()
+        source_path = source_path if source_path.is_absolute() else base / source_path
+        symbol = item.get("symbol")
+        sources.append(SourceSpec(str(source_path), validate_symbol(symbol) if symbol else None))
+
+    synthetic = raw.get("synthetic", {})
+    scale = env.get("CRYPTO_ASSETS_SYNTHETIC_SCALE") or synthetic.get("scale", "small")
+    return Settings(
+        home=home,
+        symbols=symbols,
+        sources=tuple(sources),
+        synthetic_scale=str(scale),
+        synthetic_seed=int(synthetic.get("seed", 42)),
+        freshness_hours=float(raw.get("checks", {}).get("freshness_hours", 48.0)),
+        extra={k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks"}},
+    )
