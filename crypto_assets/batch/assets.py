@@ -4,7 +4,6 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 :mod:`crypto_assets.batch.minute_ingest`), and reports metadata and asset checks.
 """
 
-from __future__ import annotations
 
 from dagster import (
     AssetCheckSpec,

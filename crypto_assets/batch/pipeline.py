@@ -16,7 +16,7 @@ import polars as pl
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA, daily_filled
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
-from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA, prophet_input
+from crypto_assets.batch.transforms.prophet import prophet_input
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, months_between
 

@@ -7,7 +7,7 @@ a stray ``.tmp-*`` file that the next write ignores.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +19,8 @@ import polars as pl
 def atomic_target(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # A unique name created by the writer itself, so the usual umask applies (mkstemp would give 0600).
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real market data beside the checkout, and throw-away project homes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real Binance data; CI always has it beside the clone, so its absence is a failure, not a skip."""
+    assert (SHARED_DATA / "binance_spot_1m").is_dir(), f"expected the shared market data at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+def write_config(home: Path, sources: list[str] | None = None, extra: str = "") -> Path:
+    """A crypto_assets.toml for a project home in a temp dir."""
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [f'home = "{home}"']
+    for source in sources or []:
+        lines += ["[[sources]]", f'path = "{source}"']
+    config = home / "crypto_assets.toml"
+    config.write_text("\n".join(lines) + "\n" + extra)
+    return config
+
+
+@pytest.fixture
+def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Returns a function that points the settings at a fresh home with the given sources."""
+
+    def make(sources: list[str] | None = None, extra: str = "", scale: str = "tiny") -> Path:
+        home = tmp_path / "home"
+        config = write_config(home, sources, extra)
+        monkeypatch.setenv("CRYPTO_ASSETS_CONFIG", str(config))
+        monkeypatch.delenv("CRYPTO_ASSETS_HOME", raising=False)
+        monkeypatch.setenv("CRYPTO_ASSETS_SYNTHETIC_SCALE", scale)
+        return home
+
+    return make
