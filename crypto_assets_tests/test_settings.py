@@ -1,0 +1,51 @@
+"""Settings: symbols and sources are configuration, and what users type is validated."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+
+from crypto_assets.batch.minute_ingest import ingest_window
+from crypto_assets.batch.source_catalog import resolve_sources
+from crypto_assets.settings import SettingsError, load_settings
+
+
+def test_a_new_symbol_is_configuration_not_code(tmp_path, project_home):
+    source = tmp_path / "SOLUSDT_1m.csv"
+    source.write_text("timestamp,open,high,low,close,volume\n2024-03-01 00:00:00,130.1,130.5,129.9,130.2,812.5\n")
+    home = project_home(
+        [str(source)],
+        extra='[[symbols]]\nname = "SOLUSDT"\nstart = "2020-08-11"\n',
+    )
+    settings = load_settings()
+    assert settings.symbol_names == ["SOLUSDT"] and settings.history_start == date(2020, 8, 11)
+
+    sources, problems, synthetic = resolve_sources(settings)
+    assert not problems and not synthetic and [s.symbol for s in sources] == ["SOLUSDT"]
+    ingest_window(sources, settings.lake_dir, settings.symbol_names, datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
+    stored = pl.read_parquet(home / "lake/minute_raw/symbol=SOLUSDT/year=2024/month=03/part-0.parquet")
+    assert stored["close"].to_list() == [130.2]
+
+
+@pytest.mark.parametrize("bad", ["../etc", "btcusdt", "BTC/USDT", "", "A" * 21])
+def test_symbols_that_are_not_plain_names_are_rejected(project_home, bad):
+    project_home(extra=f'[[symbols]]\nname = "{bad}"\n')
+    with pytest.raises(SettingsError, match="invalid symbol"):
+        load_settings()
+
+
+def test_a_source_whose_symbol_cannot_be_told_is_reported_not_guessed(tmp_path, project_home):
+    source = tmp_path / "btcusd_1-min_data.csv"
+    source.write_text("Timestamp,Open,High,Low,Close,Volume\n1325317920.0,4.39,4.39,4.39,4.39,0.45\n")
+    project_home([str(source)])
+    sources, problems, _ = resolve_sources(load_settings())
+    assert sources == []
+    assert "cannot tell the symbol" in str(problems[0]) and str(source) in str(problems[0])
+
+
+def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRYPTO_ASSETS_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(SettingsError, match="not a file"):
+        load_settings()
