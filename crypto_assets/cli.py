@@ -145,17 +145,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _materialize_all(settings: Settings) -> bool:
-    from dagster import DagsterInstance, materialize
+    from dagster import AssetSelection, DagsterInstance, materialize
 
     from crypto_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
     assets = list(defs.assets)
-    partitions = assets[0].partitions_def
+    batch = AssetSelection.groups("batch")
+    partitions = next(a for a in assets if a.group_names_by_key and "batch" in a.group_names_by_key.values()).partitions_def
     first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     print(f"materializing the batch graph for {first} .. {last} in one run (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     result = materialize(
         assets,
+        selection=batch,
         instance=DagsterInstance.get(),
         resources=defs.resources,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},

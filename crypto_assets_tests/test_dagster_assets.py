@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
 from dagster._core.instance.ref import InstanceRef
 
 from crypto_assets.definitions import build_definitions
@@ -25,6 +25,7 @@ def run_range(instance: DagsterInstance, first: str, last: str):
     defs = build_definitions(load_settings())
     return materialize(
         list(defs.assets),
+        selection=AssetSelection.groups("batch"),
         instance=instance,
         resources=defs.resources,
         tags=dict(zip(RANGE_TAGS, (first, last), strict=True)),

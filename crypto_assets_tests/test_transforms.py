@@ -118,6 +118,7 @@ def test_checks_catch_what_they_are_for():
         ]
     )
     assert not checks.unique_keys(bad, ["symbol", "open_time"]).passed
+    assert checks.unique_keys(bad.unique(subset=["symbol", "open_time"]).reverse(), ["symbol", "open_time"]).passed
     assert checks.ohlc_consistent(bad).metadata["inconsistent_rows"] == 1
     gaps = checks.minutes_complete(bad.unique(subset=["symbol", "open_time"]))
     assert not gaps.passed and gaps.severity == checks.Severity.WARN and gaps.metadata["missing_minutes"] == 4

@@ -30,7 +30,6 @@ from crypto_assets.batch.pipeline import (
     build_daily_raw,
     build_prophet_input,
     latest_date,
-    read_minutes,
 )
 from crypto_assets.batch.source_catalog import resolve_sources
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
@@ -88,7 +87,7 @@ def build_batch_assets(settings: Settings) -> list:
                                  f"{report.quarantined:,} quarantined")  # fmt: skip
 
         result = ingest_window(sources, market.lake, cfg.symbol_names, start, end, progress=log_source)
-        frame = read_minutes(market.lake, cfg.symbol_names, start, end).collect()
+        frame = result.frame
         failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
         metadata = dataset_metadata(frame, result.minute, "open_time") | {
             "sources": MetadataValue.int(len(sources)),

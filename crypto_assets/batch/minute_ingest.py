@@ -49,6 +49,7 @@ class SourceReport:
 class IngestResult:
     minute: WriteSummary
     quarantine: WriteSummary
+    frame: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MINUTE_SCHEMA))  # rows written
     sources: list[SourceReport] = field(default_factory=list)
     rows_read: int = 0
     duplicates_removed: int = 0
@@ -107,7 +108,8 @@ def ingest_window(
             if progress:
                 progress(report)
             continue
-        good_parts.append(rows.filter(pl.col("reason").is_null()))
+        # Only the columns dedup needs travel on: the raw frame is twice as wide.
+        good_parts.append(rows.filter(pl.col("reason").is_null()).select(*MINUTE_SCHEMA.names(), "source_rank", "line", "reason"))
         bad = quarantine_rows(rows.lazy()).collect()
         bad_parts.append(bad.filter(~no_month))
         unparsed.append(bad.filter(no_month))
@@ -117,7 +119,10 @@ def ingest_window(
             progress(report)
 
     good = pl.concat(good_parts) if good_parts else pl.DataFrame()
-    clean = clean_minutes(good.lazy()).collect() if good.height else pl.DataFrame(schema=MINUTE_SCHEMA)
+    del good_parts
+    good_rows = good.height
+    clean = clean_minutes(good) if good_rows else pl.DataFrame(schema=MINUTE_SCHEMA)
+    del good
     quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     quarantine = quarantine.sort("symbol", "open_time", "source_file", "line")
 
@@ -129,7 +134,8 @@ def ingest_window(
         quarantine=quarantine_summary,
         sources=reports,
         rows_read=sum(r.rows for r in reports),
-        duplicates_removed=good.height - clean.height,
+        duplicates_removed=good_rows - clean.height,
+        frame=clean,
         quarantined=sum(r.quarantined for r in reports),
     )
 

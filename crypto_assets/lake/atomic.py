@@ -31,8 +31,9 @@ def atomic_target(path: Path) -> Iterator[Path]:
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> int:
     """Write ``frame`` to ``path`` atomically and return the bytes written."""
     with atomic_target(path) as tmp:
-        # Fixed settings keep files byte-identical when the same rows are written twice.
-        frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        # Fixed settings keep files byte-identical when the same rows are written twice; zstd level 1
+        # compresses nearly as well as level 3 at a fraction of the CPU (writing dominated ingest time).
+        frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
     return path.stat().st_size
 
 

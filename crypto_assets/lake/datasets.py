@@ -54,20 +54,33 @@ def write_months(
     exactly what the inputs say, whatever was there before.
     """
     summary = WriteSummary()
-    keyed = frame.with_columns(
-        pl.col(time_column).dt.year().alias("__year"), pl.col(time_column).dt.month().alias("__month")
-    )
-    groups = keyed.partition_by(["symbol", "__year", "__month"], as_dict=True)
+    parts = _month_slices(frame, time_column) if frame.height else {}
     for symbol in symbols:
         for month in months:
             path = partition_path(lake, dataset, symbol, month)
-            part = groups.get((symbol, month.year, month.month))
-            if part is None or part.height == 0:
+            part = parts.get((symbol, month.year, month.month))
+            if part is None:
                 if path.exists():
                     path.unlink()
                     summary.removed.append(path)
                 continue
-            summary.bytes_written += write_parquet_atomic(part.drop("__year", "__month"), path)
+            summary.bytes_written += write_parquet_atomic(part, path)
             summary.rows += part.height
             summary.files.append(path)
     return summary
+
+
+def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
+    """Zero-copy slices of ``frame`` per (symbol, year, month); sorts only if rows are not grouped yet."""
+    keys = frame.select("symbol", pl.col(time_column).dt.year().alias("y"), pl.col(time_column).dt.month().alias("m"))
+    runs = keys.with_columns(pl.struct("symbol", "y", "m").rle_id().alias("run"))
+    if runs["run"].n_unique() != keys.unique().height:
+        frame = frame.sort("symbol", time_column)
+        return _month_slices(frame, time_column)
+    bounds = runs.with_row_index("offset").group_by("run", maintain_order=True).agg(
+        pl.col("symbol", "y", "m").first(), pl.col("offset").first(), pl.len().alias("n")
+    )
+    return {
+        (symbol, y, m): frame.slice(offset, n)
+        for _, symbol, y, m, offset, n in bounds.iter_rows()
+    }

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from crypto_assets.batch.transforms.order import is_sorted_by
+
 PRICES = ("open", "high", "low", "close")
 
 MINUTE_SCHEMA = pl.Schema(
@@ -107,15 +109,18 @@ def quarantine_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.filter(pl.col("reason").is_not_null()).select(QUARANTINE_SCHEMA.names())
 
 
-def clean_minutes(frame: pl.LazyFrame) -> pl.LazyFrame:
+DEDUP_ORDER = ["symbol", "open_time", "source_rank", "line"]
+
+
+def clean_minutes(frame: pl.DataFrame) -> pl.DataFrame:
     """Good rows, one per (symbol, open_time), sorted.
 
     When sources disagree on a minute, the row from the source listed first wins (then the earliest line),
-    so the result never depends on file order on disk.
+    so the result never depends on file order on disk. Exchange files are almost always in order already,
+    so the sort is skipped when one pass shows it is not needed.
     """
-    return (
-        frame.filter(pl.col("reason").is_null())
-        .sort("symbol", "open_time", "source_rank", "line")
-        .unique(subset=["symbol", "open_time"], keep="first", maintain_order=True)
-        .select(MINUTE_SCHEMA.names())
-    )
+    good = frame.filter(pl.col("reason").is_null())
+    if not is_sorted_by(good, DEDUP_ORDER):
+        good = good.sort(DEDUP_ORDER)
+    new_minute = (pl.col("symbol") != pl.col("symbol").shift(1)) | (pl.col("open_time") != pl.col("open_time").shift(1))
+    return good.filter(new_minute.fill_null(True)).select(MINUTE_SCHEMA.names())
