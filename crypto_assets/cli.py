@@ -145,25 +145,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _materialize_all(settings: Settings) -> bool:
-    from dagster import AssetSelection, DagsterInstance, materialize
+    from dagster import DagsterInstance
 
-    from crypto_assets.definitions import build_definitions
+    from crypto_assets.batch.runs import materialize_batch_range, whole_history
 
-    defs = build_definitions(settings)
-    assets = list(defs.assets)
-    batch = AssetSelection.groups("batch")
-    partitions = next(a for a in assets if a.group_names_by_key and "batch" in a.group_names_by_key.values()).partitions_def
-    first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    first, last = whole_history(settings)
     print(f"materializing the batch graph for {first} .. {last} in one run (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    result = materialize(
-        assets,
-        selection=batch,
-        instance=DagsterInstance.get(),
-        resources=defs.resources,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
-    )
+    result = materialize_batch_range(DagsterInstance.get(), settings, first, last)
     for evaluation in result.get_asset_check_evaluations():
         status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {status}")

@@ -10,27 +10,18 @@ import sys
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
 from dagster._core.instance.ref import InstanceRef
 
-from crypto_assets.definitions import build_definitions
+from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import REPO
 
-RANGE_TAGS = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 ASSETS = ["minute_raw", "daily_raw", "daily_filled", "prophet_input"]
 
 
 def run_range(instance: DagsterInstance, first: str, last: str):
-    defs = build_definitions(load_settings())
-    return materialize(
-        list(defs.assets),
-        selection=AssetSelection.groups("batch"),
-        instance=instance,
-        resources=defs.resources,
-        tags=dict(zip(RANGE_TAGS, (first, last), strict=True)),
-        raise_on_error=False,
-    )
+    return materialize_batch_range(instance, load_settings(), first, last)
 
 
 def instance_at(path: Path) -> DagsterInstance:
