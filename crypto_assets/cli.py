@@ -38,9 +38,9 @@ def _dagster_home(settings: Settings) -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
-    # One planned event per asset for a single-run range backfill instead of one per month partition:
-    # a whole-history backfill otherwise spends most of its time writing ~700 planned events.
-    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+    from crypto_assets.batch.runs import use_range_planned_events
+
+    use_range_planned_events()  # inherited by the webserver and daemon that create UI backfill runs
     return home
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from crypto_assets.batch.runs import use_range_planned_events
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -44,6 +45,5 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return make
 
 
-# The CLI sets this for its Dagster processes (one planned event per asset for a range backfill); the tests
-# run Dagster the same way.
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+# The CLI sets this for its Dagster processes; the dagster-CLI subprocess test runs Dagster the same way.
+use_range_planned_events()
