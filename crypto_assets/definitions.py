@@ -1,10 +1,11 @@
-"""The Dagster code location: the batch asset graph and its resources, built from the project settings."""
+"""The Dagster code location: the batch and forecast asset graphs and their resources, built from the project settings."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from crypto_assets.batch.assets import build_batch_assets
+from crypto_assets.forecast.assets import build_forecast_assets
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings, load_settings
 
@@ -17,9 +18,15 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         selection=AssetSelection.groups("batch"),
         description="minute_raw -> daily_raw -> daily_filled -> prophet_input for a range of months",
     )
+    forecast_assets = build_forecast_assets(settings)
+    forecast_job = define_asset_job(
+        "forecast_graph",
+        selection=AssetSelection.groups("forecast"),
+        description="forecasts, forecast_metrics -> forecast_results for one symbol",
+    )
     return Definitions(
-        assets=batch_assets,
-        jobs=[batch_job],
+        assets=[*batch_assets, *forecast_assets],
+        jobs=[batch_job, forecast_job],
         resources={"market": MarketDataResource(home=str(settings.home))},
     )
 

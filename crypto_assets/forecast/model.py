@@ -1,0 +1,136 @@
+"""Prophet fit and forecast on one symbol's daily close."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from prophet import Prophet
+
+from crypto_assets.forecast.history import Series, to_series
+from crypto_assets.forecast.options import DEFAULT_OPTIONS, ForecastOptions
+
+FORECAST_SCHEMA = {
+    "symbol": pl.String,
+    "ds": pl.Date,
+    "yhat": pl.Float64,
+    "yhat_lower": pl.Float64,
+    "yhat_upper": pl.Float64,
+    "is_forecast": pl.Boolean,
+}
+
+
+def quiet_stan_logging() -> None:
+    """Drop cmdstanpy/prophet INFO chatter (one line per fit otherwise)."""
+    # cmdstanpy's get_logger() installs its own handler and sets DEBUG when no
+    # handler exists yet, so let it run first and then raise the level.
+    from cmdstanpy.utils.logging import get_logger
+
+    get_logger().setLevel(logging.WARNING)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Seed numpy's global RNG (Prophet samples from it) and restore it after."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _transform(y: np.ndarray, options: ForecastOptions) -> np.ndarray:
+    return np.log(y) if options.log_price else y
+
+
+def _inverse(values: np.ndarray, options: ForecastOptions) -> np.ndarray:
+    return np.exp(values) if options.log_price else values
+
+
+def fit_arrays(ds: np.ndarray, y: np.ndarray, options: ForecastOptions) -> Prophet:
+    """Fit Prophet on plain arrays; used by fit_prophet and by CV workers."""
+    quiet_stan_logging()
+    frame = pd.DataFrame({"ds": pd.to_datetime(ds), "y": _transform(y, options)})
+    model = Prophet(**options.prophet_kwargs())
+    return model.fit(frame)
+
+
+def predict_arrays(
+    model: Prophet, ds: np.ndarray, options: ForecastOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(yhat, yhat_lower, yhat_upper) on the price scale for the given days."""
+    with _seeded(options.random_seed):
+        pred = model.predict(pd.DataFrame({"ds": pd.to_datetime(ds)}))
+    # exp is monotone, so back-transformed quantiles stay ordered; yhat becomes
+    # the median price forecast rather than the mean.
+    return tuple(  # type: ignore[return-value]
+        _inverse(pred[col].to_numpy(dtype=float), options)
+        for col in ("yhat", "yhat_lower", "yhat_upper")
+    )
+
+
+def future_days(last_ds: np.datetime64 | date, horizon_days: int) -> np.ndarray:
+    start = np.datetime64(last_ds, "D")
+    return start + np.arange(1, horizon_days + 1)
+
+
+def fit_prophet(history: pl.DataFrame, options: ForecastOptions = DEFAULT_OPTIONS) -> Prophet:
+    series = to_series(history, require_positive=options.log_price)
+    return fit_arrays(series.ds, series.y, options)
+
+
+def forecast_from_model(
+    model: Prophet,
+    history: pl.DataFrame,
+    options: ForecastOptions = DEFAULT_OPTIONS,
+    *,
+    include_history: bool = False,
+) -> pl.DataFrame:
+    """Next horizon_days after the last ds (plus in-sample fit when asked)."""
+    series = to_series(history, require_positive=options.log_price)
+    return _forecast_frame(model, series, options, include_history)
+
+
+def forecast(
+    history: pl.DataFrame,
+    options: ForecastOptions = DEFAULT_OPTIONS,
+    *,
+    include_history: bool = False,
+) -> pl.DataFrame:
+    """Fit on the whole history and forecast; columns as FORECAST_SCHEMA.
+
+    `is_forecast` is False for in-sample fitted rows (only with include_history).
+    """
+    series = to_series(history, require_positive=options.log_price)
+    model = fit_arrays(series.ds, series.y, options)
+    return _forecast_frame(model, series, options, include_history)
+
+
+def _forecast_frame(
+    model: Prophet, series: Series, options: ForecastOptions, include_history: bool
+) -> pl.DataFrame:
+    future = future_days(series.ds[-1], options.horizon_days)
+    days = np.concatenate([series.ds, future]) if include_history else future
+    yhat, lower, upper = predict_arrays(model, days, options)
+    is_forecast = days > series.ds[-1]
+    return pl.DataFrame(
+        {
+            "symbol": [series.symbol] * len(days),
+            "ds": days,
+            "yhat": yhat,
+            "yhat_lower": lower,
+            "yhat_upper": upper,
+            "is_forecast": is_forecast,
+        },
+        schema=FORECAST_SCHEMA,
+    )

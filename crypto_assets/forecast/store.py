@@ -1,0 +1,64 @@
+"""Where the forecast datasets live in the lake and how the assets read their inputs.
+
+One file per symbol (the forecast assets are partitioned by symbol, not by month):
+``<lake>/<dataset>/symbol=<S>/part-0.parquet``. Writes go through crypto_assets.lake.atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from crypto_assets.batch.pipeline import DAILY_FILLED, PROPHET_INPUT, read_dataset
+from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
+from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
+from crypto_assets.forecast.cross_validation import PREDICTIONS_SCHEMA
+from crypto_assets.forecast.model import FORECAST_SCHEMA
+
+FORECASTS = "forecasts"
+FORECAST_METRICS = "forecast_metrics"
+FORECAST_CV_PREDICTIONS = "forecast_cv_predictions"
+FORECAST_RESULTS = "forecast_results"
+
+
+def symbol_file(lake: Path, dataset: str, symbol: str, suffix: str = ".parquet") -> Path:
+    return lake / dataset / f"symbol={symbol}" / f"part-0{suffix}"
+
+
+def report_path(home: Path, symbol: str) -> Path:
+    return home / "reports" / f"forecast_{symbol}.html"
+
+
+def read_history(lake: Path, symbol: str) -> pl.DataFrame:
+    """The symbol's whole prophet_input (every stored month), sorted by day."""
+    history = read_dataset(lake, PROPHET_INPUT, PROPHET_SCHEMA, [symbol]).collect()
+    if history.height == 0:
+        raise ValueError(f"prophet_input has no rows for {symbol}; materialize the batch graph first")
+    return history.select(PROPHET_SCHEMA.names()).unique(["symbol", "ds"], keep="last").sort("ds")
+
+
+def read_daily_filled(lake: Path, symbol: str) -> pl.DataFrame:
+    return read_dataset(lake, DAILY_FILLED, FILLED_SCHEMA, [symbol]).collect().sort("date")
+
+
+def read_symbol(lake: Path, dataset: str, symbol: str) -> pl.DataFrame:
+    path = symbol_file(lake, dataset, symbol)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; materialize {dataset} for {symbol} first")
+    return pl.read_parquet(path)
+
+
+__all__ = [
+    "FORECASTS",
+    "FORECAST_CV_PREDICTIONS",
+    "FORECAST_METRICS",
+    "FORECAST_RESULTS",
+    "FORECAST_SCHEMA",
+    "PREDICTIONS_SCHEMA",
+    "read_daily_filled",
+    "read_history",
+    "read_symbol",
+    "report_path",
+    "symbol_file",
+]  # fmt: skip

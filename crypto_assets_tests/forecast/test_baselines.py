@@ -1,0 +1,88 @@
+"""Known answers for the baselines through the CV + metrics path."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from crypto_assets.forecast.baselines import baseline_forecast, drift, naive
+from crypto_assets.forecast.cross_validation import cross_validate
+from crypto_assets.forecast.options import ForecastOptions
+
+from .conftest import make_history
+
+BASELINES_ONLY = ("naive", "drift")
+OPTS = ForecastOptions(
+    cv_initial_days=60, cv_period_days=5, cv_max_cutoffs=None, cv_horizons=(1, 7, 30)
+)
+
+
+def _by(metrics: pl.DataFrame) -> dict[tuple[str, int], dict]:
+    return {(r["model"], r["horizon"]): r for r in metrics.iter_rows(named=True)}
+
+
+def test_constant_series_is_forecast_exactly() -> None:
+    result = cross_validate(make_history(np.full(300, 42.0)), OPTS, models=BASELINES_ONLY)
+    m = _by(result.metrics)
+    for model in BASELINES_ONLY:
+        for h in OPTS.cv_horizons:
+            row = m[(model, h)]
+            assert row["mae"] == 0.0 and row["mape"] == 0.0 and row["rmse"] == 0.0
+            # Zero-width intervals around an exact forecast: covered (closed interval).
+            assert row["coverage"] == 1.0
+            # 1 - 0/0 is undefined.
+            assert row["skill"] is None
+
+
+def test_linear_trend_drift_exact_naive_lags_by_b_h() -> None:
+    a, b = 1000.0, 2.5
+    y = a + b * np.arange(400)
+    m = _by(cross_validate(make_history(y), OPTS, models=BASELINES_ONLY).metrics)
+    for h in OPTS.cv_horizons:
+        assert m[("drift", h)]["mae"] == pytest.approx(0.0, abs=1e-9)
+        assert m[("naive", h)]["mae"] == pytest.approx(b * h, rel=1e-12)
+        assert m[("naive", h)]["rmse"] == pytest.approx(b * h, rel=1e-12)
+        assert m[("drift", h)]["skill"] == pytest.approx(1.0)
+
+
+def test_random_walk_naive_mae_grows_like_sqrt_h() -> None:
+    sigma = 1.0
+    rng = np.random.default_rng(20240601)
+    # Offset keeps prices far from 0 so MAPE (and skill) stay defined.
+    y = 10_000.0 + np.cumsum(rng.normal(0.0, sigma, 30_000))
+    opts = ForecastOptions(
+        cv_initial_days=100, cv_period_days=3, cv_max_cutoffs=None, cv_horizons=(1, 7, 30)
+    )
+    result = cross_validate(make_history(y), opts, models=BASELINES_ONLY)
+    m = _by(result.metrics)
+    assert m[("naive", 1)]["n"] > 9000
+    for h in opts.cv_horizons:
+        expected = sigma * math.sqrt(2 * h / math.pi)  # E|N(0, sigma^2 h)|
+        assert m[("naive", h)]["mae"] == pytest.approx(expected, rel=0.06)
+        # Normal intervals on Gaussian steps: coverage close to nominal 80%.
+        assert m[("naive", h)]["coverage"] == pytest.approx(0.8, abs=0.04)
+        assert m[("naive", h)]["skill"] == 0.0
+
+
+def test_interval_formulas() -> None:
+    y = np.array([10.0, 12.0, 11.0, 14.0, 13.0])  # diffs 2, -1, 3, -1
+    z = 1.0
+    n = naive(y, np.array([4]), [1, 4], z)
+    sigma = math.sqrt((4 + 1 + 9 + 1) / 4)
+    assert n.yhat[0].tolist() == [13.0, 13.0]
+    assert n.upper[0] - n.yhat[0] == pytest.approx([sigma, 2 * sigma])
+
+    d = drift(y, np.array([4]), [1, 4], z)
+    slope = (13.0 - 10.0) / 4
+    sd = np.std([2, -1, 3, -1], ddof=1)
+    assert d.yhat[0] == pytest.approx([13.0 + slope, 13.0 + 4 * slope])
+    assert d.upper[0, 1] - d.yhat[0, 1] == pytest.approx(sd * math.sqrt(4 * (1 + 4 / 5)))
+
+
+def test_baseline_forecast_from_end_of_history() -> None:
+    out = baseline_forecast(make_history(np.arange(1.0, 11.0)), ForecastOptions(horizon_days=5))
+    assert out.height == 10
+    drift_rows = out.filter(pl.col("model") == "drift").sort("horizon")
+    assert drift_rows["yhat"].to_list() == pytest.approx([11.0, 12.0, 13.0, 14.0, 15.0])
+    assert drift_rows["ds"][0].isoformat() == "2020-01-11"

@@ -1,0 +1,48 @@
+"""The forecast asset checks (pure) and the Dagster config that mirrors ForecastOptions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+import pytest
+
+from crypto_assets.batch.checks import Severity
+from crypto_assets.forecast.checks import mape_below_threshold, not_worse_than_naive
+from crypto_assets.forecast.config import ForecastConfig
+from crypto_assets.forecast.options import ForecastOptions
+
+
+def metrics(prophet: dict[int, float], naive: dict[int, float]) -> pl.DataFrame:
+    rows = [("prophet", h, m) for h, m in prophet.items()] + [("naive", h, m) for h, m in naive.items()]
+    return pl.DataFrame(rows, schema={"model": pl.String, "horizon": pl.Int32, "mape": pl.Float64}, orient="row")
+
+
+def test_mape_threshold_warns_above_and_passes_at_or_below() -> None:
+    m = metrics({1: 0.03, 7: 0.2}, {1: 0.02, 7: 0.1})
+    ok = mape_below_threshold(m, 0.05)
+    assert ok.passed and ok.severity == Severity.WARN and ok.metadata["mape"] == 0.03
+    assert mape_below_threshold(m, 0.03).passed
+    bad = mape_below_threshold(m, 0.02)
+    assert not bad.passed and bad.severity == Severity.WARN and "above" in bad.description
+    assert not mape_below_threshold(m, 0.05, horizon=30).passed  # no metrics at that horizon
+
+
+def test_not_worse_than_naive_reports_each_horizon() -> None:
+    out = not_worse_than_naive(metrics({1: 0.03, 7: 0.08, 30: 0.2}, {1: 0.02, 7: 0.1, 30: 0.2}))
+    assert not out.passed and out.severity == Severity.WARN
+    assert out.metadata["worse_than_naive_1d"] is True
+    assert out.metadata["worse_than_naive_7d"] is False
+    assert out.metadata["worse_than_naive_30d"] is False  # a tie is not worse
+    assert "| 1d |" in out.metadata["per_horizon"] and out.description.endswith("1d")
+    assert not_worse_than_naive(metrics({1: 0.01}, {1: 0.02})).passed
+
+
+def test_config_mirrors_forecast_options() -> None:
+    option_fields = {f.name for f in dataclasses.fields(ForecastOptions)} - {"prophet_extra"}
+    assert option_fields == set(ForecastConfig.model_fields)
+    assert ForecastConfig().to_options() == ForecastOptions()
+    small = ForecastConfig(cv_horizons=[1, 7], cv_max_cutoffs=None, horizon_days=5).to_options()
+    assert small.cv_horizons == (1, 7) and small.cv_max_cutoffs is None and small.horizon_days == 5
+    with pytest.raises(ValueError, match="increasing"):
+        ForecastConfig(cv_horizons=[7, 1]).to_options()
