@@ -1,0 +1,962 @@
+#!/usr/bin/env python
+"""Benchmark of the batch layer on the synthetic history: Polars library path, Dagster run, plain pandas.
+
+One invocation measures, on the same data and in the same run:
+
+1. ``ingest``: CSV -> ``minute_raw`` (+ quarantine) with :func:`crypto_assets.batch.minute_ingest.ingest_window`
+   over 2012-01-01 .. 2026-01-01: rows/s and peak RSS;
+2. ``daily_raw``, ``daily_filled``, ``prophet_input``: the pipeline steps of :mod:`crypto_assets.batch.pipeline`
+   over the same window ("daily aggregation of the whole history" is ``build_daily_raw`` alone);
+3. ``dagster``: the four batch assets materialized as ONE single-run backfill over the whole partition range,
+   with a real SQLite-backed ``DagsterInstance`` in a fresh temporary DAGSTER_HOME, next to the sum of 1 + 2;
+4. ``pandas_*``: the same steps written in plain pandas (read_csv, validate, sort, dedupe, per-(symbol, month)
+   parquet, groupby daily aggregation, calendar reindex + ffill, rolling MA7/MA30), timed step by step.
+
+Every measured stage runs in its own fresh subprocess (this script re-invoked with ``--stage``), which prints
+its seconds and ``getrusage(RUSAGE_SELF).ru_maxrss`` as JSON, so one stage's memory never pollutes another's.
+Fast stages are repeated ``--repeat`` times (a fresh process each time) and the median is reported.
+
+    PYTHONPATH=. python bench/batch_bench.py                 # full scale, ~4 minutes
+    PYTHONPATH=. python bench/batch_bench.py --scale small   # seconds, for a smoke test
+
+The library is only called, never modified. Inside a stage the script wraps a few library functions
+(``read_layout``, ``clean_minutes``, ``write_months``) with timers to split a stage into steps; the wrappers
+call the originals unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+WINDOW_START = datetime(2012, 1, 1, tzinfo=UTC)
+WINDOW_END = datetime(2026, 1, 1, tzinfo=UTC)
+SYMBOLS = ("BTCUSDT", "ETHUSDT")  # crypto_assets.settings.DEFAULT_SYMBOLS
+RESULT_MARKER = "BENCH_RESULT "
+
+# Targets from the issue: (label, comparison, value).
+TARGET_INGEST_ROWS_PER_S = 2_000_000
+TARGET_INGEST_RSS_MB = 3 * 1024
+TARGET_DAILY_AGG_S = 2.0
+TARGET_DAGSTER_RATIO = 1.5
+
+# Stage name -> (kind, description). "slow" stages run --repeat-slow times, the others --repeat times.
+STAGES: dict[str, tuple[str, str]] = {
+    "generate": ("setup", "synthetic Kaggle CSVs (cached by a sidecar)"),
+    "ingest": ("slow", "polars: ingest_window CSV -> minute_raw, 2012-01 .. 2026-01"),
+    "daily_raw": (
+        "fast",
+        "polars: build_daily_raw (daily aggregation of the whole history)",
+    ),
+    "daily_filled": (
+        "fast",
+        "polars: build_daily_filled (calendar + ffill + MA7/MA30)",
+    ),
+    "prophet_input": ("fast", "polars: build_prophet_input"),
+    "pandas_ingest": (
+        "slow",
+        "pandas: read_csv, validate, sort, dedupe, write per (symbol, month)",
+    ),
+    "pandas_daily_raw": (
+        "fast",
+        "pandas: read minute parquet, sort, groupby daily, write",
+    ),
+    "pandas_daily_filled": (
+        "fast",
+        "pandas: read daily, reindex + ffill, rolling MA7/MA30, write",
+    ),
+    "pandas_prophet_input": ("fast", "pandas: read filled, select ds/y/symbol, write"),
+    "verify": ("setup", "compare the pandas lake with the polars lake"),
+    "dagster": (
+        "slow",
+        "dagster: one single-run backfill of the 4 batch assets, whole partition range",
+    ),
+}
+DEFAULT_STAGES = list(STAGES)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers shared by the stages (run inside the child process)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def max_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Steps:
+    """Accumulates named step durations: ``with steps("write"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def wrap(self, name: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            with self(name):
+                return fn(*args, **kwargs)
+
+        return timed
+
+    def with_rest(self, total: float, rest_name: str) -> dict[str, float]:
+        """The recorded steps plus ``rest_name`` = total minus their sum, in a stable order."""
+        out = {rest_name: max(total - sum(self.seconds.values()), 0.0)}
+        out.update(self.seconds)
+        return out
+
+
+@contextlib.contextmanager
+def patched(module, name: str, replacement) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def data_dir(workdir: Path, scale: str) -> Path:
+    return workdir / f"data-{scale}"
+
+
+def lake_dir(workdir: Path) -> Path:
+    return workdir / "lake"
+
+
+def pandas_lake_dir(workdir: Path) -> Path:
+    return workdir / "pandas_lake"
+
+
+def source_files(workdir: Path, scale: str) -> list[tuple[Path, str, int]]:
+    """(path, symbol, rank) of the synthetic CSVs, in the order discover_sources gives them."""
+    files = sorted(data_dir(workdir, scale).glob("*_kaggle_1m.csv"))
+    return [(p.resolve(), p.name.split("_", 1)[0], rank) for rank, p in enumerate(files)]
+
+
+def reset_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Polars library stages
+# --------------------------------------------------------------------------------------------------------------
+
+
+def stage_generate(args) -> dict:
+    from crypto_assets.batch import synthetic
+
+    out = data_dir(args.workdir, args.scale)
+    written: dict[str, int] = {}
+    t0 = time.perf_counter()
+    paths = synthetic.generate_dataset(
+        out,
+        scale=args.scale,
+        seed=42,
+        progress=lambda symbol, rows: written.__setitem__(symbol, rows),
+    )
+    seconds = time.perf_counter() - t0
+    rows = 0
+    for path in paths:
+        rows += json.loads(path.with_name(path.name + ".meta.json").read_text())["rows"]
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "cached": not any(written.values()),
+        "bytes": sum(p.stat().st_size for p in paths),
+        "files": [str(p) for p in paths],
+    }
+
+
+def stage_ingest(args) -> dict:
+    from crypto_assets.batch import minute_ingest
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    lake = reset_dir(lake_dir(args.workdir))
+    sources, problems = discover_sources([SourceSpec(str(data_dir(args.workdir, args.scale)))], list(SYMBOLS))
+    assert sources and not problems, (sources, problems)
+    steps = Steps()
+
+    rss_before = max_rss_mb()
+    with (
+        patched(
+            minute_ingest,
+            "read_layout",
+            steps.wrap("csv read (read_layout)", minute_ingest.read_layout),
+        ),
+        patched(
+            minute_ingest,
+            "clean_minutes",
+            steps.wrap("sort + dedupe (clean_minutes)", minute_ingest.clean_minutes),
+        ),
+        patched(
+            minute_ingest,
+            "write_months",
+            steps.wrap("parquet write (write_months)", minute_ingest.write_months),
+        ),
+        patched(
+            minute_ingest,
+            "_write_unparsed",
+            steps.wrap("parquet write (write_months)", minute_ingest._write_unparsed),
+        ),
+    ):
+        t0 = time.perf_counter()
+        result = minute_ingest.ingest_window(sources, lake, list(SYMBOLS), WINDOW_START, WINDOW_END)
+        seconds = time.perf_counter() - t0
+    assert not result.failed_sources, result.failed_sources
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": result.rows_read,
+        "rows_per_s": result.rows_read / seconds,
+        "minute_rows": result.minute.rows,
+        "duplicates_removed": result.duplicates_removed,
+        "quarantined": result.quarantined,
+        "files": len(result.minute.files),
+        "bytes_written": result.minute.bytes_written,
+        "steps": steps.with_rest(seconds, "validate, split, concat (rest)"),
+    }
+
+
+def _pipeline_stage(args, builder_name: str) -> dict:
+    from crypto_assets.batch import pipeline
+
+    builder = getattr(pipeline, builder_name)
+    steps = Steps()
+    rss_before = max_rss_mb()
+    with patched(
+        pipeline,
+        "write_months",
+        steps.wrap("parquet write (write_months)", pipeline.write_months),
+    ):
+        t0 = time.perf_counter()
+        step = builder(lake_dir(args.workdir), list(SYMBOLS), WINDOW_START, WINDOW_END)
+        seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": step.frame.height,
+        "files": len(step.summary.files),
+        "steps": steps.with_rest(seconds, "read + transform (rest)"),
+    }
+
+
+def stage_daily_raw(args) -> dict:
+    return _pipeline_stage(args, "build_daily_raw")
+
+
+def stage_daily_filled(args) -> dict:
+    return _pipeline_stage(args, "build_daily_filled")
+
+
+def stage_prophet_input(args) -> dict:
+    return _pipeline_stage(args, "build_prophet_input")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dagster
+# --------------------------------------------------------------------------------------------------------------
+
+
+def stage_dagster(args) -> dict:
+    home = reset_dir(args.workdir / "dagster")
+    project, instance_dir = home / "project", home / "instance"
+    if args.dagster_tmp:  # a fresh instance directory under the given parent (e.g. a tmpfs), removed afterwards
+        instance_dir = Path(tempfile.mkdtemp(prefix="crypto-assets-bench-dagster-", dir=args.dagster_tmp))
+    else:
+        instance_dir.mkdir()
+    (instance_dir / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = home / "crypto_assets.toml"
+    config.write_text(f'home = "{project}"\n\n[[sources]]\npath = "{data_dir(args.workdir, args.scale).resolve()}"\n')
+    os.environ["CRYPTO_ASSETS_CONFIG"] = str(config)
+    os.environ.pop("CRYPTO_ASSETS_HOME", None)
+    os.environ["DAGSTER_HOME"] = str(instance_dir)
+
+    t0 = time.perf_counter()
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    from crypto_assets.batch.runs import materialize_batch_range, whole_history
+    from crypto_assets.settings import load_settings
+
+    settings = load_settings()
+    assert [s.name for s in settings.symbols] == list(SYMBOLS)
+    first, last = whole_history(settings)
+    setup_seconds = time.perf_counter() - t0
+
+    rss_before = max_rss_mb()
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(instance_dir))) as instance:
+        t0 = time.perf_counter()
+        result = materialize_batch_range(instance, settings, first, last, log_level="WARNING")
+        seconds = time.perf_counter() - t0
+        step_seconds = {
+            s.step_key: (s.end_time - s.start_time)
+            for s in instance.get_run_step_stats(result.run_id)
+            if s.start_time and s.end_time
+        }
+        runs = len(instance.get_runs())
+        events = len(instance.all_logs(result.run_id))
+    if args.dagster_tmp:
+        shutil.rmtree(instance_dir, ignore_errors=True)
+    checks = {
+        f"{e.asset_key.to_user_string()}.{e.check_name}": ("passed" if e.passed else f"failed ({e.severity.value})")
+        for e in result.get_asset_check_evaluations()
+    }
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "setup_seconds": setup_seconds,
+        "success": result.success,
+        "runs": runs,
+        "partition_range": [first, last],
+        "events": events,
+        "instance_dir": str(instance_dir),
+        "steps": step_seconds,
+        "checks": checks,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Plain pandas implementation of the same steps
+# --------------------------------------------------------------------------------------------------------------
+
+PANDAS_PRICES = ("open", "high", "low", "close")
+MINUTE_COLUMNS = ["symbol", "open_time", "open", "high", "low", "close", "volume"]
+EARLIEST_TIME = datetime(2009, 1, 3, tzinfo=UTC)  # crypto_assets.batch.transforms.minute.EARLIEST_TIME
+
+
+def _pd_write_months(frame, lake: Path, dataset: str, time_column: str) -> tuple[int, int]:
+    """One parquet file per (symbol, month), same layout and compression as the library; returns (files, rows)."""
+    import pandas as pd
+
+    times = (
+        pd.DatetimeIndex(frame[time_column])
+        if frame[time_column].dtype.kind == "M"
+        else pd.DatetimeIndex(pd.to_datetime(frame[time_column]))
+    )
+    files = rows = 0
+    for (symbol, year, month), part in frame.groupby([frame["symbol"], times.year, times.month], sort=False):
+        path = lake / dataset / f"symbol={symbol}" / f"year={year:04d}" / f"month={month:02d}" / "part-0.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(path, engine="pyarrow", compression="zstd", compression_level=3, index=False)
+        files += 1
+        rows += len(part)
+    return files, rows
+
+
+def _pd_read_dataset(lake: Path, dataset: str):
+    import pandas as pd
+
+    paths = sorted((lake / dataset).glob("symbol=*/year=*/month=*/part-0.parquet"))
+    return pd.concat([pd.read_parquet(p, engine="pyarrow") for p in paths], ignore_index=True)
+
+
+def _dates_to_python(series):
+    """datetime64 day stamps -> python dates, so pyarrow writes parquet date32 like polars' Date."""
+    return series.dt.date
+
+
+def stage_pandas_ingest(args) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    lake = reset_dir(pandas_lake_dir(args.workdir))
+    latest_time = datetime.now(UTC) + timedelta(days=1)
+    steps = Steps()
+    rss_before = max_rss_mb()
+    t0 = time.perf_counter()
+
+    with steps("csv read (pd.read_csv)"):
+        parts = []
+        for path, symbol, rank in source_files(args.workdir, args.scale):
+            frame = pd.read_csv(path)
+            frame.columns = [c.lower() for c in frame.columns]
+            frame = frame.rename(columns={"timestamp": "time_raw"})
+            for column in ("time_raw", *PANDAS_PRICES, "volume"):
+                if frame[column].dtype != np.float64:  # a bad value makes the column object: coerce it to NaN
+                    frame[column] = pd.to_numeric(frame[column], errors="coerce")
+            frame["line"] = np.arange(2, len(frame) + 2, dtype=np.int64)
+            frame["symbol"] = symbol
+            frame["source_rank"] = np.int32(rank)
+            parts.append(frame)
+        raw = pd.concat(parts, ignore_index=True)
+        del parts
+        rows_read = len(raw)
+
+    with steps("validate + split"):
+        ts = raw["time_raw"].to_numpy()
+        magnitude = np.abs(ts)
+        micros = np.select(
+            [magnitude < 1e11, magnitude < 1e14, magnitude < 1e17],
+            [ts * 1e6, ts * 1e3, ts],
+            default=ts / 1e3,
+        )
+        time_null = ~np.isfinite(micros)
+        micros_int = np.where(time_null, 0, np.floor(np.where(time_null, 0.0, micros))).astype(np.int64)
+        open_time = pd.to_datetime(micros_int, unit="us", utc=True)
+        raw["open_time"] = open_time.where(~time_null)
+        earliest = pd.Timestamp(EARLIEST_TIME).value // 1000
+        latest = pd.Timestamp(latest_time).value // 1000
+        out_of_range = ~time_null & ((micros_int < earliest) | (micros_int > latest))
+        rules = {
+            "open_time: unparseable timestamp": time_null,
+            "open_time: out of range": out_of_range,
+            "open_time: not on a minute boundary": ~time_null & (micros_int % 60_000_000 != 0),
+        }
+        values = {c: raw[c].to_numpy() for c in (*PANDAS_PRICES, "volume")}
+        for name in PANDAS_PRICES:  # NaN: pandas does not tell a missing value from a literal NaN
+            rules[f"{name}: missing or not a number"] = np.isnan(values[name])
+            rules[f"{name}: zero or negative price"] = values[name] <= 0
+        rules["volume: missing or not a number"] = np.isnan(values["volume"])
+        rules["volume: negative"] = values["volume"] < 0
+        high, low = values["high"], values["low"]
+        rules["high < low"] = high < low
+        rules["open outside [low, high]"] = (values["open"] < low) | (values["open"] > high)
+        rules["close outside [low, high]"] = (values["close"] < low) | (values["close"] > high)
+        bad = np.logical_or.reduce(list(rules.values()))
+        in_window = (
+            ~time_null
+            & (micros_int >= pd.Timestamp(WINDOW_START).value // 1000)
+            & (micros_int < pd.Timestamp(WINDOW_END).value // 1000)
+        )
+        no_month = time_null | out_of_range
+        keep = in_window | no_month
+        good = raw.loc[
+            keep & ~bad,
+            ["symbol", "open_time", *PANDAS_PRICES, "volume", "source_rank", "line"],
+        ]
+        quarantine = raw.loc[keep & bad].copy()
+        if len(quarantine):  # reason text only for the (few) bad rows
+            index = np.flatnonzero(keep & bad)
+            quarantine["reason"] = ["; ".join(text for text, mask in rules.items() if mask[i]) for i in index]
+        del raw
+
+    with steps("sort"):
+        good = good.sort_values(["symbol", "open_time", "source_rank", "line"], ignore_index=True)
+    with steps("dedupe"):
+        before = len(good)
+        good = good.loc[~good.duplicated(["symbol", "open_time"], keep="first"), MINUTE_COLUMNS]
+        duplicates = before - len(good)
+    with steps("parquet write per (symbol, month)"):
+        files, minute_rows = _pd_write_months(good, lake, "minute_raw", "open_time")
+        if len(quarantine):
+            dated = quarantine.loc[in_window[keep & bad]]  # rows without a usable time belong to no month
+            _pd_write_months(dated, lake, "quarantine", "open_time")
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": rows_read,
+        "rows_per_s": rows_read / seconds,
+        "minute_rows": minute_rows,
+        "duplicates_removed": duplicates,
+        "quarantined": len(quarantine),
+        "files": files,
+        "steps": steps.seconds,
+    }
+
+
+def stage_pandas_daily_raw(args) -> dict:
+
+    lake = pandas_lake_dir(args.workdir)
+    shutil.rmtree(lake / "daily_raw", ignore_errors=True)
+    steps = Steps()
+    rss_before = max_rss_mb()
+    t0 = time.perf_counter()
+    with steps("read minute parquet"):
+        minutes = _pd_read_dataset(lake, "minute_raw")
+    with steps("sort"):
+        minutes = minutes.sort_values(["symbol", "open_time"], ignore_index=True)
+    with steps("groupby daily aggregation"):
+        minutes["date"] = minutes["open_time"].dt.tz_localize(None).dt.normalize()
+        daily = minutes.groupby(["symbol", "date"], sort=True).agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            minute_count=("open", "size"),
+        )
+        daily = daily.reset_index()
+        daily["minute_count"] = daily["minute_count"].astype("uint32")
+    del minutes
+    with steps("parquet write"):
+        out = daily.assign(date=_dates_to_python(daily["date"]))
+        files, _ = _pd_write_months(out, lake, "daily_raw", "date")
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": len(daily),
+        "files": files,
+        "steps": steps.seconds,
+    }
+
+
+def stage_pandas_daily_filled(args) -> dict:
+    import pandas as pd
+
+    lake = pandas_lake_dir(args.workdir)
+    shutil.rmtree(lake / "daily_filled", ignore_errors=True)
+    last_day = pd.Timestamp(WINDOW_END.date()) - pd.Timedelta(days=1)
+    steps = Steps()
+    rss_before = max_rss_mb()
+    t0 = time.perf_counter()
+    with steps("read daily parquet"):
+        daily = _pd_read_dataset(lake, "daily_raw")
+        daily["date"] = pd.to_datetime(daily["date"])
+    frames = []
+    with steps("calendar reindex + ffill"):
+        for symbol, rows in daily.groupby("symbol", sort=True):
+            rows = rows.set_index("date").sort_index()
+            calendar = pd.date_range(rows.index.min(), min(rows.index.max(), last_day), freq="D", name="date")
+            rows = rows.reindex(calendar)
+            rows["symbol"] = symbol
+            rows["is_filled"] = rows["close"].isna()
+            rows["close"] = rows["close"].ffill()
+            for column in ("open", "high", "low"):
+                rows[column] = rows[column].fillna(rows["close"])
+            rows["volume"] = rows["volume"].fillna(0.0)
+            rows["minute_count"] = rows["minute_count"].fillna(0).astype("uint32")
+            frames.append(rows)
+    with steps("rolling MA7/MA30"):
+        for rows in frames:
+            rows["ma7"] = rows["close"].rolling(7, min_periods=7).mean()
+            rows["ma30"] = rows["close"].rolling(30, min_periods=30).mean()
+        filled = pd.concat(frames).reset_index()
+        filled = filled[
+            [
+                "symbol",
+                "date",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "minute_count",
+                "is_filled",
+                "ma7",
+                "ma30",
+            ]
+        ]
+    with steps("parquet write"):
+        files, _ = _pd_write_months(
+            filled.assign(date=_dates_to_python(filled["date"])),
+            lake,
+            "daily_filled",
+            "date",
+        )
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": len(filled),
+        "files": files,
+        "steps": steps.seconds,
+    }
+
+
+def stage_pandas_prophet_input(args) -> dict:
+    import pandas as pd
+
+    lake = pandas_lake_dir(args.workdir)
+    shutil.rmtree(lake / "prophet_input", ignore_errors=True)
+    steps = Steps()
+    rss_before = max_rss_mb()
+    t0 = time.perf_counter()
+    with steps("read filled parquet"):
+        filled = _pd_read_dataset(lake, "daily_filled")
+    with steps("sort + select"):
+        frame = filled.sort_values(["symbol", "date"], ignore_index=True)
+        frame = pd.DataFrame({"ds": frame["date"], "y": frame["close"], "symbol": frame["symbol"]})
+    with steps("parquet write"):
+        files, _ = _pd_write_months(frame, lake, "prophet_input", "ds")
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "rss_before_mb": rss_before,
+        "rows": len(frame),
+        "files": files,
+        "steps": steps.seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Verification: both implementations must produce the same data
+# --------------------------------------------------------------------------------------------------------------
+
+
+def stage_verify(args) -> dict:
+    import polars as pl
+
+    polars_lake, pandas_lake = lake_dir(args.workdir), pandas_lake_dir(args.workdir)
+    t0 = time.perf_counter()
+    out: dict[str, object] = {}
+
+    def scan(lake: Path, dataset: str) -> pl.LazyFrame:
+        files = sorted((lake / dataset).glob("symbol=*/year=*/month=*/part-0.parquet"))
+        return pl.scan_parquet(files)
+
+    def same(a: pl.DataFrame, b: pl.DataFrame, keys: list[str]) -> str:
+        if a.columns != b.columns:
+            return f"columns differ: {a.columns} vs {b.columns}"
+        if a.height != b.height:
+            return f"rows differ: {a.height} vs {b.height}"
+        a, b = a.sort(keys), b.sort(keys)
+        problems = []
+        for column in a.columns:
+            x, y = a[column], b[column]
+            if x.dtype != y.dtype:
+                problems.append(f"{column}: {x.dtype} vs {y.dtype}")
+            elif x.dtype == pl.Float64:
+                diff = ((x - y).abs() > 1e-9 * y.abs().clip(lower_bound=1.0)) | (x.is_null() != y.is_null())
+                if diff.any():
+                    problems.append(f"{column}: {int(diff.sum())} values differ")
+            elif not x.equals(y):
+                problems.append(f"{column}: values differ")
+        return "identical" if not problems else "; ".join(problems)
+
+    summary = [
+        pl.len().alias("rows"),
+        pl.col("open_time").dt.epoch("s").sum().alias("t"),
+        pl.col("close").sum(),
+    ]
+    a = scan(polars_lake, "minute_raw").group_by("symbol").agg(summary).sort("symbol").collect()
+    b = scan(pandas_lake, "minute_raw").group_by("symbol").agg(summary).sort("symbol").collect()
+    out["minute_raw"] = same(a, b, ["symbol"])
+    out["minute_raw_files"] = (
+        f"{len(list((polars_lake / 'minute_raw').rglob('*.parquet')))} vs "
+        f"{len(list((pandas_lake / 'minute_raw').rglob('*.parquet')))}"
+    )
+    for dataset, keys in (("daily_raw", ["symbol", "date"]), ("daily_filled", ["symbol", "date"]),
+                          ("prophet_input", ["symbol", "ds"])):  # fmt: skip
+        out[dataset] = same(
+            scan(polars_lake, dataset).collect(),
+            scan(pandas_lake, dataset).collect(),
+            keys,
+        )
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def run_child(args, stage: str, rep: int) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--stage", stage,
+        "--scale", args.scale, "--workdir", str(args.workdir),
+    ]  # fmt: skip
+    if args.dagster_tmp:
+        command += ["--dagster-tmp", str(args.dagster_tmp)]
+    log = args.workdir / "logs" / f"{stage}-{rep}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        check=False,
+    )
+    log.write_text(f"$ {' '.join(command)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.splitlines()[-25:])
+        raise SystemExit(f"stage {stage} failed (exit {done.returncode}); log: {log}\n{tail}")
+    return json.loads(lines[-1][len(RESULT_MARKER) :])
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median seconds (and the step medians) over the repetitions; RSS is the worst repetition's peak."""
+    seconds = [r["seconds"] for r in runs]
+    out = dict(runs[len(runs) // 2])  # the non-timing fields of one run
+    out["seconds"] = statistics.median(seconds)
+    out["seconds_all"] = seconds
+    out["repeats"] = len(runs)
+    out["maxrss_mb"] = max(r["maxrss_mb"] for r in runs)
+    if "rows_per_s" in out:
+        out["rows_per_s"] = out["rows"] / out["seconds"]
+    if all("steps" in r for r in runs):
+        names = list(runs[0]["steps"])
+        out["steps"] = {n: statistics.median(r["steps"].get(n, 0.0) for r in runs) for n in names}
+    return out
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def fmt_mb(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table, also readable as plain text."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [
+            line(headers),
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *map(line, rows),
+        ]
+    )
+
+
+def yes_no(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def report(args, results: dict[str, dict]) -> str:
+    r = results
+    out: list[str] = []
+    gen = r.get("generate")
+    if gen:
+        out.append(
+            f"Input: {gen['rows']:,} CSV rows in {len(gen['files'])} Kaggle-style files ({gen['bytes'] / 1e6:,.0f} MB), "
+            f"scale={args.scale}, {'cached' if gen['cached'] else 'generated in {:.1f} s'.format(gen['seconds'])}. "
+            f"Window {WINDOW_START:%Y-%m-%d} .. {WINDOW_END:%Y-%m-%d} (exclusive)."
+        )
+    out.append(
+        f"Median of {args.repeat} fresh processes for fast stages, {args.repeat_slow} for slow ones; peak RSS = "
+        "ru_maxrss of the stage's own process (worst repetition), including the interpreter and imports."
+    )
+
+    # 1. Stage table: polars next to pandas
+    def stage_row(label: str, name: str) -> list[str]:
+        s = r.get(name)
+        if not s:
+            return [label, "-", "-", "-", "-", "-"]
+        spread = f"{min(s['seconds_all']):.2f}-{max(s['seconds_all']):.2f}" if s["repeats"] > 1 else "-"
+        rate = f"{s['rows_per_s'] / 1e6:.2f} M" if "rows_per_s" in s else "-"
+        return [
+            label,
+            fmt_s(s["seconds"]),
+            spread,
+            str(s["repeats"]),
+            fmt_mb(s["maxrss_mb"]),
+            rate,
+        ]
+
+    headers = ["stage", "median s", "min-max s", "runs", "peak RSS MB", "rows/s"]
+    rows = []
+    for name, label in (("ingest", "ingest CSV -> minute_raw"), ("daily_raw", "daily_raw (daily aggregation)"),
+                        ("daily_filled", "daily_filled"), ("prophet_input", "prophet_input")):  # fmt: skip
+        rows.append(stage_row(f"polars  {label}", name))
+    direct = [r[n]["seconds"] for n in ("ingest", "daily_raw", "daily_filled", "prophet_input") if n in r]
+    direct_total = sum(direct) if len(direct) == 4 else None
+    rows.append(["polars  direct total (1 + 2)", fmt_s(direct_total), "", "", "", ""])
+    if "dagster" in r:
+        rows.append(stage_row("dagster single-run backfill, 4 assets", "dagster"))
+    for name, label in (("pandas_ingest", "ingest CSV -> minute_raw"), ("pandas_daily_raw", "daily_raw"),
+                        ("pandas_daily_filled", "daily_filled"), ("pandas_prophet_input", "prophet_input")):  # fmt: skip
+        rows.append(stage_row(f"pandas  {label}", name))
+    pandas = [
+        r[n]["seconds"]
+        for n in (
+            "pandas_ingest",
+            "pandas_daily_raw",
+            "pandas_daily_filled",
+            "pandas_prophet_input",
+        )
+        if n in r
+    ]
+    if len(pandas) == 4:
+        rows.append(["pandas  total", fmt_s(sum(pandas)), "", "", "", ""])
+    out += ["", "## Stages", "", table(headers, rows)]
+
+    # 2. Steps side by side
+    pairs = [("ingest", "pandas_ingest"), ("daily_raw", "pandas_daily_raw"), ("daily_filled", "pandas_daily_filled"),
+             ("prophet_input", "pandas_prophet_input")]  # fmt: skip
+    step_rows = []
+    for pl_name, pd_name in pairs:
+        a, b = r.get(pl_name, {}).get("steps", {}), r.get(pd_name, {}).get("steps", {})
+        if not a and not b:
+            continue
+        la, lb = list(a.items()), list(b.items())
+        for i in range(max(len(la), len(lb))):
+            left = la[i] if i < len(la) else ("", None)
+            right = lb[i] if i < len(lb) else ("", None)
+            step_rows.append([pl_name if i == 0 else "", left[0], fmt_s(left[1]) if left[0] else "",
+                              right[0], fmt_s(right[1]) if right[0] else ""])  # fmt: skip
+        step_rows.append(["", "= total", fmt_s(r.get(pl_name, {}).get("seconds")), "= total",
+                          fmt_s(r.get(pd_name, {}).get("seconds"))])  # fmt: skip
+    if step_rows:
+        out += ["", "## Steps (medians), Polars library vs plain pandas", "",
+                table(["stage", "polars step", "s", "pandas step", "s"], step_rows)]  # fmt: skip
+
+    # 3. Dagster
+    if "dagster" in r:
+        d = r["dagster"]
+        failed = {k: v for k, v in d["checks"].items() if v != "passed"}
+        out += [
+            "",
+            "## Dagster run",
+            "",
+            f"Partition range {d['partition_range'][0]} .. {d['partition_range'][1]} as {d['runs']} run(s), "
+            f"success={d['success']}; {len(d['checks'])} asset checks, "
+            f"{len(d['checks']) - len(failed)} passed"
+            + (f", not passed: {', '.join(f'{k} {v}' for k, v in sorted(failed.items()))}" if failed else "")
+            + f". {d['events']:,} events in the event log; instance at {d['instance_dir']}"
+            + f". Import + build_definitions before the run: {d['setup_seconds']:.2f} s (not counted).",
+            "",
+        ]
+        dag_rows = []
+        for name in ("minute_raw", "daily_raw", "daily_filled", "prophet_input"):
+            direct_name = "ingest" if name == "minute_raw" else name
+            step = d["steps"].get(name)
+            base = r.get(direct_name, {}).get("seconds")
+            ratio = f"{step / base:.2f}x" if step and base else "-"
+            dag_rows.append([name, fmt_s(step), fmt_s(base), ratio])
+        overhead = d["seconds"] - sum(d["steps"].values())
+        dag_rows.append(["(run overhead outside steps)", fmt_s(overhead), "", ""])
+        ratio = f"{d['seconds'] / direct_total:.2f}x" if direct_total else "-"
+        dag_rows.append(["whole run", fmt_s(d["seconds"]), fmt_s(direct_total), ratio])
+        out.append(table(["asset step", "dagster s", "direct s", "ratio"], dag_rows))
+
+    # 4. Targets
+    target_rows = []
+    if "ingest" in r:
+        i = r["ingest"]
+        target_rows.append(["ingest rows/s", f"{i['rows_per_s'] / 1e6:.2f} M", ">= 2.00 M",
+                            yes_no(i["rows_per_s"] >= TARGET_INGEST_ROWS_PER_S)])  # fmt: skip
+        target_rows.append(["ingest peak RSS", f"{i['maxrss_mb']:,.0f} MB", f"< {TARGET_INGEST_RSS_MB:,} MB",
+                            yes_no(i["maxrss_mb"] < TARGET_INGEST_RSS_MB)])  # fmt: skip
+    if "daily_raw" in r:
+        s = r["daily_raw"]["seconds"]
+        target_rows.append(["daily aggregation of the whole history (build_daily_raw)", f"{s:.2f} s",
+                            f"< {TARGET_DAILY_AGG_S:.1f} s", yes_no(s < TARGET_DAILY_AGG_S)])  # fmt: skip
+    if "dagster" in r and direct_total:
+        ratio = r["dagster"]["seconds"] / direct_total
+        measured = f"{ratio:.2f}x ({r['dagster']['seconds']:.1f} s / {direct_total:.1f} s)"
+        target_rows.append(["dagster run / direct transforms", measured, f"< {TARGET_DAGSTER_RATIO}x",
+                            yes_no(ratio < TARGET_DAGSTER_RATIO and r["dagster"]["success"])])  # fmt: skip
+    if target_rows:
+        out += [
+            "",
+            "## Targets",
+            "",
+            table(["metric", "measured", "target", "met"], target_rows),
+        ]
+
+    if "verify" in r:
+        v = r["verify"]
+        out += ["", "## Polars vs pandas output", ""]
+        out += [
+            f"- {k}: {v[k]}"
+            for k in (
+                "minute_raw",
+                "minute_raw_files",
+                "daily_raw",
+                "daily_filled",
+                "prophet_input",
+            )
+        ]
+    return "\n".join(out)
+
+
+def run_all(args) -> int:
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    stages = args.stages or DEFAULT_STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s): {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    order = [s for s in STAGES if s in stages]  # dependency order
+    if "generate" not in order:
+        order.insert(0, "generate")  # cheap when cached, and every stage needs the files
+    print(
+        f"batch benchmark: scale={args.scale}, workdir={args.workdir}, python={sys.executable}",
+        flush=True,
+    )
+    results: dict[str, dict] = {}
+    t_all = time.perf_counter()
+    for stage in order:
+        kind = STAGES[stage][0]
+        repeats = 1 if kind == "setup" else (args.repeat_slow if kind == "slow" else args.repeat)
+        runs = []
+        for rep in range(repeats):
+            res = run_child(args, stage, rep)
+            runs.append(res)
+            print(f"  {stage:<22} run {rep + 1}/{repeats}: {res['seconds']:7.2f} s  peak RSS {res['maxrss_mb']:7,.0f} MB",
+                  flush=True)  # fmt: skip
+        results[stage] = summarize(runs) if kind != "setup" else runs[0]
+    text = report(args, results)
+    elapsed = time.perf_counter() - t_all
+    print("\n" + text + f"\n\nbenchmark wall time: {elapsed:.0f} s", flush=True)
+    stamp = {"scale": args.scale, "finished": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": elapsed,
+             "cpus": os.cpu_count(), "results": results}  # fmt: skip
+    # A --stages subset never overwrites the results of a complete run.
+    name = f"results-{args.scale}" + ("-partial" if args.stages else "")
+    (args.workdir / f"{name}.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
+    (args.workdir / f"{name}.md").write_text(text + "\n")
+    print(f"wrote {args.workdir / name}.md and .json", flush=True)
+    return 0
+
+
+def run_stage(args) -> int:
+    """Child mode: run one stage in this fresh process and print its result as one JSON line."""
+    fn = globals()[f"stage_{args.stage}"]
+    result = fn(args)
+    result["maxrss_mb"] = max_rss_mb()
+    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=["full", "small", "tiny"], default="full")
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out",
+                        help="data, lakes, logs and results (default bench/out, git-ignored)")  # fmt: skip
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="fresh-process repetitions of fast stages (median)",
+    )
+    parser.add_argument("--repeat-slow", type=int, default=1,
+                        help="repetitions of the slow stages: ingest, pandas_ingest, dagster (default 1)")  # fmt: skip
+    parser.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        help=f"comma-separated subset, run in dependency order; known: {', '.join(STAGES)}")  # fmt: skip
+    parser.add_argument("--dagster-tmp", type=Path,
+                        help="put the Dagster instance (SQLite storage) in a fresh directory under this parent, "
+                        "e.g. /dev/shm, instead of <workdir>/dagster/instance")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")
+    parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)  # child mode
+    args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()
+    if args.repeat < 1 or args.repeat_slow < 1:
+        parser.error("--repeat and --repeat-slow must be at least 1")
+    return run_stage(args) if args.stage else run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
