@@ -26,19 +26,9 @@ MINUTE_SCHEMA = pl.Schema(
     }
 )
 
+# Bad rows keep what could be read of them, plus where they came from and why they were refused.
 QUARANTINE_SCHEMA = pl.Schema(
-    {
-        "symbol": pl.String,
-        "open_time": pl.Datetime("us", "UTC"),
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
-        "source_file": pl.String,
-        "line": pl.Int64,
-        "reason": pl.String,
-    }
+    {**MINUTE_SCHEMA, "source_file": pl.String, "line": pl.Int64, "reason": pl.String}
 )
 
 # Bitcoin's genesis block: no exchange candle can be older.
