@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,9 @@ import polars as pl
 
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.layout import Month, existing_partitions, partition_path
+
+
+WRITE_THREADS = min(4, (os.cpu_count() or 1) + 1)
 
 
 @dataclass
@@ -55,18 +60,22 @@ def write_months(
     """
     summary = WriteSummary()
     parts = _month_slices(frame, time_column) if frame.height else {}
+    writes: list[tuple[pl.DataFrame, Path]] = []
     for symbol in symbols:
         for month in months:
             path = partition_path(lake, dataset, symbol, month)
             part = parts.get((symbol, month.year, month.month))
-            if part is None:
-                if path.exists():
-                    path.unlink()
-                    summary.removed.append(path)
-                continue
-            summary.bytes_written += write_parquet_atomic(part, path)
-            summary.rows += part.height
-            summary.files.append(path)
+            if part is not None:
+                writes.append((part, path))
+            elif path.exists():
+                path.unlink()
+                summary.removed.append(path)
+    # Polars releases the GIL while encoding, so a few files at once keep both cores busy.
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        sizes = list(pool.map(lambda job: write_parquet_atomic(*job), writes))
+    summary.bytes_written = sum(sizes)
+    summary.rows = sum(part.height for part, _ in writes)
+    summary.files = [path for _, path in writes]
     return summary
 
 
