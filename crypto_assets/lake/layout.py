@@ -62,6 +62,3 @@ def existing_partitions(lake: Path, dataset: str, symbols: Iterable[str], months
             if path.is_file():
                 yield path
 
-
-def all_partition_files(lake: Path, dataset: str) -> list[Path]:
-    return sorted((lake / dataset).glob(f"symbol=*/year=*/month=*/{PART_FILE}"))
