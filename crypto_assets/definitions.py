@@ -1,13 +1,19 @@
-"""The Dagster code location: the batch and forecast asset graphs and their resources, built from the project settings."""
+"""The Dagster code location: every domain's assets, checks, jobs, schedules and sensors, built from the
+project settings. Each domain (batch, exchange backfill, Spark, forecast, speed, serving) builds its own
+``Definitions``; they are merged here with the shared resources."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from crypto_assets.batch.assets import build_batch_assets
+from crypto_assets.batch.backfill import defs as backfill_defs
 from crypto_assets.forecast.assets import build_forecast_assets
 from crypto_assets.resources import MarketDataResource
+from crypto_assets.serving import defs as serving_defs
 from crypto_assets.settings import Settings, load_settings
+from crypto_assets.spark import defs as spark_defs
+from streaming_sensor import defs as streaming_defs
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -24,11 +30,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         selection=AssetSelection.groups("forecast"),
         description="forecasts, forecast_metrics -> forecast_results for one symbol",
     )
-    return Definitions(
+    core = Definitions(
         assets=[*batch_assets, *forecast_assets],
         jobs=[batch_job, forecast_job],
         resources={"market": MarketDataResource(home=str(settings.home))},
     )
+    domains = [module.build_defs(settings) for module in (backfill_defs, spark_defs, streaming_defs, serving_defs)]
+    return Definitions.merge(core, *domains)
 
 
 defs = build_definitions()

@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 
@@ -44,6 +44,44 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class ExchangeSettings:
+    """The exchange behind backfills and the live stream; the defaults are Binance spot."""
+
+    rest_url: str = "https://api.binance.com"
+    ws_url: str = "wss://stream.binance.com:9443"
+    backfill: bool = True  # fill minute gaps in minute_raw from the exchange's REST klines
+    weight_limit_per_minute: int = 6000  # used until the exchange's response headers say otherwise
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "crypto"
+    partitions: int = 3
+    broker_port: int = 9092  # the embedded broker's port (crypto-assets broker)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    engine: str = "polars"  # batch engine: polars | spark
+    master: str = "local[*]"
+    kafka_jars: str = ""  # comma-separated jars of Spark's Kafka connector; empty uses the Python source
+    shuffle_partitions: int = 4
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    trigger_seconds: float = 1.0
+    watermark: str = "2 minutes"
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    sensor_min_interval_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     symbols: tuple[SymbolSpec, ...]
@@ -51,6 +89,11 @@ class Settings:
     synthetic_scale: str = "small"
     synthetic_seed: int = 42
     freshness_hours: float = 48.0
+    exchange: ExchangeSettings = ExchangeSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    spark: SparkSettings = SparkSettings()
+    stream: StreamSettings = StreamSettings()
+    serving: ServingSettings = ServingSettings()
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -65,6 +108,11 @@ class Settings:
     @property
     def synthetic_dir(self) -> Path:
         return self.home / "synthetic"
+
+    @property
+    def speed_dir(self) -> Path:
+        """Speed-layer state that is not data: streaming checkpoints, producer buffers, missed stretches."""
+        return self.home / "speed"
 
     @property
     def symbol_names(self) -> list[str]:
@@ -107,6 +155,54 @@ def _config_path(env: Mapping[str, str]) -> Path | None:
     return local if local.is_file() else None
 
 
+SECTIONS = {
+    "exchange": ExchangeSettings,
+    "kafka": KafkaSettings,
+    "spark": SparkSettings,
+    "stream": StreamSettings,
+    "serving": ServingSettings,
+}
+URL_SCHEMES = {"rest_url": ("http://", "https://"), "ws_url": ("ws://", "wss://")}
+
+
+def _coerce(value: object, kind: type, key: str) -> object:
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+            raise SettingsError(f"{key}: expected true or false, got {value!r}")
+        return value.lower() in {"true", "1", "yes"}
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{key}: expected {kind.__name__}, got {value!r}") from exc
+
+
+def _section(name: str, raw: Mapping[str, object], env: Mapping[str, str]):
+    """``[name]`` from the TOML file, each field overridable by ``CRYPTO_ASSETS_<NAME>_<FIELD>``."""
+    cls = SECTIONS[name]
+    known = {f.name: f for f in fields(cls)}
+    table = raw.get(name, {})
+    unknown = set(table) - set(known)
+    if unknown:
+        raise SettingsError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    values = {}
+    for key, spec in known.items():
+        env_key = f"CRYPTO_ASSETS_{name}_{key}".upper()
+        if env_key in env:
+            values[key] = env[env_key]
+        elif key in table:
+            values[key] = table[key]
+        else:
+            continue
+        kind = type(spec.default)
+        values[key] = _coerce(values[key], kind, f"{name}.{key}")
+        if key in URL_SCHEMES and not str(values[key]).startswith(URL_SCHEMES[key]):
+            raise SettingsError(f"{name}.{key}: expected a URL starting with {' or '.join(URL_SCHEMES[key])}")
+    section = cls(**values)
+    if name == "spark" and section.engine not in {"polars", "spark"}:
+        raise SettingsError(f"spark.engine: expected polars or spark, got {section.engine!r}")
+    return section
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     path = _config_path(env)
@@ -142,5 +238,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         synthetic_scale=str(scale),
         synthetic_seed=int(synthetic.get("seed", 42)),
         freshness_hours=float(raw.get("checks", {}).get("freshness_hours", 48.0)),
-        extra={k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks"}},
+        **{name: _section(name, raw, env) for name in SECTIONS},
+        extra={k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks", *SECTIONS}},
     )
