@@ -205,11 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=DEFAULT_PORT)
     ui.set_defaults(func=cmd_ui)
 
+    from crypto_assets.batch.backfill import commands as backfill_commands
     from crypto_assets.exchange import commands as exchange_commands
     from crypto_assets.serving import commands as serving_commands
     from streaming_sensor import commands as streaming_commands
 
-    for package in (exchange_commands, streaming_commands, serving_commands):
+    for package in (backfill_commands, exchange_commands, streaming_commands, serving_commands):
         package.register(sub)
     return parser
 
