@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11 or 3.12) and install the project into it; safe to run again.
+# Install the Debian packages the project needs, create .venv (Python 3.11 or 3.12) and install the project
+# into it; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+bash scripts/system-packages.sh "$extras"
 python_bin="${PYTHON:-}"
 if [ -z "$python_bin" ]; then
   for candidate in python3.11 python3.12 python3; do
