@@ -49,3 +49,41 @@ def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CRYPTO_ASSETS_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(SettingsError, match="not a file"):
         load_settings()
+
+
+def test_component_sections_default_to_the_real_exchange_and_local_parts(project_home):
+    project_home()
+    settings = load_settings()
+    assert settings.exchange.rest_url == "https://api.binance.com"
+    assert settings.exchange.ws_url == "wss://stream.binance.com:9443"
+    assert settings.spark.engine == "polars" and settings.spark.master == "local[*]"
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.serving.sensor_min_interval_seconds == 30
+
+
+def test_component_sections_come_from_the_file_and_env_wins(project_home, monkeypatch):
+    project_home(extra='[kafka]\nbootstrap_servers = "kafka-1:9092,kafka-2:9092"\npartitions = 6\n'
+                 '[spark]\nengine = "spark"\nmaster = "spark://spark-master:7077"\n')  # fmt: skip
+    monkeypatch.setenv("CRYPTO_ASSETS_KAFKA_PARTITIONS", "12")
+    monkeypatch.setenv("CRYPTO_ASSETS_EXCHANGE_BACKFILL", "false")
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert settings.kafka.partitions == 12
+    assert settings.spark.master == "spark://spark-master:7077" and settings.spark.engine == "spark"
+    assert settings.exchange.backfill is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[spark]\nengine = "dask"\n', "spark.engine"),
+        ('[exchange]\nrest_url = "ftp://example.org"\n', "exchange.rest_url"),
+        ('[kafka]\npartitions = "many"\n', "kafka.partitions"),
+        ('[kafka]\nbootstrap = "x:9092"\n', "unknown key"),
+        ('[exchange]\nbackfill = "maybe"\n', "exchange.backfill"),
+    ],
+)
+def test_bad_component_settings_name_the_key(project_home, extra, message):
+    project_home(extra=extra)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
