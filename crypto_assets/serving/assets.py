@@ -1,0 +1,111 @@
+"""The serving layer's asset: ``unified_view`` per symbol (group ``serving``).
+
+A thin wrapper around :func:`crypto_assets.serving.pipeline.build_unified_view`: it reports what was
+written and turns the pure checks of :mod:`crypto_assets.serving.checks` into asset check results.
+"""
+
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
+
+from crypto_assets.batch.metadata import markdown_table, to_check_result
+from crypto_assets.batch.pipeline import DAILY_FILLED, MINUTE_RAW
+from crypto_assets.resources import MarketDataResource
+from crypto_assets.serving import checks
+from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view
+from crypto_assets.serving.store import UNIFIED_VIEW
+from crypto_assets.serving.unified import BATCH, SPEED
+from crypto_assets.settings import Settings
+
+GROUP = "serving"
+SPEED_MICROBATCHES = AssetKey("speed_microbatches")  # declared by the speed layer's definitions
+
+CHECKS = (
+    ("schema", "columns and types are as documented"),
+    ("one_row_per_day", "one row per symbol and calendar day, none missing or repeated"),
+    ("batch_precedence", "closed days are the batch view's rows unchanged; the speed layer only extends them"),
+    ("moving_averages_continuous", "MA7/MA30 equal a plain reference across the seam and the batch view's own"),
+)
+
+
+def symbol_partitions(settings: Settings) -> StaticPartitionsDefinition:
+    return StaticPartitionsDefinition(settings.symbol_names)
+
+
+def _metadata(result: UnifiedResult) -> dict[str, object]:
+    frame = result.frame
+    counts = dict(frame.group_by("source").len().iter_rows()) if frame.height else {}
+    first, last = (frame["date"].min(), frame["date"].max()) if frame.height else (None, None)
+    latest = frame.row(-1, named=True) if frame.height else {}
+    compaction = result.compaction
+    preview = frame.tail(10).select("date", "source", "is_filled", "open", "high", "low", "close", "volume", "ma7", "ma30", "as_of")
+    return {
+        "rows": MetadataValue.int(frame.height),
+        "seam_date": MetadataValue.text(str(result.seam) if result.seam else "none (no closed batch day)"),
+        "batch_rows": MetadataValue.int(int(counts.get(BATCH, 0))),
+        "speed_rows": MetadataValue.int(int(counts.get(SPEED, 0))),
+        "as_of": MetadataValue.text(str(frame["as_of"].max()) if frame.height else "none"),
+        "first": MetadataValue.text(str(first)),
+        "last": MetadataValue.text(str(last)),
+        "latest_close": MetadataValue.float(float(latest["close"])) if latest else MetadataValue.text("none"),
+        "speed_minutes_used": MetadataValue.int(result.speed_minutes),
+        "speed_batch_id": MetadataValue.int(result.speed_batch_id) if result.speed_batch_id is not None
+        else MetadataValue.text("none"),
+        "speed_batches_compacted": MetadataValue.int(compaction.batches_compacted),
+        "speed_rows_expired": MetadataValue.int(sum(compaction.rows_expired.values())),
+        "speed_log_days_removed": MetadataValue.int(len(compaction.log_days_removed)),
+        "speed_bytes_reclaimed": MetadataValue.int(compaction.bytes_reclaimed),
+        "bytes_written": MetadataValue.int(result.bytes_written),
+        "path": MetadataValue.path(str(result.path)),
+        "preview": MetadataValue.md(markdown_table(preview)),
+    }  # fmt: skip
+
+
+def build_serving_assets(settings: Settings) -> list:
+    @asset(
+        name=UNIFIED_VIEW,
+        partitions_def=symbol_partitions(settings),
+        group_name=GROUP,
+        kinds={"polars", "parquet"},
+        deps=[
+            AssetDep(DAILY_FILLED, partition_mapping=AllPartitionMapping()),
+            AssetDep(MINUTE_RAW, partition_mapping=AllPartitionMapping()),
+            AssetDep(SPEED_MICROBATCHES),
+        ],
+        description="One daily series per symbol across both layers: closed days from the batch view "
+        "(daily_filled), later days and today's running candle from the speed layer's micro-batches; batch wins "
+        "where both have a day. Each row says its source (batch | speed) and as_of; MA7/MA30 are recomputed "
+        "across the seam. Superseded micro-batches are compacted or expired on every run.",
+        check_specs=[AssetCheckSpec(name, asset=UNIFIED_VIEW, description=text) for name, text in CHECKS],
+    )
+    def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        symbol = context.partition_key
+        result = build_unified_view(market.lake, symbol, market.settings().symbol_names)
+        compaction = result.compaction
+        context.log.info(
+            f"{symbol}: {result.frame.height:,} days, seam {result.seam}, {result.speed_minutes:,} streamed minutes "
+            f"after it; compacted {compaction.batches_compacted} micro-batch(es), expired "
+            f"{sum(compaction.rows_expired.values()):,} superseded row(s) and {len(compaction.log_days_removed)} log day(s)"
+        )
+        frame, batch = result.frame, result.batch_view
+        return MaterializeResult(
+            metadata=_metadata(result),
+            check_results=[
+                to_check_result("schema", checks.schema(frame)),
+                to_check_result("one_row_per_day", checks.one_row_per_day(frame)),
+                to_check_result("batch_precedence", checks.batch_precedence(frame, batch, result.seam)),
+                to_check_result(
+                    "moving_averages_continuous", checks.moving_averages_continuous(frame, batch, result.seam)
+                ),
+            ],
+        )
+
+    return [unified_view]
