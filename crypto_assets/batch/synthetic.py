@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "KAGGLE_COLUMNS",
     "SCALES",
     "SyntheticSeries",
+    "continuation",
     "generate_dataset",
     "generate_minutes",
     "write_kaggle_csv",
@@ -239,10 +240,10 @@ def _row_order(rng: np.random.Generator, dropped: np.ndarray) -> np.ndarray:
     return np.repeat(kept, repeats)
 
 
-def generate_minutes(series: SyntheticSeries, seed: int = 42) -> pl.DataFrame:
+def generate_minutes(series: SyntheticSeries, seed: int = 42, artefacts: bool = True) -> pl.DataFrame:
     """Columns Timestamp (Int64, unix seconds), Open, High, Low, Close, Volume (Float64),
     sorted by time, INCLUDING the injected gaps (rows removed) and duplicate rows (exact
-    copies, adjacent)."""
+    copies, adjacent) unless ``artefacts`` is False; the prices are the same either way."""
     start_s, end_s = _epoch_seconds(series.start), _epoch_seconds(series.end)
     if start_s % 60:
         raise ValueError(f"{series.symbol}: start must be on a minute boundary, got {series.start}")
@@ -309,7 +310,8 @@ def generate_minutes(series: SyntheticSeries, seed: int = 42) -> pl.DataFrame:
     low = np.maximum(np.minimum(np.minimum(_round(low, 2), open_), close), _PRICE_TICK)
     volume = np.maximum(_round(volume, 8), _MIN_VOLUME)
 
-    rows = _row_order(rng, _gap_mask(rng, n))
+    # Artefacts are drawn last, so leaving them out changes no price or volume.
+    rows = _row_order(rng, _gap_mask(rng, n)) if artefacts else np.arange(n)
     return pl.DataFrame(
         {
             "Timestamp": ts[rows],
@@ -321,6 +323,26 @@ def generate_minutes(series: SyntheticSeries, seed: int = 42) -> pl.DataFrame:
         },
         schema={"Timestamp": pl.Int64, **{c: pl.Float64 for c in KAGGLE_COLUMNS[1:]}},
     )
+
+
+def continuation(series: SyntheticSeries, seed: int = 42, last_close: float | None = None) -> Iterator[pl.DataFrame]:
+    """The market after ``series.end``, one UTC day at a time without end (frames as :func:`generate_minutes`).
+
+    Each day is its own seeded block that opens at the previous day's close, with no outages or duplicates
+    (it feeds a live exchange stream). A day's minutes depend only on (series, seed) and the day, never on
+    how many days are asked for, so a replay started on any date shows the same prices for the same minutes.
+    ``last_close`` saves regenerating the series when the caller already has its last close.
+    """
+    if last_close is None:
+        last_close = float(generate_minutes(series, seed)["Close"][-1])
+    day = series.end
+    while True:
+        block = SyntheticSeries(series.symbol, day, day + timedelta(days=1), last_close)
+        # One seed per day: the day's ordinal (< 2**20) in the low bits keeps days and seeds apart.
+        frame = generate_minutes(block, (seed << 20) | (day.toordinal() & 0xFFFFF), artefacts=False)
+        yield frame
+        last_close = float(frame["Close"][-1])
+        day += timedelta(days=1)
 
 
 def write_kaggle_csv(frame: pl.DataFrame, path: Path) -> Path:
