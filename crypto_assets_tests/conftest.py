@@ -20,11 +20,17 @@ def shared_data() -> Path:
 
 
 def write_config(home: Path, sources: list[str] | None = None, extra: str = "") -> Path:
-    """A crypto_assets.toml for a project home in a temp dir."""
+    """A crypto_assets.toml for a project home in a temp dir.
+
+    Tests have no network, so the exchange backfill is off unless ``extra`` configures ``[exchange]`` (e.g.
+    with the replay server's URL).
+    """
     home.mkdir(parents=True, exist_ok=True)
     lines = [f'home = "{home}"']
     for source in sources or []:
         lines += ["[[sources]]", f'path = "{source}"']
+    if "[exchange]" not in extra:
+        extra += "\n[exchange]\nbackfill = false\n"
     config = home / "crypto_assets.toml"
     config.write_text("\n".join(lines) + "\n" + extra)
     return config

@@ -117,7 +117,7 @@ def build_batch_assets(settings: Settings) -> list:
 
     @asset(
         **common,
-        deps=[AssetDep(minute_raw)],
+        deps=[AssetDep(minute_raw), AssetDep("exchange_backfill")],
         description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
         check_specs=_specs(
             "daily_raw",

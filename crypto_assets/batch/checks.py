@@ -15,6 +15,7 @@ import polars as pl
 
 from crypto_assets.batch.transforms.daily import MINUTES_PER_DAY
 from crypto_assets.batch.transforms.filled import MA_WINDOWS
+from crypto_assets.batch.transforms.gaps import MINUTE, missing_ranges
 from crypto_assets.batch.transforms.order import is_sorted_by
 
 
@@ -76,17 +77,14 @@ def ohlc_consistent(frame: pl.DataFrame) -> CheckOutcome:
 
 
 def minute_gaps(minutes: pl.DataFrame) -> pl.DataFrame:
-    """Missing minute ranges between consecutive candles of each symbol."""
+    """Missing minute ranges between consecutive candles of each symbol (``gap_end`` inclusive)."""
+    spans = minutes.lazy().group_by("symbol").agg(
+        pl.col("open_time").min().alias("span_start"), (pl.col("open_time").max() + MINUTE).alias("span_end")
+    )
     return (
-        minutes.sort("symbol", "open_time")
-        .with_columns(pl.col("open_time").shift(1).over("symbol").alias("previous"))
-        .filter((pl.col("open_time") - pl.col("previous")) > timedelta(minutes=1))
-        .select(
-            "symbol",
-            (pl.col("previous") + timedelta(minutes=1)).alias("gap_start"),
-            (pl.col("open_time") - timedelta(minutes=1)).alias("gap_end"),
-            ((pl.col("open_time") - pl.col("previous")).dt.total_minutes() - 1).alias("missing_minutes"),
-        )
+        missing_ranges(minutes.lazy(), spans)
+        .select("symbol", "gap_start", (pl.col("gap_end") - MINUTE).alias("gap_end"), pl.col("minutes").alias("missing_minutes"))
+        .collect()
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.batch.backfill.store import exchange_sources
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.batch.sources.formats import detect_layout, read_head, read_layout
@@ -85,7 +86,9 @@ def ingest_window(
 ) -> IngestResult:
     """Rewrite minute_raw and quarantine for every (symbol, month) in [start, end).
 
-    A file that cannot be read at all is reported and skipped; its neighbours are still ingested.
+    A file that cannot be read at all is reported and skipped; its neighbours are still ingested. The
+    window's stored exchange candles (``exchange_minutes``) are read after the files, so backfilled minutes
+    survive a rebuild without ever replacing a file's row.
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     months = months_between(start, end)
@@ -97,13 +100,18 @@ def ingest_window(
     # Rows whose time is missing or impossible belong to no month; they are kept apart, per symbol.
     no_month = pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
 
-    for source in sources:
-        report = SourceReport(str(source.path), source.symbol)
+    readers = [(s.path, s.symbol, lambda s=s: read_source(s, latest_time)) for s in sources]
+    # Candles fetched from the exchange fill only what no file has: they rank after every file.
+    exchange_rank = max((s.rank for s in sources), default=-1) + 1
+    readers += exchange_sources(lake, symbols, months, exchange_rank, latest_time)
+
+    for path, symbol, read in readers:
+        report = SourceReport(str(path), symbol)
         try:
-            frame, report.format = read_source(source, latest_time)
+            frame, report.format = read()
             rows = frame.filter(in_window | no_month).collect()
         except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
-            report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{source.path}: {exc}"
+            report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{path}: {exc}"
             reports.append(report)
             if progress:
                 progress(report)

@@ -1,0 +1,161 @@
+"""minute_gaps -> exchange_backfill: find the missing minutes of ``minute_raw`` and fill them from the exchange.
+
+Thin wrappers over :mod:`crypto_assets.batch.backfill.gaps` and :mod:`crypto_assets.batch.backfill.fill`, on
+the batch layer's month partitions (single-run range backfills, every configured symbol per run).
+"""
+
+# No ``from __future__ import annotations``: Dagster reads the context annotation at definition time.
+from dagster import (
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from crypto_assets.batch import checks as batch_checks
+from crypto_assets.batch.backfill import checks
+from crypto_assets.batch.backfill.fill import (
+    DEFAULT_CHUNK_MINUTES,
+    backfill_window,
+    pending_minutes,
+)
+from crypto_assets.batch.backfill.gaps import find_gaps, symbol_starts, write_gap_report
+from crypto_assets.batch.backfill.store import (
+    EXCHANGE_EMPTY,
+    EXCHANGE_MINUTES,
+    MINUTE_GAPS,
+)
+from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
+from crypto_assets.batch.metadata import to_check_result
+from crypto_assets.batch.partitions import monthly_partitions, window_bounds
+from crypto_assets.batch.pipeline import read_minutes
+from crypto_assets.lake.datasets import scan_months
+from crypto_assets.lake.layout import months_between
+from crypto_assets.resources import MarketDataResource
+from crypto_assets.settings import Settings
+
+GROUP = "batch"
+
+
+def _md(metadata: dict[str, object]) -> dict[str, object]:
+    return {k: MetadataValue.md(v) if isinstance(v, str) and v.startswith("|") else v for k, v in metadata.items()}
+
+
+def build_backfill_assets(settings: Settings) -> list:
+    common = {
+        "partitions_def": monthly_partitions(settings.history_start),
+        "backfill_policy": BackfillPolicy.single_run(),
+        "group_name": GROUP,
+        "kinds": {"polars", "parquet"},
+    }
+
+    @asset(
+        **common,
+        deps=[AssetDep("minute_raw")],
+        description="The gap report: minute ranges missing from minute_raw per symbol and month, from each "
+        "symbol's configured start to the last closed minute, and whether the exchange is already known to have "
+        "no candle there (real outages).",
+    )
+    def minute_gaps(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        gaps = find_gaps(market.lake, symbol_starts(cfg), start, end)
+        written = write_gap_report(gaps, market.lake, cfg.symbol_names, start, end)
+        summary = checks.gap_summary(gaps)
+        context.log.info(
+            f"minute_gaps {start:%Y-%m} .. {end:%Y-%m}: {summary['gaps']:,} gaps ({summary['missing_minutes']:,} "
+            f"minutes) to fetch, {summary['exchange_empty_ranges']:,} ranges known empty at the exchange"
+        )
+        return MaterializeResult(
+            metadata=_md(summary)
+            | {
+                "largest_gaps": MetadataValue.md(checks.gap_table(gaps)),
+                "files_written": len(written.files),
+                "path": MetadataValue.path(str(market.lake / MINUTE_GAPS)),
+            }
+        )
+
+    @asset(
+        **common,
+        deps=[AssetDep(minute_gaps)],
+        description="Fills the window's minute gaps from the exchange's REST klines: fetched candles are kept in "
+        "exchange_minutes, invalid ones go to quarantine, valid ones are merged into minute_raw (existing rows "
+        "win), and ranges the exchange has no candles for are recorded in exchange_empty so they are not asked "
+        "for again. Off when exchange.backfill is false.",
+        check_specs=[
+            AssetCheckSpec(
+                "gaps_filled",
+                asset="exchange_backfill",
+                description="no minute is missing except where the exchange has none (WARN, lists them)",
+            ),
+            AssetCheckSpec(
+                "unique_minutes",
+                asset="exchange_backfill",
+                description="minute_raw of the window has one row per (symbol, open_time)",
+            ),
+        ],
+    )
+    def exchange_backfill(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+        cfg = market.settings()
+        start, end = window_bounds(context.partition_time_window)
+        months = months_between(start, end)
+        if not cfg.exchange.backfill:
+            gaps = scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
+            context.log.info("exchange backfill disabled (exchange.backfill = false); nothing fetched")
+            return MaterializeResult(
+                metadata={"enabled": False, "exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
+                check_results=[
+                    to_check_result("gaps_filled", checks.gaps_filled(gaps, enabled=False)),
+                    to_check_result(
+                        "unique_minutes",
+                        batch_checks.CheckOutcome(True, "backfill disabled: minute_raw was not written"),
+                    ),
+                ],
+            )
+
+        from crypto_assets.exchange.client import ExchangeClient
+
+        def on_plan(minutes: int) -> None:
+            context.log.info(f"asking {cfg.exchange.rest_url} for {minutes:,} missing minutes")
+
+        with ExchangeClient(cfg.exchange) as client:
+            result = backfill_window(
+                market.lake,
+                symbol_starts(cfg),
+                client,
+                start,
+                end,
+                chunk_minutes=DEFAULT_CHUNK_MINUTES,
+                on_plan=on_plan,
+                on_chunk=lambda report: context.log.info(report.describe()),
+            )
+        minutes = read_minutes(market.lake, cfg.symbol_names, start, end).select("symbol", "open_time").collect()
+        return MaterializeResult(
+            metadata={
+                "enabled": True,
+                "exchange": cfg.exchange.rest_url,
+                "minutes_fetched": result.added,
+                "candles_received": result.received,
+                "recovered_from_earlier_run": result.recovered,
+                "requests": result.requests,
+                "chunks": len(result.chunks),
+                "quarantined_rows": result.quarantined,
+                "gaps_before": pending_minutes(result.gaps_before),
+                "gaps_remaining": result.remaining.height,
+                "minutes_remaining": pending_minutes(result.gaps_after),
+                "exchange_empty_ranges": result.known_empty.height,
+                "exchange_empty_minutes": int(result.known_empty["minutes"].sum() or 0),
+                "new_exchange_empty_ranges": result.empty_found.height,
+                "path": MetadataValue.path(str(market.lake / EXCHANGE_MINUTES)),
+                "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
+            },
+            check_results=[
+                to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after)),
+                to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
+            ],
+        )
+
+    return [minute_gaps, exchange_backfill]

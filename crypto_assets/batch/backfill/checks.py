@@ -1,0 +1,54 @@
+"""Checks and metadata of the gap report and the exchange backfill, as pure functions over Polars frames."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from crypto_assets.batch.checks import CheckOutcome, Severity
+
+
+def gap_table(gaps: pl.DataFrame, max_listed: int = 25) -> str:
+    """Markdown table of the largest gaps (all columns of ``GAP_SCHEMA``), or 'none'."""
+    if gaps.height == 0:
+        return "none"
+    rows = [
+        f"| {r['symbol']} | {r['gap_start']:%Y-%m-%d %H:%M} | {r['gap_end']:%Y-%m-%d %H:%M} | {r['minutes']:,} | "
+        f"{'yes' if r['exchange_empty'] else 'no'} |"
+        for r in gaps.sort("minutes", "gap_start", descending=[True, False]).head(max_listed).iter_rows(named=True)
+    ]
+    more = f"\n\n{gaps.height - max_listed:,} more not listed" if gaps.height > max_listed else ""
+    header = "| symbol | from | to (exclusive) | minutes | exchange has nothing |\n|---|---|---|---|---|\n"
+    return header + "\n".join(rows) + more
+
+
+def gap_summary(gaps: pl.DataFrame) -> dict[str, object]:
+    """Counts for metadata: ranges and minutes still to fetch and already known to be empty at the exchange."""
+    todo = gaps.filter(~pl.col("exchange_empty"))
+    empty = gaps.filter(pl.col("exchange_empty"))
+    per_symbol = todo.group_by("symbol").agg(pl.col("minutes").sum()).sort("symbol")
+    return {
+        "gaps": todo.height,
+        "missing_minutes": int(todo["minutes"].sum() or 0),
+        "exchange_empty_ranges": empty.height,
+        "exchange_empty_minutes": int(empty["minutes"].sum() or 0),
+        "missing_minutes_per_symbol": ", ".join(f"{s}: {m:,}" for s, m in per_symbol.iter_rows()) or "none",
+    }
+
+
+def gaps_filled(gaps_after: pl.DataFrame, enabled: bool = True, max_listed: int = 25) -> CheckOutcome:
+    """WARN: after the backfill no minute is missing, except where the exchange has nothing (listed)."""
+    summary = gap_summary(gaps_after)
+    metadata = summary | {"remaining_gaps": gap_table(gaps_after, max_listed)}
+    todo, empty = summary["gaps"], summary["exchange_empty_ranges"]
+    if not enabled:
+        description = f"backfill disabled: {summary['missing_minutes']:,} missing minutes were not fetched"
+    elif todo:
+        description = f"{summary['missing_minutes']:,} missing minutes were not filled yet (too recent to settle)"
+    elif empty:
+        description = (
+            f"no gap left that the exchange has data for; {summary['exchange_empty_minutes']:,} minutes in "
+            f"{empty} range(s) are missing at the exchange too (outages)"
+        )
+    else:
+        description = "every expected minute is present"
+    return CheckOutcome(todo == 0 and empty == 0, description, Severity.WARN, metadata)

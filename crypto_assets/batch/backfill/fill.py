@@ -1,0 +1,265 @@
+"""Fill the minute gaps of a time window from the exchange, one atomically committed chunk at a time.
+
+The ``exchange_backfill`` asset and the ``crypto-assets backfill`` command both call :func:`backfill_window`.
+A chunk is a few thousand missing minutes of one symbol and month. Committing it rewrites, each atomically and
+in this order, the month's ``exchange_minutes`` (what was fetched), ``quarantine`` (fetched candles that break
+a rule), ``minute_raw`` (valid candles merged in; existing rows win) and ``exchange_empty`` (what the
+exchange had nothing valid for). A process killed between two of these writes leaves nothing half-written:
+the next run finds the same gaps, first merges candles already fetched, and asks again only for the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from crypto_assets.batch.backfill.gaps import find_gaps
+from crypto_assets.batch.backfill.store import (
+    EXCHANGE_EMPTY,
+    EXCHANGE_MINUTES,
+    read_partition,
+    write_partition,
+)
+from crypto_assets.batch.backfill.transforms import (
+    Chunk,
+    exchange_rows,
+    merge_minutes,
+    plan_chunks,
+    replace_quarantine,
+    unfilled_ranges,
+    within_ranges,
+)
+from crypto_assets.batch.minute_ingest import MINUTE_DATASET, QUARANTINE_DATASET
+from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA, merge_ranges
+from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
+from crypto_assets.lake.layout import Month, partition_path
+
+DEFAULT_CHUNK_MINUTES = 5_000  # five full pages of klines per commit
+# A range this close to now that came back empty may only be late; it is not recorded as an outage.
+EMPTY_SETTLE = timedelta(minutes=5)
+LOCK_FILE = ".backfill.lock"
+
+
+class KlineSource(Protocol):
+    """What the backfill needs from the exchange client (:class:`crypto_assets.exchange.client.ExchangeClient`)."""
+
+    def klines(self, symbol: str, start: datetime, end: datetime) -> Iterator[pl.DataFrame]: ...
+
+
+class BackfillBusyError(RuntimeError):
+    """Another backfill holds the lake's backfill lock."""
+
+
+@dataclass
+class ChunkReport:
+    symbol: str
+    month: Month
+    gap_minutes: int  # missing minutes the chunk asked for
+    received: int = 0  # candles that came back inside the gaps
+    added: int = 0  # valid candles merged into minute_raw
+    quarantined: int = 0
+    empty_minutes: int = 0  # minutes the exchange had no valid candle for
+    requests: int = 0
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.symbol} {self.month}: {self.gap_minutes:,} missing minutes -> {self.added:,} added, "
+            f"{self.empty_minutes:,} empty at the exchange, {self.quarantined:,} quarantined "
+            f"({self.requests} requests, {self.seconds:.2f} s)"
+        )
+
+
+@dataclass
+class BackfillResult:
+    gaps_before: pl.DataFrame  # GAP_SCHEMA
+    gaps_after: pl.DataFrame  # GAP_SCHEMA
+    chunks: list[ChunkReport] = field(default_factory=list)
+    recovered: int = 0  # candles fetched by an interrupted run, merged without asking again
+    empty_found: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RANGE_SCHEMA))
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests for c in self.chunks)
+
+    @property
+    def added(self) -> int:
+        return self.recovered + sum(c.added for c in self.chunks)
+
+    @property
+    def received(self) -> int:
+        return sum(c.received for c in self.chunks)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(c.quarantined for c in self.chunks)
+
+    @property
+    def remaining(self) -> pl.DataFrame:
+        """Gaps left that the exchange was not yet asked for."""
+        return self.gaps_after.filter(~pl.col("exchange_empty"))
+
+    @property
+    def known_empty(self) -> pl.DataFrame:
+        return self.gaps_after.filter(pl.col("exchange_empty"))
+
+
+def pending_minutes(gaps: pl.DataFrame) -> int:
+    return int(gaps.filter(~pl.col("exchange_empty"))["minutes"].sum() or 0)
+
+
+@contextmanager
+def backfill_lock(lake: Path) -> Iterator[None]:
+    """One backfill per lake at a time: two would each rewrite the same partitions from stale reads."""
+    lake.mkdir(parents=True, exist_ok=True)
+    with (lake / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BackfillBusyError(f"another backfill is running on {lake} (lock {lake / LOCK_FILE})") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Committer:
+    """Writes one chunk's results into the month partitions of one symbol."""
+
+    def __init__(self, lake: Path, latest_time: datetime, settle_before: datetime):
+        self.lake = lake
+        self.latest_time = latest_time
+        self.settle_before = settle_before
+
+    def _validated(self, symbol: str, month: Month, fetched: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+        """The month's stored exchange candles with ``fetched`` added (first fetch wins), validated."""
+        stored = read_partition(self.lake, EXCHANGE_MINUTES, symbol, month, MINUTE_SCHEMA)
+        path = partition_path(self.lake, EXCHANGE_MINUTES, symbol, month)
+        if fetched.height:
+            merged = merge_minutes(stored, fetched)
+            if merged.height != stored.height:
+                write_partition(merged, self.lake, EXCHANGE_MINUTES, symbol, month)
+            stored = merged
+        return exchange_rows(stored.lazy(), str(path), 0, self.latest_time).collect(), str(path)
+
+    def merge(self, symbol: str, month: Month, fetched: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
+        """Store ``fetched``, quarantine the month's invalid exchange candles and merge its valid ones.
+
+        Returns the valid exchange candles of the month, the rows added to minute_raw and the rows quarantined
+        from ``fetched``.
+        """
+        rows, source_file = self._validated(symbol, month, fetched)
+        bad = rows.filter(pl.col("reason").is_not_null())
+        quarantine = read_partition(self.lake, QUARANTINE_DATASET, symbol, month, QUARANTINE_SCHEMA)
+        if bad.height or (quarantine["source_file"] == source_file).any():
+            updated = replace_quarantine(quarantine, source_file, bad)
+            if not updated.equals(quarantine):
+                write_partition(updated, self.lake, QUARANTINE_DATASET, symbol, month)
+        good = rows.filter(pl.col("reason").is_null()).select(MINUTE_SCHEMA.names())
+        existing = read_partition(self.lake, MINUTE_DATASET, symbol, month, MINUTE_SCHEMA)
+        merged = merge_minutes(existing, good)
+        added = merged.height - existing.height
+        if added:
+            write_partition(merged, self.lake, MINUTE_DATASET, symbol, month)
+        quarantined = fetched.join(bad.select("symbol", "open_time"), on=["symbol", "open_time"], how="semi").height
+        return good, added, quarantined
+
+    def record_empty(self, symbol: str, month: Month, requested: pl.DataFrame, valid: pl.DataFrame) -> pl.DataFrame:
+        """Store the requested ranges no valid candle came back for; returns the new ranges."""
+        empty = unfilled_ranges(requested.lazy(), valid.lazy()).collect()
+        empty = empty.filter(pl.col("gap_start") < self.settle_before).with_columns(
+            pl.min_horizontal("gap_end", pl.lit(self.settle_before)).alias("gap_end")
+        )
+        empty = empty.with_columns(((pl.col("gap_end") - pl.col("gap_start")).dt.total_minutes()).alias("minutes"))
+        if empty.height:
+            stored = read_partition(self.lake, EXCHANGE_EMPTY, symbol, month, RANGE_SCHEMA)
+            merged = merge_ranges(pl.concat([stored, empty.cast(dict(RANGE_SCHEMA))]).lazy()).collect()
+            write_partition(merged, self.lake, EXCHANGE_EMPTY, symbol, month)
+        return empty.cast(dict(RANGE_SCHEMA))
+
+
+def _requests_sent(client: KlineSource) -> int | None:
+    return getattr(client, "requests_sent", None)
+
+
+def _fetch(client: KlineSource, chunk: Chunk) -> tuple[pl.DataFrame, int]:
+    """The candles of the chunk's requested ranges that fall in its gaps, and the requests it took."""
+    before = _requests_sent(client)
+    pages = [page for start, end in chunk.fetches for page in client.klines(chunk.symbol, start, end)]
+    after = _requests_sent(client)
+    requests = after - before if before is not None and after is not None else len(pages)
+    frame = pl.concat(pages) if pages else pl.DataFrame(schema=MINUTE_SCHEMA)
+    return within_ranges(frame.lazy(), chunk.gap_frame().lazy()).collect(), requests
+
+
+def backfill_window(
+    lake: Path,
+    starts: Mapping[str, date],
+    client: KlineSource,
+    start: datetime,
+    end: datetime,
+    *,
+    chunk_minutes: int = DEFAULT_CHUNK_MINUTES,
+    now: datetime | None = None,
+    on_plan: Callable[[int], None] | None = None,
+    on_chunk: Callable[[ChunkReport], None] | None = None,
+) -> BackfillResult:
+    """Fill the gaps of ``minute_raw`` in [start, end) for the symbols of ``starts`` from ``client``.
+
+    ``on_plan(minutes)`` is told how many missing minutes will be asked for; ``on_chunk`` gets each
+    committed chunk's report.
+    """
+    now = now or datetime.now(UTC)
+    committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=now - EMPTY_SETTLE)
+    with backfill_lock(lake):
+        gaps = find_gaps(lake, starts, start, end, now)
+        result = BackfillResult(gaps_before=gaps, gaps_after=gaps)
+        result.recovered = _merge_fetched_earlier(committer, lake, gaps)
+        if result.recovered:
+            gaps = find_gaps(lake, starts, start, end, now)
+        chunks = plan_chunks(gaps, chunk_minutes)
+        if on_plan:
+            on_plan(sum(c.minutes for c in chunks))
+        empties = []
+        for chunk in chunks:
+            began = time.perf_counter()
+            fetched, requests = _fetch(client, chunk)
+            valid, added, quarantined = committer.merge(chunk.symbol, chunk.month, fetched)
+            requested = chunk.gap_frame()
+            valid_in_gaps = within_ranges(valid.lazy(), requested.lazy()).collect()
+            empty = committer.record_empty(chunk.symbol, chunk.month, requested, valid_in_gaps)
+            empties.append(empty)
+            report = ChunkReport(
+                chunk.symbol, chunk.month, chunk.minutes, fetched.height, added, quarantined,
+                int(empty["minutes"].sum() or 0), requests, time.perf_counter() - began,
+            )  # fmt: skip
+            result.chunks.append(report)
+            if on_chunk:
+                on_chunk(report)
+        result.empty_found = pl.concat(empties) if empties else pl.DataFrame(schema=RANGE_SCHEMA)
+        result.gaps_after = find_gaps(lake, starts, start, end, now) if chunks or result.recovered else gaps
+    return result
+
+
+def _merge_fetched_earlier(committer: _Committer, lake: Path, gaps: pl.DataFrame) -> int:
+    """Merge candles an interrupted run stored in ``exchange_minutes`` but did not merge into ``minute_raw``."""
+    todo = gaps.filter(~pl.col("exchange_empty"))
+    recovered = 0
+    keys = todo.select("symbol", pl.col("gap_start").dt.year().alias("y"), pl.col("gap_start").dt.month().alias("m"))
+    for symbol, year, month in keys.unique().sort("symbol", "y", "m").iter_rows():
+        path = partition_path(lake, EXCHANGE_MINUTES, symbol, Month(year, month))
+        if not path.is_file():
+            continue
+        stored = within_ranges(pl.scan_parquet(path), todo.lazy()).select(pl.len()).collect().item()
+        if stored:
+            _, added, _ = committer.merge(symbol, Month(year, month), pl.DataFrame(schema=MINUTE_SCHEMA))
+            recovered += added
+    return recovered

@@ -1,0 +1,43 @@
+"""The gap report of a time window: read ``minute_raw`` and the known-empty ranges, write ``minute_gaps``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, MINUTE_GAPS, read_ranges
+from crypto_assets.batch.backfill.transforms import (
+    expected_spans,
+    gap_report,
+    month_starts,
+)
+from crypto_assets.batch.pipeline import read_minutes
+from crypto_assets.lake.datasets import WriteSummary, write_months
+from crypto_assets.lake.layout import months_between
+from crypto_assets.settings import Settings
+
+
+def symbol_starts(settings: Settings, symbols: list[str] | None = None) -> dict[str, date]:
+    """Configured first day per symbol; ``symbols`` narrows it (each must be configured)."""
+    names = symbols or settings.symbol_names
+    return {name: settings.symbol(name).start for name in names}
+
+
+def find_gaps(
+    lake: Path, starts: Mapping[str, date], start: datetime, end: datetime, now: datetime | None = None
+) -> pl.DataFrame:
+    """Missing minutes of ``minute_raw`` in [start, end) (``GAP_SCHEMA``), cut at month starts."""
+    now = now or datetime.now(UTC)
+    symbols = list(starts)
+    months = months_between(start, end)
+    minutes = read_minutes(lake, symbols, start, end).select("symbol", "open_time")
+    known_empty = read_ranges(lake, EXCHANGE_EMPTY, symbols, months)
+    spans = expected_spans(starts, start, end, now)
+    return gap_report(minutes, spans, known_empty, month_starts(start, end)).collect()
+
+
+def write_gap_report(gaps: pl.DataFrame, lake: Path, symbols: list[str], start: datetime, end: datetime) -> WriteSummary:
+    return write_months(gaps, lake, MINUTE_GAPS, "gap_start", symbols, months_between(start, end))
