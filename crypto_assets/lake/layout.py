@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from crypto_assets.settings import validate_symbol
@@ -41,7 +41,10 @@ def months_between(start: date | datetime, end: date | datetime) -> list[Month]:
     """Months overlapping the half-open interval [start, end)."""
     months: list[Month] = []
     current = Month.of(start)
-    while current.start < (end.date() if isinstance(end, datetime) else end):
+    stop = end.date() if isinstance(end, datetime) else end
+    if isinstance(end, datetime) and end > datetime.combine(stop, time(), end.tzinfo):
+        stop += timedelta(days=1)  # an end later in a day still overlaps that day's month
+    while current.start < stop:
         months.append(current)
         current = current.next()
     return months

@@ -43,7 +43,9 @@ def gaps_filled(gaps_after: pl.DataFrame, enabled: bool = True, max_listed: int 
     if not enabled:
         description = f"backfill disabled: {summary['missing_minutes']:,} missing minutes were not fetched"
     elif todo:
-        description = f"{summary['missing_minutes']:,} missing minutes were not filled yet (too recent to settle)"
+        description = (
+            f"{summary['missing_minutes']:,} missing minutes not filled: newer than the exchange's settled candles"
+        )
     elif empty:
         description = (
             f"no gap left that the exchange has data for; {summary['exchange_empty_minutes']:,} minutes in "

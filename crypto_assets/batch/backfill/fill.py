@@ -186,6 +186,18 @@ class _Committer:
         return empty.cast(dict(RANGE_SCHEMA))
 
 
+def _settled(client: KlineSource, now: datetime) -> datetime:
+    """Before this instant an empty answer means an outage; later, candles may just not be published yet.
+
+    The exchange's own clock counts when the client can read it: asking beyond it returns nothing, which
+    says nothing about those minutes.
+    """
+    exchange_clock = getattr(client, "server_time_ms", None)
+    if exchange_clock is not None:
+        now = min(now, datetime.fromtimestamp(exchange_clock() / 1000, UTC))
+    return now - EMPTY_SETTLE
+
+
 def _requests_sent(client: KlineSource) -> int | None:
     return getattr(client, "requests_sent", None)
 
@@ -218,8 +230,8 @@ def backfill_window(
     committed chunk's report.
     """
     now = now or datetime.now(UTC)
-    committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=now - EMPTY_SETTLE)
     with backfill_lock(lake):
+        committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=_settled(client, now))
         gaps = find_gaps(lake, starts, start, end, now)
         result = BackfillResult(gaps_before=gaps, gaps_after=gaps)
         result.recovered = _merge_fetched_earlier(committer, lake, gaps)
