@@ -1,0 +1,193 @@
+"""Start, watch and stop the processes of the local system for ``crypto-assets up``.
+
+Each child runs in its own process group with its output in ``<home>/logs/<name>.log`` and a pid file in
+``<home>/run`` (read by ``crypto-assets status``). A child that dies is restarted with a growing delay; one
+that keeps dying stops the whole system. Stopping sends SIGTERM to each group in reverse start order and
+SIGKILL to whatever has not exited after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crypto_assets.serving.processes import (
+    ProcessRecord,
+    port_open,
+    remove_record,
+    write_record,
+)
+
+MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, after which the system stops
+RESTART_WINDOW = 300.0
+
+
+class StartError(RuntimeError):
+    """A child did not come up; the message carries the end of its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    ports: list[int] = field(default_factory=list)  # answering on all of these means ready
+    ready_timeout: float = 120.0
+    settle_seconds: float = 2.0  # a child without ports counts as started once it survives this long
+
+
+@dataclass
+class Running:
+    service: Service
+    process: subprocess.Popen
+    started: float
+    crashes: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    def __init__(self, home: Path, env: Mapping[str, str], echo: Callable[[str], None] = print):
+        self.home = home
+        self.env = dict(env)
+        self.echo = echo
+        self.logs = home / "logs"
+        self.children: list[Running] = []
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _spawn(self, service: Service) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with self.log_path(service.name).open("ab") as log:
+            log.write(f"\n--- {datetime.now(UTC).isoformat()} starting: {' '.join(service.argv)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                service.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        write_record(
+            self.home,
+            ProcessRecord(
+                service.name, process.pid, datetime.now(UTC).isoformat(timespec="seconds"), service.ports, service.argv,
+                str(self.log_path(service.name)),
+            ),
+        )  # fmt: skip
+        return process
+
+    def _wait_ready(self, service: Service, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + (service.ready_timeout if service.ports else service.settle_seconds)
+        while True:
+            if process.poll() is not None:
+                raise StartError(
+                    f"{service.name} exited with code {process.returncode} while starting; "
+                    f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
+                )
+            if service.ports and all(port_open(p) for p in service.ports):
+                return
+            if time.monotonic() >= deadline:
+                if not service.ports:
+                    return
+                raise StartError(
+                    f"{service.name} did not answer on port(s) {service.ports} within {service.ready_timeout:.0f}s; "
+                    f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
+                )
+            time.sleep(0.2)
+
+    def start(self, service: Service) -> None:
+        self.echo(f"starting {service.name} (log {self.log_path(service.name)})")
+        process = self._spawn(service)
+        running = Running(service, process, time.monotonic())
+        self.children.append(running)
+        self._wait_ready(service, process)
+        ports = f" on 127.0.0.1:{', '.join(str(p) for p in service.ports)}" if service.ports else ""
+        self.echo(f"  {service.name} is up{ports} (pid {process.pid})")
+
+    def run_once(self, name: str, argv: list[str]) -> int:
+        """Run a one-off child to completion (its output goes to the console), supervising the others
+        meanwhile; it is stopped with the rest if the system is stopped first."""
+        process = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            while process.poll() is None:
+                self.poll()
+                time.sleep(0.5)
+        finally:
+            if process.poll() is None:
+                self.echo(f"stopping {name} (pid {process.pid})")
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+                    process.wait()
+        return process.returncode
+
+    def poll(self) -> None:
+        """Restart children that died; raise StartError when one keeps dying."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.process = self._spawn(child.service)
+                    child.started = now
+                    self.echo(f"restarted {child.service.name} (pid {child.process.pid})")
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
+            if len(child.crashes) > MAX_RESTARTS:
+                raise StartError(
+                    f"{child.service.name} exited {len(child.crashes)} times within {RESTART_WINDOW:.0f}s; "
+                    f"end of its log:\n{log_tail(self.log_path(child.service.name))}"
+                )
+            delay = min(2 ** (len(child.crashes) - 1), 30)
+            child.restart_at = now + delay
+            self.echo(f"{child.service.name} exited with code {code}; restarting in {delay}s")
+
+    def stop_all(self, grace: float = 20.0) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                self.echo(f"stopping {child.service.name} (pid {child.process.pid})")
+            _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in reversed(self.children):
+            # Wait for the whole group: servers leave helpers (code servers, the JVM) that stop after them.
+            while _group_alive(child.process) and time.monotonic() < deadline:
+                child.process.poll()
+                time.sleep(0.1)
+            if _group_alive(child.process):
+                self.echo(f"{child.service.name} did not stop within {grace:.0f}s; killing it")
+                _signal_group(child.process, signal.SIGKILL)
+            child.process.wait()
+            remove_record(self.home, child.service.name)
+        self.children.clear()
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reap the leader, so a finished leader does not keep its group "alive" as a zombie
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

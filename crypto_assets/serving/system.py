@@ -1,0 +1,183 @@
+"""``crypto-assets up``: the whole system on one machine, on the embedded defaults.
+
+Order: the replay exchange (the synthetic market continuing to now) and the Kafka-compatible broker, then the
+producer and the Spark stream (so the speed layer already records while the batch graph is materialized),
+then the batch graph, then the Dagster webserver and daemon with the unified-view sensor on. Every component
+is started by its own ``crypto-assets`` subcommand and shares the project settings through the environment
+(``CRYPTO_ASSETS_<SECTION>_<FIELD>``), so each finds the others' ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+from crypto_assets.serving.processes import (
+    ProcessRecord,
+    free_port,
+    pid_alive,
+    port_open,
+    read_process_records,
+    remove_record,
+    write_record,
+)
+from crypto_assets.serving.supervisor import Service, StartError, Supervisor
+from crypto_assets.settings import Settings
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+DEFINITIONS_MODULE = "crypto_assets.definitions"
+
+
+@dataclass
+class Plan:
+    """Which components run and on which ports; None means the configured external service is used."""
+
+    dagster_port: int
+    exchange_ports: tuple[int, int] | None  # REST, WebSocket of the replay exchange
+    broker_port: int | None
+    materialize: bool = True
+    speed_layer: bool = True
+
+
+def plan_for(settings: Settings, dagster_port: int, exchange: str, materialize: bool, speed_layer: bool = True) -> Plan:
+    """The replay exchange unless ``exchange == "configured"``; the embedded broker unless the configured
+    bootstrap servers are remote. Ports that are taken are replaced by free ones."""
+    exchange_ports = None if exchange == "configured" else (free_port(), free_port())
+    bootstrap = settings.kafka.bootstrap_servers.split(",")[0]
+    host = urlparse(f"tcp://{bootstrap}").hostname
+    broker_port = None
+    if host in LOCAL_HOSTS:
+        broker_port = settings.kafka.broker_port
+        if port_open(broker_port):
+            broker_port = free_port()
+    return Plan(dagster_port, exchange_ports, broker_port, materialize, speed_layer)
+
+
+def environment(settings: Settings, plan: Plan, base: dict[str, str]) -> dict[str, str]:
+    env = dict(base)
+    env["CRYPTO_ASSETS_HOME"] = str(settings.home)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if plan.exchange_ports:
+        rest, ws = plan.exchange_ports
+        env["CRYPTO_ASSETS_EXCHANGE_REST_URL"] = f"http://127.0.0.1:{rest}"
+        env["CRYPTO_ASSETS_EXCHANGE_WS_URL"] = f"ws://127.0.0.1:{ws}"
+    if plan.broker_port:
+        env["CRYPTO_ASSETS_KAFKA_BROKER_PORT"] = str(plan.broker_port)
+        env["CRYPTO_ASSETS_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{plan.broker_port}"
+    return env
+
+
+def cli(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), *args]
+
+
+def speed_services(home: Path, plan: Plan) -> list[Service]:
+    services = []
+    if plan.exchange_ports:
+        rest, ws = plan.exchange_ports
+        services.append(Service("exchange-replay", cli(home, "exchange-replay", "--port", str(rest), "--ws-port", str(ws)), [rest, ws]))
+    if plan.speed_layer:
+        if plan.broker_port:
+            services.append(Service("broker", cli(home, "broker"), [plan.broker_port]))
+        services.append(Service("producer", cli(home, "produce")))
+        services.append(Service("stream", cli(home, "stream"), settle_seconds=5.0))
+    return services
+
+
+def dagster_services(plan: Plan) -> list[Service]:
+    python = sys.executable
+    return [
+        Service(
+            "dagster-webserver",
+            [python, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(plan.dagster_port), "-m", DEFINITIONS_MODULE],
+            [plan.dagster_port],
+        ),
+        Service("dagster-daemon", [python, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE], settle_seconds=5.0),
+    ]
+
+
+class Stop(BaseException):
+    """SIGTERM or SIGINT arrived (a BaseException, so no ``except Exception`` on the way swallows it)."""
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def run_system(settings: Settings, plan: Plan, echo=print) -> int:
+    """Bring everything up, supervise until SIGTERM/SIGINT, then stop it all. Returns the exit code."""
+    home = settings.home
+    env = environment(settings, plan, dict(os.environ))
+    supervisor = Supervisor(home, env, echo)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    write_record(home, ProcessRecord("up", os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), command=sys.argv))
+    code = 0
+    try:
+        for service in speed_services(home, plan):
+            supervisor.start(service)
+        if plan.materialize:
+            echo("materializing the batch graph (crypto-assets demo)")
+            if supervisor.run_once("batch graph", cli(home, "demo")) != 0:
+                echo("the batch graph run did not succeed; the system keeps running (see the run in the Dagster UI)")
+        for service in dagster_services(plan):
+            supervisor.start(service)
+        echo(
+            f"\nDagster UI on http://127.0.0.1:{plan.dagster_port}; the sensor refreshes unified_view at most every "
+            f"{settings.serving.sensor_min_interval_seconds}s when micro-batches land. "
+            "`crypto-assets status` shows the components; Ctrl-C stops everything."
+        )
+        while True:
+            supervisor.poll()
+            time.sleep(1.0)
+    except Stop as stop:
+        echo(f"\n{stop.args[0]}: stopping")
+    except StartError as exc:
+        echo(f"error: {exc}")
+        code = 1
+    finally:
+        for sig in previous:  # a second Ctrl-C must not cut the clean stop short
+            signal.signal(sig, signal.SIG_IGN)
+        supervisor.stop_all()
+        remove_record(home, "up")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        echo("stopped")
+    return code
+
+
+def stop_recorded(home: Path, grace: float = 30.0, echo=print) -> int:
+    """Stop a system from its pid files: ask ``up`` to stop (it stops its children), else stop each child."""
+    records = read_process_records(home)
+    up = records.pop("up", None)
+    targets = [(up.name, up.pid, False)] if up and pid_alive(up.pid) else [(r.name, r.pid, True) for r in records.values()]
+    if not targets:
+        echo("nothing is running")
+    for name, pid, whole_group in targets:
+        if not pid_alive(pid):
+            remove_record(home, name)
+            continue
+        echo(f"stopping {name} (pid {pid})")
+        try:
+            os.killpg(pid, signal.SIGTERM) if whole_group else os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    code = 0
+    for name, pid, whole_group in targets:
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            echo(f"{name} (pid {pid}) did not stop within {grace:.0f}s; killing it")
+            try:
+                os.killpg(pid, signal.SIGKILL) if whole_group else os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            code = 1
+        remove_record(home, name)
+    return code
