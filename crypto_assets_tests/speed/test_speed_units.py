@@ -1,0 +1,197 @@
+"""Pure parts of the speed layer: candle folding, offsets, message parsing, missed stretches, batch writing."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+
+from crypto_assets.batch.transforms.daily import aggregate_daily
+from streaming_sensor.batch_writer import BatchWriter
+from streaming_sensor.candles import DAY_MS, CandleBook, event_order, parse_delay
+from streaming_sensor.kafka_source import offset_ranges, split_limit
+from streaming_sensor.microbatch_log import batch_file, read_records
+from streaming_sensor.missed import MissedLog, open_stretches, read_stretches
+from streaming_sensor.producer import (
+    Malformed,
+    backoff_delay,
+    parse_message,
+    stream_url,
+)
+
+T0 = int(datetime(2021, 3, 26, 23, 58, tzinfo=UTC).timestamp() * 1000)
+M = 60_000
+
+
+def kline(minute, o, h, lo, c, v, closed, event):
+    return ("kline", minute, o, h, lo, c, v, closed, event)
+
+
+def trade(minute_of, price, qty, when):
+    return ("trade", minute_of, price, price, price, price, qty, False, when)
+
+
+def fold(book, events, delay_ms=120_000):
+    ordered = sorted(events, key=lambda e: event_order(e[0], e[8], "t", 0, 0))
+    return book.apply(ordered, delay_ms)
+
+
+def test_final_kline_is_the_candle_and_is_never_overwritten():
+    book = CandleBook("BTCUSDT")
+    fold(book, [kline(T0, 10, 11, 9, 10.5, 1.0, False, T0 + 2000), kline(T0, 10, 12, 8, 11, 5.0, True, T0 + M)])
+    fold(book, [kline(T0, 10, 99, 1, 50, 100.0, False, T0 + 30_000), trade(T0, 500.0, 9.0, T0 + 59_000)])
+    row = book.candles([T0]).row(0, named=True)
+    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (10, 12, 8, 11, 5.0, True)
+
+
+def test_trades_after_the_newest_kline_move_the_open_candle_and_the_next_kline_supersedes_them():
+    book = CandleBook("BTCUSDT")
+    fold(book, [kline(T0, 10, 10, 10, 10, 1.0, False, T0 + 2000), trade(T0, 10.0, 1.0, T0 + 2000), trade(T0, 13.0, 0.5, T0 + 3000)])
+    row = book.candles([T0]).row(0, named=True)
+    # the trade at the kline's own millisecond is already inside the kline; the later one is added
+    assert (row["high"], row["close"], row["volume"]) == (13.0, 13.0, 1.5)
+    fold(book, [kline(T0, 10, 13, 10, 13, 1.5, False, T0 + 4000)])
+    row = book.candles([T0]).row(0, named=True)
+    assert (row["high"], row["close"], row["volume"]) == (13.0, 13.0, 1.5)
+    # an older kline update arriving late does not move the candle back
+    fold(book, [kline(T0, 10, 10, 10, 10, 1.0, False, T0 + 2500)])
+    assert book.candles([T0]).row(0, named=True)["volume"] == 1.5
+
+
+def test_first_trade_opens_a_candle_before_any_kline():
+    book = CandleBook("BTCUSDT")
+    touched, _ = fold(book, [trade(T0, 7.0, 2.0, T0 + 10), trade(T0, 6.0, 1.0, T0 + 20)])
+    assert touched == {T0}
+    row = book.candles([T0]).row(0, named=True)
+    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (7, 7, 6, 6, 3.0, False)
+
+
+def test_events_older_than_the_watermark_are_dropped_per_symbol():
+    book = CandleBook("BTCUSDT")
+    fold(book, [kline(T0 + 10 * M, 1, 1, 1, 1, 1, True, T0 + 11 * M)], delay_ms=2 * M)
+    touched, late = fold(book, [kline(T0, 1, 1, 1, 1, 1, True, T0 + M), kline(T0 + 9 * M, 1, 1, 1, 1, 1, True, T0 + 10 * M)], delay_ms=2 * M)
+    assert late == 1 and touched == {T0 + 9 * M}
+
+
+def test_daily_rows_reuse_the_batch_aggregation_and_span_midnight_correctly():
+    book = CandleBook("BTCUSDT")
+    rng = random.Random(1)
+    events = []
+    for i in range(4):  # 23:58, 23:59, 00:00, 00:01
+        o = 100 + i
+        events.append(kline(T0 + i * M, o, o + rng.random(), o - rng.random(), o + 0.5, 1.0 + i, True, T0 + (i + 1) * M))
+    touched, _ = fold(book, events)
+    daily = book.daily(touched)
+    expected = aggregate_daily(book.candles(book.minutes).lazy()).collect()
+    assert daily.drop("event_ms").equals(expected)
+    assert daily["date"].to_list() == [date(2021, 3, 26), date(2021, 3, 27)]
+    assert daily["minute_count"].to_list() == [2, 2]
+
+
+def test_days_leave_the_state_once_the_watermark_passes_and_their_events_are_late():
+    book = CandleBook("BTCUSDT")
+    fold(book, [kline(T0, 1, 1, 1, 1, 1, True, T0 + M)])
+    next_day = T0 + 2 * M + DAY_MS // 2
+    fold(book, [kline(next_day, 2, 2, 2, 2, 1, False, next_day + 1000)])
+    book.evict(2 * M)
+    assert T0 not in book.minutes and next_day in book.minutes
+    _, late = fold(book, [kline(T0, 1, 1, 1, 1, 1, True, next_day)])  # new event time, evicted day
+    assert late == 1
+
+
+def test_state_round_trip():
+    book = CandleBook("BTCUSDT")
+    fold(book, [kline(T0, 1.5, 2, 1, 1.75, 3.25, False, T0 + 2000), trade(T0, 1.8, 0.1, T0 + 3000)])
+    again = CandleBook.from_state("BTCUSDT", book.to_state())
+    assert again == book
+
+
+def test_parse_delay():
+    assert parse_delay("2 minutes") == 120_000
+    assert parse_delay("30 seconds") == 30_000
+    with pytest.raises(ValueError, match="stream.watermark"):
+        parse_delay("soon")
+
+
+def test_read_limits_share_the_budget_across_partitions():
+    start = {"a": {"0": 0, "1": 10}}
+    latest = {"a": {"0": 100, "1": 15}, "b": {"0": 7}}
+    ends = split_limit(start, latest, 20)
+    moved = sum(ends[t][p] - start.get(t, {}).get(p, 0) for t in ends for p in ends[t])
+    assert moved == 20 and ends["a"]["1"] == 15 and ends["b"]["0"] == 7
+    ranges = offset_ranges(start, ends, "x:1")
+    assert [(r.topic, r.partition, r.start, r.end) for r in ranges] == [("a", 0, 0, 8), ("a", 1, 10, 15), ("b", 0, 0, 7)]
+
+
+def test_parse_message_accepts_binance_payloads_and_names_what_is_wrong():
+    data = {"e": "kline", "E": 5, "s": "BTCUSDT", "k": {"t": 0, "x": False}}
+    out = parse_message(json.dumps({"stream": "btcusdt@kline_1m", "data": data}), "crypto", {"BTCUSDT"}, 9)
+    assert out.topic == "crypto.kline_1m" and out.key == b"BTCUSDT" and json.loads(out.value) == data
+    assert parse_message('{"e":"serverShutdown","E":1}', "crypto", {"BTCUSDT"}, 9) == "serverShutdown"
+    for raw, needle in [
+        ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":', "not JSON"),
+        ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT"}}', "not subscribed"),
+        ('{"stream":"btcusdt@trade","data":{"e":"kline","E":1,"s":"BTCUSDT"}}', "event type"),
+        ('{"stream":"btcusdt@trade","data":{"e":"trade","E":"x","s":"BTCUSDT"}}', "event time"),
+    ]:
+        with pytest.raises(Malformed, match=needle):
+            parse_message(raw, "crypto", {"BTCUSDT"}, 9)
+
+
+def test_stream_url_and_backoff():
+    assert stream_url("ws://h:1/", ["BTCUSDT"]) == "ws://h:1/stream?streams=btcusdt@kline_1m/btcusdt@trade"
+    rng = random.Random(0)
+    delays = [backoff_delay(a, 0.5, 30.0, rng) for a in range(12)]
+    assert all(0 <= d <= min(30.0, 0.5 * 2**a) for a, d in enumerate(delays))
+
+
+def test_missed_stretches_are_durable_and_keep_the_last_state(tmp_path):
+    log = MissedLog(tmp_path)
+    opened = log.open("BTCUSDT", 1000, "connection closed")
+    log.open("ETHUSDT", 2000, "producer stopped")
+    log.close(opened, 5000)
+    with log.path.open("ab") as handle:
+        handle.write(b'{"id":"torn')  # a crash mid-line is not a record
+    stretches = read_stretches(tmp_path)
+    assert [(s.symbol, s.from_ms, s.to_ms) for s in stretches] == [("BTCUSDT", 1000, 5000), ("ETHUSDT", 2000, None)]
+    assert list(open_stretches(tmp_path)) == ["ETHUSDT"]
+
+
+def _rows(batch: int) -> pl.DataFrame:
+    when = datetime(2021, 3, 26, 3, batch, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "kind": ["candle", "daily", "bad"],
+            "symbol": ["BTCUSDT", "BTCUSDT", None],
+            "open_time": [when, None, None],
+            "date": [None, when.date(), None],
+            "open": [1.0, 1.0, None], "high": [2.0, 2.0, None], "low": [0.5, 0.5, None],
+            "close": [1.5, 1.5, None], "volume": [3.0, 3.0, None],
+            "is_closed": [True, None, None], "minute_count": [None, 1, None],
+            "event_time": [when, when, None], "dropped": [None, None, None],
+            "topic": [None, None, "crypto.trade"], "partition": [None, None, 0], "offset": [None, None, 7],
+            "reason": [None, None, "value: not a JSON stream message"],
+        }  # fmt: skip
+    )
+
+
+def test_a_replayed_batch_rewrites_identical_files_and_logs_once(tmp_path):
+    lake, speed = tmp_path / "lake", tmp_path / "speed"
+    writer = BatchWriter(lake, speed)
+    offsets = {"crypto.trade": {"0": [0, 8]}}
+    first = writer.write(_rows(0), 0, offsets)
+    writer.write(_rows(1), 1, offsets)
+    before = batch_file(lake, "candles_1m", 1).read_bytes()
+    restarted = BatchWriter(lake, speed)  # a new process after a crash replays batch 1
+    restarted.write(_rows(1), 1, offsets)
+    assert batch_file(lake, "candles_1m", 1).read_bytes() == before
+    records = read_records(lake)
+    assert [r.batch_id for r in records] == [0, 1]
+    assert sum(1 for p in (lake / "speed" / "_log").glob("*.jsonl") for _ in p.open()) == 2
+    assert first.rows == {"candles_1m": 1, "daily": 1} and first.offsets == offsets
+    quarantined = (speed / "quarantine" / "batch=000000000000.jsonl").read_text()
+    assert "not a JSON stream message" in quarantined and '"offset": 7' in quarantined
+    assert pl.read_parquet(batch_file(lake, "daily", 0))["minute_count"].dtype == pl.UInt32

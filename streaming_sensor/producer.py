@@ -1,0 +1,398 @@
+"""Exchange WebSocket (Binance combined stream) -> Kafka.
+
+One connection carries ``<symbol>@kline_1m`` and ``<symbol>@trade`` for every configured symbol. Each message's
+``data`` object is published to ``<prefix>.kline_1m`` or ``<prefix>.trade`` keyed by symbol (so a symbol's
+events stay in order within a partition) with acks=all; the Kafka timestamp is the moment the message arrived.
+
+Failure handling:
+
+* The connection is re-opened with exponential backoff and full jitter after a drop, a ``serverShutdown``
+  event, a silent connection (watchdog), or before the exchange's 24-hour limit. Pings are answered by the
+  WebSocket client.
+* Every stretch of exchange time not captured (disconnect -> first event after reconnect, producer stopped,
+  messages dropped) is written to :mod:`streaming_sensor.missed` for the batch layer to backfill.
+* A malformed message is counted and logged; the stream goes on.
+* While the broker is unreachable, messages wait in a bounded in-memory buffer and are retried in order;
+  none is lost while the buffer holds. When it is full, new messages are dropped, counted, and recorded as
+  missed stretches. Delivery to Kafka is at-least-once: a retried send may duplicate a message, which the
+  stream job tolerates (kline updates replace; a trade is folded only after the newest kline update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto_assets.settings import Settings, validate_symbol
+from streaming_sensor.broker import ensure_topics, topic_name
+from streaming_sensor.missed import MissedLog, MissedStretch, open_stretches
+
+log = logging.getLogger(__name__)
+
+STREAM_KINDS = {"kline_1m": "kline", "trade": "trade"}
+SEND_CHUNK = 2000
+
+
+@dataclass
+class ProducerOptions:
+    symbols: list[str]
+    ws_url: str
+    bootstrap_servers: str
+    topic_prefix: str
+    partitions: int = 3
+    buffer_limit: int = 200_000  # messages held while the broker is unreachable
+    silence_seconds: float = 30.0  # no message for this long: the connection is treated as dead
+    max_connection_seconds: float = 23.5 * 3600  # Binance closes connections after 24 hours
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    stats_seconds: float = 10.0
+    drain_seconds: float = 15.0  # on stop, time allowed to deliver what is buffered
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> ProducerOptions:
+        values = dict(
+            symbols=settings.symbol_names,
+            ws_url=settings.exchange.ws_url,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            topic_prefix=settings.kafka.topic_prefix,
+            partitions=settings.kafka.partitions,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def stream_url(ws_url: str, symbols: list[str]) -> str:
+    streams = "/".join(f"{validate_symbol(s).lower()}@{kind}" for s in symbols for kind in STREAM_KINDS)
+    return f"{ws_url.rstrip('/')}/stream?streams={streams}"
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max, initial * 2**attempt)], so many clients do not reconnect in step."""
+    return rng.uniform(0, min(maximum, initial * (2**attempt)))
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    published: int = 0
+    malformed: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+
+    def line(self, buffered: int) -> str:
+        return (
+            f"received={self.received} published={self.published} malformed={self.malformed} "
+            f"dropped={self.dropped} reconnects={self.reconnects} buffered={buffered}"
+        )
+
+
+class Malformed(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes
+    received_ms: int
+    symbol: str
+    event_ms: int
+
+
+def parse_message(raw: str | bytes, prefix: str, symbols: set[str], received_ms: int) -> Outgoing | str:
+    """A combined-stream message -> what to publish, or ``"serverShutdown"``; raises Malformed otherwise."""
+    try:
+        message = json.loads(raw)
+    except ValueError as exc:
+        raise Malformed(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise Malformed("not a JSON object")
+    data = message.get("data", message)
+    if isinstance(data, dict) and data.get("e") == "serverShutdown":
+        return "serverShutdown"
+    stream = message.get("stream")
+    if not isinstance(stream, str) or "@" not in stream or not isinstance(data, dict):
+        raise Malformed("missing 'stream' or 'data'")
+    kind = stream.split("@", 1)[1]
+    if kind not in STREAM_KINDS or data.get("e") != STREAM_KINDS[kind]:
+        raise Malformed(f"stream {stream!r} with event type {data.get('e')!r}")
+    symbol = data.get("s")
+    if symbol not in symbols:
+        raise Malformed(f"symbol {symbol!r} is not subscribed")
+    event_ms = data.get("E")
+    if not isinstance(event_ms, int):
+        raise Malformed("event time 'E' is not an integer")
+    if kind == "kline" and not isinstance(data.get("k"), dict):
+        raise Malformed("kline without 'k'")
+    value = json.dumps(data, separators=(",", ":")).encode()
+    return Outgoing(topic_name(prefix, kind), symbol.encode(), value, received_ms, symbol, event_ms)
+
+
+@dataclass
+class StreamProducer:
+    options: ProducerOptions
+    speed_dir: Path
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.symbols = {validate_symbol(s) for s in self.options.symbols}
+        self.buffer: deque[Outgoing] = deque()
+        self.in_flight = 0
+        self.missed = MissedLog(self.speed_dir)
+        self.last_event: dict[str, int] = {}
+        # Stretches left open by an earlier run (or this one's disconnects) close at the next event.
+        self.open: dict[str, list[MissedStretch]] = open_stretches(self.speed_dir)
+        self.dropping: dict[str, list[int]] = {}
+        self.connected = asyncio.Event()
+        self.broker_ok = False
+        self._rng = random.Random()
+        self._wake = asyncio.Event()
+        self._malformed_logged = 0
+        self._down_logged = False
+
+    # -- WebSocket side -------------------------------------------------------------------------------------
+    def _accept(self, out: Outgoing) -> None:
+        for stretch in self.open.pop(out.symbol, []):
+            closed = self.missed.close(stretch, out.event_ms)
+            log.info("stream for %s resumed: missed %s .. %s (%s)", out.symbol, closed.from_time, closed.to_time, closed.reason)
+        self.last_event[out.symbol] = max(out.event_ms, self.last_event.get(out.symbol, out.event_ms))
+        if len(self.buffer) + self.in_flight >= self.options.buffer_limit:
+            self.counters.dropped += 1
+            span = self.dropping.setdefault(out.symbol, [out.event_ms, out.event_ms])
+            span[0], span[1] = min(span[0], out.event_ms), max(span[1], out.event_ms)
+            if self.counters.dropped == 1 or self.counters.dropped % 10_000 == 0:
+                log.error("buffer full (%d messages, broker unreachable): dropped %d so far", self.options.buffer_limit, self.counters.dropped)
+            return
+        self._flush_dropped()
+        self.buffer.append(out)
+        self._wake.set()
+
+    def _flush_dropped(self) -> None:
+        for symbol, (first, last) in self.dropping.items():
+            stretch = self.missed.record(symbol, first, last, "buffer full")
+            log.warning("recorded missed stretch for %s: %s .. %s (buffer full)", symbol, stretch.from_time, stretch.to_time)
+        self.dropping.clear()
+
+    def _malformed(self, reason: str, raw) -> None:
+        self.counters.malformed += 1
+        if self._malformed_logged < 20 or self.counters.malformed % 1000 == 0:
+            self._malformed_logged += 1
+            text = raw[:200] if isinstance(raw, str) else repr(raw[:200])
+            log.warning("malformed message #%d skipped (%s): %s", self.counters.malformed, reason, text)
+
+    def _stream_stopped(self, reason: str) -> None:
+        """Open a missed stretch for every symbol that was streaming."""
+        for symbol, last in self.last_event.items():
+            if not self.open.get(symbol):
+                self.open[symbol] = [self.missed.open(symbol, last, reason)]
+
+    async def _read(self, ws) -> str:
+        """Read until the connection must be replaced; returns why."""
+        opened = time.monotonic()
+        prefix = self.options.topic_prefix
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=self.options.silence_seconds)
+            except TimeoutError:
+                log.warning("no message for %.0fs: reconnecting", self.options.silence_seconds)
+                return "silent connection"
+            received_ms = time.time_ns() // 1_000_000
+            self.counters.received += 1
+            try:
+                out = parse_message(raw, prefix, self.symbols, received_ms)
+            except Malformed as exc:
+                self._malformed(str(exc), raw)
+                continue
+            if out == "serverShutdown":
+                log.warning("exchange announced serverShutdown: reconnecting")
+                return "serverShutdown"
+            self._accept(out)
+            if time.monotonic() - opened > self.options.max_connection_seconds:
+                log.info("connection is %.0fh old: reconnecting before the exchange drops it", self.options.max_connection_seconds / 3600)
+                return "connection age limit"
+
+    async def _websocket_loop(self, stop: asyncio.Event) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+        url = stream_url(self.options.ws_url, sorted(self.symbols))
+        attempt = 0
+        while not stop.is_set():
+            reason = "connect failed"
+            try:
+                async with connect(url, open_timeout=10, ping_interval=20, ping_timeout=20, max_queue=4096, max_size=1 << 22) as ws:
+                    log.info("connected to %s", self.options.ws_url)
+                    self.connected.set()
+                    attempt = 0
+                    reader = asyncio.ensure_future(self._read(ws))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    if reader in done:
+                        reason = reader.result()
+                    else:
+                        reader.cancel()
+                        reason = "producer stopped"
+            except ConnectionClosed as exc:
+                reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+                log.warning("WebSocket %s", reason)
+            except InvalidURI:
+                raise
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                log.warning("WebSocket connect to %s failed: %s", self.options.ws_url, exc)
+            self.connected.clear()
+            self._stream_stopped(reason)
+            if stop.is_set():
+                break
+            self.counters.reconnects += 1
+            delay = backoff_delay(attempt, self.options.backoff_initial, self.options.backoff_max, self._rng)
+            attempt += 1
+            log.info("reconnecting in %.1fs (reconnect #%d)", delay, self.counters.reconnects)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    # -- Kafka side -----------------------------------------------------------------------------------------
+    async def _start_kafka(self):
+        from aiokafka import AIOKafkaProducer
+
+        topics = [topic_name(self.options.topic_prefix, stream) for stream in STREAM_KINDS]
+        await asyncio.to_thread(ensure_topics, self.options.bootstrap_servers, topics, self.options.partitions, 10.0)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.options.bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=10_000,
+            retry_backoff_ms=200,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _send_chunk(self, producer, chunk: list[Outgoing]) -> list[Outgoing]:
+        """Send a chunk and wait for acks; returns the messages that were not acknowledged."""
+        futures = []
+        try:
+            for out in chunk:
+                futures.append(await producer.send(out.topic, out.value, key=out.key, timestamp_ms=out.received_ms))
+        except Exception as exc:  # noqa: BLE001 - any send failure means: keep the rest and retry
+            log.error("Kafka send failed: %s", exc)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [out for out, result in zip(chunk, results, strict=False) if isinstance(result, BaseException)]
+        failed += chunk[len(futures) :]
+        self.counters.published += len(chunk) - len(failed)
+        return failed
+
+    async def _publish_loop(self, stop: asyncio.Event, ws_done: asyncio.Event) -> None:
+        producer = None
+        attempt = 0
+        drain_deadline = None
+        try:
+            while True:
+                if ws_done.is_set():
+                    if not self.buffer:
+                        break
+                    drain_deadline = drain_deadline or time.monotonic() + self.options.drain_seconds
+                    if time.monotonic() > drain_deadline:
+                        break
+                if producer is None:
+                    try:
+                        producer = await self._start_kafka()
+                        if not self.broker_ok:
+                            log.info("Kafka broker reachable at %s", self.options.bootstrap_servers)
+                        self.broker_ok, attempt = True, 0
+                    except Exception as exc:  # noqa: BLE001 - unreachable broker, missing topics: retry
+                        self._broker_down(exc)
+                        await self._pause(backoff_delay(attempt, self.options.backoff_initial, 5.0, self._rng) + 0.2)
+                        attempt += 1
+                        continue
+                if not self.buffer:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                    except TimeoutError:
+                        pass
+                    continue
+                chunk = [self.buffer.popleft() for _ in range(min(SEND_CHUNK, len(self.buffer)))]
+                self.in_flight = len(chunk)
+                failed = await self._send_chunk(producer, chunk)
+                self.in_flight = 0
+                if failed:
+                    self.buffer.extendleft(reversed(failed))
+                    self._broker_down(f"{len(failed)} message(s) not acknowledged")
+                    await producer.stop()
+                    producer = None
+                    await self._pause(backoff_delay(attempt, self.options.backoff_initial, 5.0, self._rng))
+                    attempt += 1
+                else:
+                    attempt = 0
+                    if not self.broker_ok:
+                        log.info("Kafka broker back: delivering %d buffered message(s)", len(self.buffer))
+                    self.broker_ok = True
+        finally:
+            if producer is not None:
+                await producer.stop()
+            if self.buffer:
+                self.counters.dropped += len(self.buffer)
+                for out in self.buffer:
+                    span = self.dropping.setdefault(out.symbol, [out.event_ms, out.event_ms])
+                    span[0], span[1] = min(span[0], out.event_ms), max(span[1], out.event_ms)
+                log.error("stopping with %d undelivered message(s): recorded as missed", len(self.buffer))
+                self.buffer.clear()
+            self._flush_dropped()
+
+    def _broker_down(self, why) -> None:
+        if self.broker_ok or not self._down_logged:
+            self._down_logged = True
+            log.error("Kafka broker at %s unreachable (%s): buffering, up to %d messages", self.options.bootstrap_servers, why, self.options.buffer_limit)
+        else:
+            log.debug("Kafka broker still unreachable: %s", why)
+        self.broker_ok = False
+
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _stats_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.options.stats_seconds)
+            except TimeoutError:
+                log.info("producer: %s", self.counters.line(len(self.buffer) + self.in_flight))
+
+    async def run(self, stop: asyncio.Event) -> Counters:
+        """Stream until ``stop`` is set, then deliver what is buffered (bounded by ``drain_seconds``)."""
+        ws_done = asyncio.Event()
+
+        async def websocket() -> None:
+            try:
+                await self._websocket_loop(stop)
+            finally:
+                ws_done.set()
+
+        tasks = [
+            asyncio.ensure_future(websocket()),
+            asyncio.ensure_future(self._publish_loop(stop, ws_done)),
+            asyncio.ensure_future(self._stats_loop(stop)),
+        ]
+        try:
+            await asyncio.gather(*tasks[:2])
+        finally:
+            stop.set()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("producer stopped: %s", self.counters.line(len(self.buffer)))
+        return self.counters
