@@ -75,6 +75,26 @@ def test_ten_deleted_days_are_restored_from_the_exchange_exactly_and_outages_are
     assert digest(april(lake)) == digest(april(original_lake))
 
 
+def test_a_run_killed_between_its_writes_merges_what_it_had_fetched_without_asking_again(
+    recorded_market, original_lake, tmp_path
+):
+    # The state a kill right after a chunk's first write leaves: candles in exchange_minutes, not in minute_raw.
+    finished, interrupted = tmp_path / "finished", tmp_path / "interrupted"
+    for lake in (finished, interrupted):
+        shutil.copytree(original_lake, lake)
+        deleted = punch_hole(lake)
+    with ReplayServer(recorded_market) as replay:
+        with client_for(replay) as client:
+            backfill_window(finished, {SYMBOL: START}, client, *HOLE)
+        shutil.copytree(finished / EXCHANGE_MINUTES, interrupted / EXCHANGE_MINUTES)
+        with client_for(replay) as client:
+            result = backfill_window(interrupted, {SYMBOL: START}, client, *HOLE)
+    assert result.recovered == deleted and result.added == deleted
+    # Only the outages, not yet known to be empty, are asked for.
+    assert sum(c.gap_minutes for c in result.chunks) == OUTAGE_MINUTES and result.received == 0
+    assert digest(april(interrupted)) == digest(april(original_lake))
+
+
 def test_minute_raw_rebuilt_from_a_file_with_a_hole_keeps_the_backfilled_minutes(
     shared_data, recorded_market, original_lake, tmp_path
 ):
