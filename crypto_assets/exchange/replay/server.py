@@ -185,7 +185,7 @@ class ReplayServer:
         streams = StreamServer(self.core)
         self._ws = await serve(
             streams.handle, self.host, self._ports[1], process_request=streams.process_request, compression=None,
-            max_queue=64,
+            max_queue=64, close_timeout=2, write_limit=2**20,
         )  # fmt: skip
         return self
 

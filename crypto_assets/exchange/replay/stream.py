@@ -36,6 +36,7 @@ from crypto_assets.exchange.replay.encode import (
     TRADE,
     MinuteEvents,
     minute_events,
+    text_frame,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ STREAM_KINDS = {"kline_1m": KLINE, "trade": TRADE}
 SEND_CHUNK = 2000  # messages per write; bounds the buffer when a slow reader falls behind
 MIN_SLEEP = 0.002  # at high speed, wake at most every 2 ms and send everything due at once
 MAX_SLEEP = 0.5  # re-check subscriptions, faults and lifetime at least this often
-MALFORMED = b'{"stream":"replay@malformed","data":{"e":"kline","E":'  # cut short: not JSON
+MAX_BATCH_SPAN_MS = 5 * MINUTE_MS  # replay time collected per write at most
+MALFORMED = text_frame(b'{"stream":"replay@malformed","data":{"e":"kline","E":')  # cut short: not JSON
 Stream = tuple[str, int]  # (SYMBOL, kind)
 
 
@@ -84,9 +86,14 @@ def parse_path(path: str, symbols: Iterable[str]) -> tuple[list[Stream], bool]:
 
 
 class EventCache:
-    """Encoded events of recent (symbol, minute)s, shared by every connection (they follow one clock)."""
+    """Encoded events of recent (symbol, minute)s, shared by every connection (they follow one clock).
 
-    def __init__(self, core: ReplayCore, size: int = 4096):
+    Minutes are encoded in blocks of ``BLOCK`` consecutive candles: one vectorized trade synthesis per block.
+    """
+
+    BLOCK = 32
+
+    def __init__(self, core: ReplayCore, size: int = 8192):
         self.core = core
         self.size = size
         self._items: OrderedDict[tuple[str, int], MinuteEvents] = OrderedDict()
@@ -94,14 +101,15 @@ class EventCache:
     def get(self, symbol: str, index: int) -> MinuteEvents:
         key = (symbol, index)
         events = self._items.get(key)
-        if events is None:
-            events = minute_events(self.core.market.candles[symbol], index, self.core.trades_per_minute)
-            self._items[key] = events
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-        else:
-            self._items.move_to_end(key)
-        return events
+        if events is not None:
+            return events
+        candles = self.core.market.candles[symbol]
+        hi = min(len(candles), index + self.BLOCK)
+        for offset, item in enumerate(minute_events(candles, index, hi, self.core.trades_per_minute)):
+            self._items[(symbol, index + offset)] = item
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return self._items[key]
 
 
 class StreamConnection:
@@ -125,28 +133,28 @@ class StreamConnection:
             wanted.setdefault(symbol, set()).add(kind)
         return wanted
 
-    def _prefix(self, symbol: str, kind: int) -> bytes:
-        return f'{{"stream":"{stream_name((symbol, kind))}","data":'.encode() if self.combined else b""
-
     def collect(self, after_ms: int, upto_ms: int) -> list[bytes]:
-        """Messages of the subscribed streams with event time in (after_ms, upto_ms], in send order."""
+        """Frames of the subscribed streams with event time in (after_ms, upto_ms], in send order."""
         per_symbol = []
         for symbol, kinds in self._by_symbol().items():
             candles = self.core.market.candles[symbol]
             # A minute's events run from its open to its close (the final kline), so start one minute back.
             lo = int(np.searchsorted(candles.open_ms, (after_ms // MINUTE_MS - 1) * MINUTE_MS, side="left"))
             hi = int(np.searchsorted(candles.open_ms, upto_ms, side="right"))
-            prefixes = {kind: self._prefix(symbol, kind) for kind in kinds}
+            every_kind = len(kinds) == len(STREAM_KINDS)
             items: list[tuple[int, bytes]] = []
             for index in range(lo, hi):
                 events = self.core.events.get(symbol, index)
                 first = bisect.bisect_right(events.times, after_ms)
                 last = bisect.bisect_right(events.times, upto_ms)
-                for i in range(first, last):
-                    kind = events.kinds[i]
-                    if kind in kinds:
-                        payload = events.payloads[i]
-                        items.append((events.times[i], prefixes[kind] + payload + b"}" if self.combined else payload))
+                if first == last:
+                    continue
+                frames, times = events.frames(self.combined), events.times
+                if every_kind:
+                    items.extend(zip(times[first:last], frames[first:last], strict=True))
+                else:
+                    event_kinds = events.kinds
+                    items.extend((times[i], frames[i]) for i in range(first, last) if event_kinds[i] in kinds)
             if items:
                 per_symbol.append(items)
         if not per_symbol:
@@ -172,14 +180,14 @@ class StreamConnection:
 
     # -- sending --------------------------------------------------------------------------------------------
 
-    async def _write(self, messages: list[bytes]) -> None:
+    async def _write(self, frames: list[bytes]) -> None:
+        """Write ready-made text frames; websockets still checks the connection is open and applies flow control."""
         ws = self.ws
-        for start in range(0, len(messages), SEND_CHUNK):
+        for start in range(0, len(frames), SEND_CHUNK):
             async with ws.send_context():
-                for message in messages[start : start + SEND_CHUNK]:
-                    ws.protocol.send_text(message)
-        self.sent += len(messages)
-        self.core.messages_sent += len(messages)
+                ws.transport.write(b"".join(frames[start : start + SEND_CHUNK]))
+        self.sent += len(frames)
+        self.core.messages_sent += len(frames)
 
     async def send(self, messages: list[bytes]) -> bool:
         """Send with the faults in force; False when a fault cut the connection."""
@@ -213,7 +221,7 @@ class StreamConnection:
         self.changed.set()
         try:
             payload = f'{{"e":"serverShutdown","E":{self.core.clock.now_ms()}}}'.encode()
-            await self._write([payload])
+            await self._write([text_frame(payload)])
             await asyncio.sleep(close_after)
             await self.ws.close(1001, "server shutdown")
         except ConnectionClosed:
@@ -236,10 +244,15 @@ class StreamConnection:
         while not self.closing:
             now = core.clock.now_ms()
             core.market.ensure(now + 2 * MINUTE_MS)
-            messages = self.collect(position, now)
-            position = now
+            # A reader slower than the clock falls behind instead of being handed an ever larger batch.
+            upto = min(now, position + MAX_BATCH_SPAN_MS)
+            messages = self.collect(position, upto)
+            position = upto
             if messages and not await self.send(messages):
                 return
+            if upto < now:
+                await asyncio.sleep(0)
+                continue
             wait = MAX_SLEEP
             lifetime = core.faults.ws_max_lifetime_seconds
             if lifetime:
