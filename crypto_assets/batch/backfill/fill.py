@@ -69,6 +69,7 @@ class ChunkReport:
     empty_minutes: int = 0  # minutes the exchange had no valid candle for
     requests: int = 0
     seconds: float = 0.0
+    fetch_seconds: float = 0.0  # of ``seconds``, waiting for and parsing the exchange's answers
 
     def describe(self) -> str:
         return (
@@ -244,6 +245,7 @@ def backfill_window(
         for chunk in chunks:
             began = time.perf_counter()
             fetched, requests = _fetch(client, chunk)
+            fetched_at = time.perf_counter()
             valid, added, quarantined = committer.merge(chunk.symbol, chunk.month, fetched)
             requested = chunk.gap_frame()
             valid_in_gaps = within_ranges(valid.lazy(), requested.lazy()).collect()
@@ -251,7 +253,7 @@ def backfill_window(
             empties.append(empty)
             report = ChunkReport(
                 chunk.symbol, chunk.month, chunk.minutes, fetched.height, added, quarantined,
-                int(empty["minutes"].sum() or 0), requests, time.perf_counter() - began,
+                int(empty["minutes"].sum() or 0), requests, time.perf_counter() - began, fetched_at - began,
             )  # fmt: skip
             result.chunks.append(report)
             if on_chunk:
