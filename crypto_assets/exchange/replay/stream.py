@@ -233,6 +233,8 @@ class StreamConnection:
         reader = asyncio.create_task(self._read())
         try:
             await self._pump()
+            if self.closing:  # a fault or a shutdown notice ends the connection in its own time
+                await self.ws.wait_closed()
         except ConnectionClosed:
             pass
         finally:
