@@ -125,3 +125,29 @@ def test_refresh_months_include_the_previous_month_on_the_first_days():
     assert refresh_months(date(2026, 3, 4), first) == (Month(2026, 3), Month(2026, 3))
     assert refresh_months(date(2026, 1, 2), first) == (Month(2025, 12), Month(2026, 1))
     assert refresh_months(date(2012, 1, 1), first) == (first, first)  # never before the first partition
+
+
+def test_an_unreachable_exchange_fails_the_check_not_the_batch_view(shared_data, project_home, tmp_path):
+    exchange = '[exchange]\nrest_url = "http://127.0.0.1:9"\ntimeout_seconds = 1.0\n'  # nothing listens there
+    home = project_home([str(recording(shared_data))], extra=SYMBOLS + exchange)
+    with instance_at(tmp_path / "dagster") as instance:
+        result = materialize_batch_range(instance, load_settings(), "2021-04-01", "2021-04-01")
+        assert result.success
+        filled = checks_of(result)[("exchange_backfill", "gaps_filled")]
+        assert not filled.passed and filled.severity.value == "ERROR"
+        assert "http://127.0.0.1:9" in filled.description
+        assert materialization(instance, "exchange_backfill").metadata["error"].value != "none"
+        assert instance.get_materialized_partitions(AssetKey("prophet_input")) == {"2021-04-01"}
+    assert (home / f"lake/daily_raw/symbol={SYMBOL}/year=2021/month=04/part-0.parquet").is_file()
+
+
+def test_with_the_backfill_off_exchange_backfill_is_a_clean_no_op(shared_data, project_home, tmp_path):
+    home = project_home([str(recording(shared_data))], extra=SYMBOLS)  # test homes: exchange.backfill = false
+    with instance_at(tmp_path / "dagster") as instance:
+        result = materialize_batch_range(instance, load_settings(), "2021-04-01", "2021-04-01")
+        assert result.success
+        metadata = materialization(instance, "exchange_backfill").metadata
+        assert metadata["enabled"].value is False and "requests" not in metadata
+        filled = checks_of(result)[("exchange_backfill", "gaps_filled")]
+        assert filled.severity.value == "WARN" and "backfill disabled" in filled.description
+    assert not (home / "lake/exchange_minutes").exists()

@@ -132,10 +132,14 @@ def build_backfill_assets(settings: Settings) -> list:
                 on_plan=on_plan,
                 on_chunk=lambda report: context.log.info(report.describe()),
             )
+        if result.error:
+            # The batch view still gets what the files and the committed chunks hold; the check shows the failure.
+            context.log.error(f"the exchange failed; committed chunks are kept: {result.error}")
         minutes = read_minutes(market.lake, cfg.symbol_names, start, end).select("symbol", "open_time").collect()
         return MaterializeResult(
             metadata={
                 "enabled": True,
+                "error": result.error or "none",
                 "exchange": cfg.exchange.rest_url,
                 "minutes_fetched": result.added,
                 "candles_received": result.received,
@@ -153,7 +157,7 @@ def build_backfill_assets(settings: Settings) -> list:
                 "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
             },
             check_results=[
-                to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after)),
+                to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
                 to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
             ],
         )

@@ -35,11 +35,19 @@ def gap_summary(gaps: pl.DataFrame) -> dict[str, object]:
     }
 
 
-def gaps_filled(gaps_after: pl.DataFrame, enabled: bool = True, max_listed: int = 25) -> CheckOutcome:
-    """WARN: after the backfill no minute is missing, except where the exchange has nothing (listed)."""
+def gaps_filled(
+    gaps_after: pl.DataFrame, enabled: bool = True, error: str | None = None, max_listed: int = 25
+) -> CheckOutcome:
+    """WARN: after the backfill no minute is missing, except where the exchange has nothing (listed).
+
+    ERROR when the exchange failed before every gap was asked for (``error``).
+    """
     summary = gap_summary(gaps_after)
     metadata = summary | {"remaining_gaps": gap_table(gaps_after, max_listed)}
     todo, empty = summary["gaps"], summary["exchange_empty_ranges"]
+    if error:
+        description = f"the exchange failed, {summary['missing_minutes']:,} missing minutes left: {error}"
+        return CheckOutcome(False, description, Severity.ERROR, metadata | {"error": error})
     if not enabled:
         description = f"backfill disabled: {summary['missing_minutes']:,} missing minutes were not fetched"
     elif todo:

@@ -83,7 +83,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 )
         except (ExchangeError, BackfillBusyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            print("committed chunks are kept; run the same command again to resume", file=sys.stderr)
             return 1
 
     print(
@@ -95,6 +94,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if empty.height:
         print(f"missing at the exchange too (outages, not asked for again): {empty.height} ranges")
         print(gap_table(empty, max_listed=args.list))
+    if result.error:
+        print(f"error: the exchange failed: {result.error}", file=sys.stderr)
+        print("committed chunks are kept; run the same command again to resume", file=sys.stderr)
+        return 1
     return 0
 
 

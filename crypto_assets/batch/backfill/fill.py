@@ -54,6 +54,10 @@ class KlineSource(Protocol):
     def klines(self, symbol: str, start: datetime, end: datetime) -> Iterator[pl.DataFrame]: ...
 
 
+class FetchError(RuntimeError):
+    """The exchange client gave up on a request."""
+
+
 class BackfillBusyError(RuntimeError):
     """Another backfill holds the lake's backfill lock."""
 
@@ -86,6 +90,7 @@ class BackfillResult:
     chunks: list[ChunkReport] = field(default_factory=list)
     recovered: int = 0  # candles fetched by an interrupted run, merged without asking again
     empty_found: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RANGE_SCHEMA))
+    error: str | None = None  # why the exchange stopped answering; the chunks before it are committed
 
     @property
     def requests(self) -> int:
@@ -195,7 +200,10 @@ def _settled(client: KlineSource, now: datetime) -> datetime:
     """
     exchange_clock = getattr(client, "server_time_ms", None)
     if exchange_clock is not None:
-        now = min(now, datetime.fromtimestamp(exchange_clock() / 1000, UTC))
+        try:
+            now = min(now, datetime.fromtimestamp(exchange_clock() / 1000, UTC))
+        except Exception as exc:  # as in _fetch: the client's error names the request
+            raise FetchError(f"exchange clock: {exc}") from exc
     return now - EMPTY_SETTLE
 
 
@@ -206,7 +214,10 @@ def _requests_sent(client: KlineSource) -> int | None:
 def _fetch(client: KlineSource, chunk: Chunk) -> tuple[pl.DataFrame, int]:
     """The candles of the chunk's requested ranges that fall in its gaps, and the requests it took."""
     before = _requests_sent(client)
-    pages = [page for start, end in chunk.fetches for page in client.klines(chunk.symbol, start, end)]
+    try:
+        pages = [page for start, end in chunk.fetches for page in client.klines(chunk.symbol, start, end)]
+    except Exception as exc:  # the client's own error names the request; anything it raises ends the run
+        raise FetchError(f"{chunk.symbol} {chunk.month}: {exc}") from exc
     after = _requests_sent(client)
     requests = after - before if before is not None and after is not None else len(pages)
     frame = pl.concat(pages) if pages else pl.DataFrame(schema=MINUTE_SCHEMA)
@@ -228,11 +239,12 @@ def backfill_window(
     """Fill the gaps of ``minute_raw`` in [start, end) for the symbols of ``starts`` from ``client``.
 
     ``on_plan(minutes)`` is told how many missing minutes will be asked for; ``on_chunk`` gets each
-    committed chunk's report.
+    committed chunk's report. When the exchange fails for good, the run stops there and ``error`` says why;
+    what was committed stays, and the next run resumes from the gaps that remain.
     """
     now = now or datetime.now(UTC)
     with backfill_lock(lake):
-        committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=_settled(client, now))
+        committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=now - EMPTY_SETTLE)
         gaps = find_gaps(lake, starts, start, end, now)
         result = BackfillResult(gaps_before=gaps, gaps_after=gaps)
         result.recovered = _merge_fetched_earlier(committer, lake, gaps)
@@ -242,9 +254,18 @@ def backfill_window(
         if on_plan:
             on_plan(sum(c.minutes for c in chunks))
         empties = []
+        if chunks:
+            try:
+                committer.settle_before = _settled(client, now)
+            except FetchError as exc:
+                result.error, chunks = str(exc), []
         for chunk in chunks:
             began = time.perf_counter()
-            fetched, requests = _fetch(client, chunk)
+            try:
+                fetched, requests = _fetch(client, chunk)
+            except FetchError as exc:
+                result.error = str(exc)
+                break
             fetched_at = time.perf_counter()
             valid, added, quarantined = committer.merge(chunk.symbol, chunk.month, fetched)
             requested = chunk.gap_frame()
