@@ -2,8 +2,8 @@
 
 Each child runs in its own process group with its output in ``<home>/logs/<name>.log`` and a pid file in
 ``<home>/run`` (read by ``crypto-assets status``). A child that dies is restarted with a growing delay; one
-that keeps dying stops the whole system. Stopping sends SIGTERM to each group in reverse start order and
-SIGKILL to whatever has not exited after a grace period.
+that keeps dying stops the whole system. Stopping sends SIGTERM to each group in reverse start order, waiting
+for each (SIGKILL after a grace period) before the next.
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ class Service:
     name: str
     argv: list[str]
     ports: list[int] = field(default_factory=list)  # answering on all of these means ready
-    ready_timeout: float = 120.0
-    settle_seconds: float = 2.0  # a child without ports counts as started once it survives this long
+    ready_text: str | None = None  # ...and having written this to its log means ready
+    ready_timeout: float = 180.0
+    settle_seconds: float = 2.0  # a child with neither counts as started once it survives this long
+
+    @property
+    def has_ready_signal(self) -> bool:
+        return bool(self.ports or self.ready_text)
 
 
 @dataclass
@@ -64,12 +69,14 @@ class Supervisor:
         self.echo = echo
         self.logs = home / "logs"
         self.children: list[Running] = []
+        self.log_offsets: dict[str, int] = {}  # where each child's current run starts in its log
 
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
     def _spawn(self, service: Service) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.log_offsets[service.name] = self.log_path(service.name).stat().st_size if self.log_path(service.name).exists() else 0
         with self.log_path(service.name).open("ab") as log:
             log.write(f"\n--- {datetime.now(UTC).isoformat()} starting: {' '.join(service.argv)}\n".encode())
             log.flush()
@@ -85,21 +92,30 @@ class Supervisor:
         )  # fmt: skip
         return process
 
+    def _said(self, service: Service) -> bool:
+        with self.log_path(service.name).open("rb") as log:
+            log.seek(self.log_offsets.get(service.name, 0))
+            return service.ready_text.encode() in log.read()
+
+    def _ready(self, service: Service) -> bool:
+        ports_ok = all(port_open(p) for p in service.ports)
+        return ports_ok and (service.ready_text is None or self._said(service))
+
     def _wait_ready(self, service: Service, process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + (service.ready_timeout if service.ports else service.settle_seconds)
+        deadline = time.monotonic() + (service.ready_timeout if service.has_ready_signal else service.settle_seconds)
         while True:
             if process.poll() is not None:
                 raise StartError(
                     f"{service.name} exited with code {process.returncode} while starting; "
                     f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
                 )
-            if service.ports and all(port_open(p) for p in service.ports):
+            if service.has_ready_signal and self._ready(service):
                 return
             if time.monotonic() >= deadline:
-                if not service.ports:
+                if not service.has_ready_signal:
                     return
                 raise StartError(
-                    f"{service.name} did not answer on port(s) {service.ports} within {service.ready_timeout:.0f}s; "
+                    f"{service.name} was not ready within {service.ready_timeout:.0f}s; "
                     f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
                 )
             time.sleep(0.2)
@@ -157,15 +173,15 @@ class Supervisor:
             self.echo(f"{child.service.name} exited with code {code}; restarting in {delay}s")
 
     def stop_all(self, grace: float = 20.0) -> None:
+        """Stop in reverse start order, each fully before the next, so e.g. the stream finishes its micro-batch
+        while the broker is still there."""
         for child in reversed(self.children):
             if child.process.poll() is None:
                 self.echo(f"stopping {child.service.name} (pid {child.process.pid})")
             _signal_group(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
+            deadline = time.monotonic() + grace
             # Wait for the whole group: servers leave helpers (code servers, the JVM) that stop after them.
             while _group_alive(child.process) and time.monotonic() < deadline:
-                child.process.poll()
                 time.sleep(0.1)
             if _group_alive(child.process):
                 self.echo(f"{child.service.name} did not stop within {grace:.0f}s; killing it")

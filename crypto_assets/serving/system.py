@@ -81,12 +81,14 @@ def speed_services(home: Path, plan: Plan) -> list[Service]:
     services = []
     if plan.exchange_ports:
         rest, ws = plan.exchange_ports
-        services.append(Service("exchange-replay", cli(home, "exchange-replay", "--port", str(rest), "--ws-port", str(ws)), [rest, ws]))
+        argv = cli(home, "exchange-replay", "--port", str(rest), "--ws-port", str(ws))
+        services.append(Service("exchange-replay", argv, [rest, ws], ready_text="REST http"))
     if plan.speed_layer:
         if plan.broker_port:
-            services.append(Service("broker", cli(home, "broker"), [plan.broker_port]))
-        services.append(Service("producer", cli(home, "produce")))
-        services.append(Service("stream", cli(home, "stream"), settle_seconds=5.0))
+            # The broker prints its line once the topics exist, so the producer never writes to a missing topic.
+            services.append(Service("broker", cli(home, "broker"), [plan.broker_port], ready_text="Kafka-compatible broker"))
+        services.append(Service("producer", cli(home, "produce"), ready_text="streaming", settle_seconds=3.0))
+        services.append(Service("stream", cli(home, "stream"), ready_text="streaming Kafka"))
     return services
 
 
