@@ -2,7 +2,8 @@
 """Throughput of the exchange replay server's WebSocket streams, in messages per second.
 
 The server runs as its own process (``crypto-assets exchange-replay``, as the speed layer and the demo run
-it) on the real 2021 recording, replaying at a high speed so that it, not the clock, is the limit. Clients in
+it) on the live synthetic market (BTC and ETH; ``--data recorded`` for the 2021 BTC recording), replaying at a
+high speed so that it, not the clock, is the limit. Clients in
 this process subscribe to ``btcusdt``/``ethusdt`` ``@kline_1m`` and ``@trade`` on combined streams and count
 what arrives for a fixed time after a warm-up: minimal clients that only count frames (the server's output),
 and for comparison one websockets client that decodes every message (what one Python consumer can take). Each configuration gets a fresh server; the table shows them
@@ -37,11 +38,9 @@ TARGET = 20_000
 STREAMS = "btcusdt@kline_1m/btcusdt@trade/ethusdt@kline_1m/ethusdt@trade"
 
 
-def start_server(speed: float, start: str) -> tuple[subprocess.Popen, str, str]:
-    command = [
-        sys.executable, "-m", "crypto_assets.cli", "exchange-replay", "--source", str(DATA),
-        "--start", start, "--speed", str(speed),
-    ]  # fmt: skip
+def start_server(speed: float, data: str) -> tuple[subprocess.Popen, str, str]:
+    source = ["--source", str(DATA), "--start", "2021-03-26T03:00:00"] if data == "recorded" else ["--scale", "tiny"]
+    command = [sys.executable, "-m", "crypto_assets.cli", "exchange-replay", *source, "--speed", str(speed)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = proc.stdout.readline()
@@ -119,8 +118,8 @@ async def measure(ws_url: str, connections: int, warmup: float, seconds: float, 
     return sum(counts)
 
 
-def run_one(connections: int, speed: float, warmup: float, seconds: float, python_client: bool) -> dict[str, float]:
-    proc, _, ws_url = start_server(speed, "2021-03-26T03:00:00")
+def run_one(connections: int, speed: float, warmup: float, seconds: float, python_client: bool, data: str) -> dict[str, float]:
+    proc, _, ws_url = start_server(speed, data)
     try:
         cpu_before = server_cpu_seconds(proc.pid)
         started = time.monotonic()
@@ -139,18 +138,20 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=200_000.0, help="replay speed (x real time)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per configuration")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--data", choices=["synthetic", "recorded"], default="synthetic",
+                        help="the live synthetic market (BTC and ETH at once) or the 2021 BTC recording")  # fmt: skip
     args = parser.parse_args()
-    if not DATA.is_dir():
+    if args.data == "recorded" and not DATA.is_dir():
         raise SystemExit(f"expected the recorded data at {DATA}")
-
-    print(f"replay server: {DATA} at {args.speed:g}x, streams {STREAMS}, {os.cpu_count()} cores")
+    data = DATA if args.data == "recorded" else "synthetic market (tiny), live from now"
+    print(f"replay server: {data} at {args.speed:g}x, streams {STREAMS}, {os.cpu_count()} cores")
     print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share the cores; see 'per server CPU-s')")
     header = f"{'client':<18} | {'connections':>11} | {'messages/s (all)':>16} | {'per connection':>14} | {'server CPU':>10} | {'per server CPU-s':>16} | met >= {TARGET:,}/s"
     print(header)
     print("-" * len(header))
     runs = [("frame counter", n, False) for n in args.connections] + [("python websockets", 1, True)]
     for label, connections, python_client in runs:
-        result = run_one(connections, args.speed, args.warmup, args.seconds, python_client)
+        result = run_one(connections, args.speed, args.warmup, args.seconds, python_client, args.data)
         met = "yes" if result["rate"] >= TARGET else "no"
         print(
             f"{label:<18} | {connections:>11} | {result['rate']:>16,.0f} | {result['rate'] / connections:>14,.0f} | "

@@ -158,3 +158,16 @@ def test_command_line_reports_unusable_sources(tmp_path):
         check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and f"{bad}:1: header" in done.stderr
+
+
+def test_a_lake_serves_what_was_ingested(btc_2021, tmp_path, recorded_2021):
+    from crypto_assets.batch.minute_ingest import ingest_window
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    sources, _ = discover_sources([SourceSpec(str(btc_2021))], ["BTCUSDT"])
+    ingest_window(sources, tmp_path / "lake", ["BTCUSDT"], datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
+    market = Market.from_lake(tmp_path / "lake")
+    with ReplayServer(market) as replay, ExchangeClient(ExchangeSettings(rest_url=replay.rest_url)) as client:
+        frame = client.klines_frame("BTCUSDT", datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
+    assert frame.drop("symbol").equals(recorded_2021)

@@ -40,8 +40,6 @@ from crypto_assets.exchange.replay.stream import (
 )
 from crypto_assets.exchange.replay.trades import MIN_TRADES
 
-ACTIONS = {"ws_drop_now", "ws_server_shutdown"}
-
 
 class ReplayCore:
     """State shared by the REST and WebSocket sides; lives on the server's event loop."""
