@@ -31,6 +31,7 @@ from crypto_assets.batch.backfill.store import (
 from crypto_assets.batch.backfill.transforms import (
     Chunk,
     exchange_rows,
+    last_closed_minute_end,
     merge_minutes,
     plan_chunks,
     replace_quarantine,
@@ -49,9 +50,10 @@ LOCK_FILE = ".backfill.lock"
 
 
 class KlineSource(Protocol):
-    """What the backfill needs from the exchange client (:class:`crypto_assets.exchange.client.ExchangeClient`)."""
+    """What the backfill needs from the exchange client (:class:`crypto_assets.exchange.client.ExchangeClient`);
+    ``server_time_ms`` and ``requests_sent`` are used when present."""
 
-    def klines(self, symbol: str, start: datetime, end: datetime) -> Iterator[pl.DataFrame]: ...
+    def klines(self, symbol: str, start: datetime, end: datetime, closed_only: bool = True) -> Iterator[pl.DataFrame]: ...
 
 
 class FetchError(RuntimeError):
@@ -192,30 +194,34 @@ class _Committer:
         return empty.cast(dict(RANGE_SCHEMA))
 
 
-def _settled(client: KlineSource, now: datetime) -> datetime:
-    """Before this instant an empty answer means an outage; later, candles may just not be published yet.
-
-    The exchange's own clock counts when the client can read it: asking beyond it returns nothing, which
-    says nothing about those minutes.
-    """
+def _exchange_now(client: KlineSource, now: datetime) -> datetime:
+    """The exchange's clock when the client can read it (never later than ours): asking beyond it returns
+    nothing, which says nothing about those minutes."""
     exchange_clock = getattr(client, "server_time_ms", None)
-    if exchange_clock is not None:
-        try:
-            now = min(now, datetime.fromtimestamp(exchange_clock() / 1000, UTC))
-        except Exception as exc:  # as in _fetch: the client's error names the request
-            raise FetchError(f"exchange clock: {exc}") from exc
-    return now - EMPTY_SETTLE
+    if exchange_clock is None:
+        return now
+    try:
+        return min(now, datetime.fromtimestamp(exchange_clock() / 1000, UTC))
+    except Exception as exc:  # as in _fetch: the client's error names the request
+        raise FetchError(f"exchange clock: {exc}") from exc
 
 
 def _requests_sent(client: KlineSource) -> int | None:
     return getattr(client, "requests_sent", None)
 
 
-def _fetch(client: KlineSource, chunk: Chunk) -> tuple[pl.DataFrame, int]:
-    """The candles of the chunk's requested ranges that fall in its gaps, and the requests it took."""
+def _fetch(client: KlineSource, chunk: Chunk, closed_end: datetime) -> tuple[pl.DataFrame, int]:
+    """The candles of the chunk's requested ranges that fall in its gaps, and the requests it took.
+
+    Ranges are cut at ``closed_end`` (the exchange's last closed minute), so every candle asked for is final
+    and the client need not read the exchange clock again for each range.
+    """
     before = _requests_sent(client)
+    ranges = [(start, min(end, closed_end)) for start, end in chunk.fetches if start < closed_end]
     try:
-        pages = [page for start, end in chunk.fetches for page in client.klines(chunk.symbol, start, end)]
+        pages = [
+            page for start, end in ranges for page in client.klines(chunk.symbol, start, end, closed_only=False)
+        ]
     except Exception as exc:  # the client's own error names the request; anything it raises ends the run
         raise FetchError(f"{chunk.symbol} {chunk.month}: {exc}") from exc
     after = _requests_sent(client)
@@ -254,15 +260,20 @@ def backfill_window(
         if on_plan:
             on_plan(sum(c.minutes for c in chunks))
         empties = []
+        closed_end = last_closed_minute_end(now)
         if chunks:
             try:
-                committer.settle_before = _settled(client, now)
+                exchange_now = _exchange_now(client, now)
             except FetchError as exc:
                 result.error, chunks = str(exc), []
+            else:
+                closed_end = last_closed_minute_end(exchange_now)
+                # An empty answer this close to the exchange's now may only be late, not an outage.
+                committer.settle_before = exchange_now - EMPTY_SETTLE
         for chunk in chunks:
             began = time.perf_counter()
             try:
-                fetched, requests = _fetch(client, chunk)
+                fetched, requests = _fetch(client, chunk, closed_end)
             except FetchError as exc:
                 result.error = str(exc)
                 break
