@@ -68,6 +68,7 @@ class SparkSettings:
     master: str = "local[*]"
     kafka_jars: str = ""  # comma-separated jars of Spark's Kafka connector; empty uses the Python source
     shuffle_partitions: int = 4
+    driver_memory: str = "2g"  # the batch engine's Spark driver (with local[*] it also runs the tasks)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
+from crypto_assets.spark.resources import (
+    batch_engine,
+    engine_kinds,
+    engine_resource_keys,
+)
 
 GROUP = "batch"
 
@@ -57,6 +62,12 @@ def build_batch_assets(settings: Settings) -> list:
         group_name=GROUP,
         kinds={"polars", "parquet"},
     )
+    # The steps after ingestion run on the configured engine (spark.engine); only the Spark engine needs a resource.
+    on_engine = {
+        **common,
+        "kinds": engine_kinds(settings),
+        "required_resource_keys": {"market", *engine_resource_keys(settings)},
+    }
 
     @asset(
         **common,
@@ -116,7 +127,7 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
-        **common,
+        **on_engine,
         deps=[AssetDep(minute_raw), AssetDep("exchange_backfill")],
         description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
         check_specs=_specs(
@@ -127,14 +138,16 @@ def build_batch_assets(settings: Settings) -> list:
             ("fresh", "the latest day is recent (WARN)"),
         ),
     )
-    def daily_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+    def daily_raw(context: AssetExecutionContext) -> MaterializeResult:
+        market: MarketDataResource = context.resources.market
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        step = build_daily_raw(market.lake, cfg.symbol_names, start, end)
+        engine = batch_engine(settings, context)
+        step = build_daily_raw(market.lake, cfg.symbol_names, start, end, engine)
         context.log.info(f"daily_raw: {step.frame.height:,} days for {start:%Y-%m} .. {end:%Y-%m}")
         newest = [d for d in (latest_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
         return MaterializeResult(
-            metadata=dataset_metadata(step.frame, step.summary, "date"),
+            metadata=dataset_metadata(step.frame, step.summary, "date") | {"engine": MetadataValue.text(engine.name)},
             check_results=[
                 to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
                 to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
@@ -144,7 +157,7 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
-        **common,
+        **on_engine,
         deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
         description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
         "Each month looks back two months so the fill and MA30 are right across partition boundaries.",
@@ -155,14 +168,17 @@ def build_batch_assets(settings: Settings) -> list:
             ("moving_averages_correct", "ma7 and ma30 equal a plain reference computation"),
         ),
     )
-    def daily_filled(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+    def daily_filled(context: AssetExecutionContext) -> MaterializeResult:
+        market: MarketDataResource = context.resources.market
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        step = build_daily_filled(market.lake, cfg.symbol_names, start, end)
+        engine = batch_engine(settings, context)
+        step = build_daily_filled(market.lake, cfg.symbol_names, start, end, engine)
         context.log.info(f"daily_filled: {step.frame.height:,} days, {int(step.frame['is_filled'].sum() or 0)} filled")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date")
-            | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))},
+            | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}
+            | {"engine": MetadataValue.text(engine.name)},
             check_results=[
                 to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
                 to_check_result("no_missing_days", checks.no_missing_days(step.context)),
@@ -173,7 +189,7 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
-        **common,
+        **on_engine,
         deps=[AssetDep(daily_filled)],
         description="Prophet's input: ds (day), y (close), symbol.",
         check_specs=_specs(
@@ -182,12 +198,14 @@ def build_batch_assets(settings: Settings) -> list:
             ("complete", "no nulls and one row per (symbol, ds)"),
         ),
     )
-    def prophet_input(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+    def prophet_input(context: AssetExecutionContext) -> MaterializeResult:
+        market: MarketDataResource = context.resources.market
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        step = build_prophet_input(market.lake, cfg.symbol_names, start, end)
+        engine = batch_engine(settings, context)
+        step = build_prophet_input(market.lake, cfg.symbol_names, start, end, engine)
         return MaterializeResult(
-            metadata=dataset_metadata(step.frame, step.summary, "ds"),
+            metadata=dataset_metadata(step.frame, step.summary, "ds") | {"engine": MetadataValue.text(engine.name)},
             check_results=[
                 to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
                 to_check_result(

@@ -1,24 +1,27 @@
 """The batch steps after ingestion, each over one time window of month partitions.
 
-Each step reads its input months from the lake, applies a pure transform and rewrites its own months.
-The Dagster assets, the CLI and the benchmarks all call these, so the logic exists once.
+Each step lists its input months in the lake, computes on an engine (Polars here, or Spark:
+:class:`crypto_assets.spark.engine.SparkEngine`) and rewrites its own months with the one shared writer, so
+the files are the same whichever engine ran. The Dagster assets, the CLI and the benchmarks all call these,
+so the logic exists once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA, daily_filled
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
-from crypto_assets.batch.transforms.prophet import prophet_input
+from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA, prophet_input
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
-from crypto_assets.lake.layout import Month, months_between
+from crypto_assets.lake.layout import Month, existing_partitions, months_between
 
 MINUTE_RAW = "minute_raw"
 DAILY_RAW = "daily_raw"
@@ -44,13 +47,55 @@ def _window_filter(column: str, start: datetime | date, end: datetime | date) ->
     return (pl.col(column) >= _as_date(start)) & (pl.col(column) < _as_date(end))
 
 
+class BatchEngine(Protocol):
+    """Computes a step from the input's partition files (never empty); returns the rows in the dataset's schema."""
+
+    name: str
+
+    def daily_raw(self, minute_files: Sequence[Path]) -> pl.DataFrame: ...
+
+    def daily_filled(self, daily_files: Sequence[Path], through: Mapping[str, date]) -> pl.DataFrame: ...
+
+    def prophet_input(self, filled_files: Sequence[Path]) -> pl.DataFrame: ...
+
+
+class PolarsEngine:
+    name = "polars"
+
+    def daily_raw(self, minute_files: Sequence[Path]) -> pl.DataFrame:
+        return aggregate_daily(pl.scan_parquet(minute_files, hive_partitioning=False)).collect()
+
+    def daily_filled(self, daily_files: Sequence[Path], through: Mapping[str, date]) -> pl.DataFrame:
+        daily = pl.scan_parquet(daily_files, hive_partitioning=False).collect()
+        frames = []
+        for symbol, last_day in through.items():
+            rows = daily.filter(pl.col("symbol") == symbol)
+            if rows.height:
+                frames.append(daily_filled(rows.lazy(), last_day).collect())
+        return pl.concat(frames) if frames else pl.DataFrame(schema=FILLED_SCHEMA)
+
+    def prophet_input(self, filled_files: Sequence[Path]) -> pl.DataFrame:
+        return prophet_input(pl.scan_parquet(filled_files, hive_partitioning=False)).collect()
+
+
+POLARS = PolarsEngine()
+
+
 def read_minutes(lake: Path, symbols: Sequence[str], start: datetime, end: datetime) -> pl.LazyFrame:
     return scan_months(lake, MINUTE_RAW, symbols, months_between(start, end), MINUTE_SCHEMA)
 
 
-def build_daily_raw(lake: Path, symbols: Sequence[str], start: datetime, end: datetime) -> StepResult:
-    daily = aggregate_daily(read_minutes(lake, symbols, start, end)).collect()
-    return StepResult(daily, write_months(daily, lake, DAILY_RAW, "date", symbols, months_between(start, end)))
+def _input_files(lake: Path, dataset: str, symbols: Sequence[str], months: Sequence[Month]) -> list[Path]:
+    return list(existing_partitions(lake, dataset, symbols, months))
+
+
+def build_daily_raw(
+    lake: Path, symbols: Sequence[str], start: datetime, end: datetime, engine: BatchEngine = POLARS
+) -> StepResult:
+    months = months_between(start, end)
+    files = _input_files(lake, MINUTE_RAW, symbols, months)
+    daily = engine.daily_raw(files) if files else pl.DataFrame(schema=DAILY_SCHEMA)
+    return StepResult(daily, write_months(daily, lake, DAILY_RAW, "date", symbols, months))
 
 
 def latest_date(lake: Path, dataset: str, symbol: str, column: str = "date") -> date | None:
@@ -61,33 +106,42 @@ def latest_date(lake: Path, dataset: str, symbol: str, column: str = "date") -> 
     return pl.scan_parquet(files[-1]).select(pl.col(column).max()).collect().item()
 
 
-def build_daily_filled(lake: Path, symbols: Sequence[str], start: datetime, end: datetime) -> StepResult:
+def calendar_ends(lake: Path, symbols: Sequence[str], end: datetime) -> dict[str, date]:
+    """The last day of each stored symbol's calendar for a window ending at ``end``.
+
+    The calendar runs to the window's end when the series goes on later, else to its last candle, so a gap
+    at a month's end is filled by that month and not left to nobody.
+    """
+    window_last = _as_date(end) - timedelta(days=1)
+    ends = {}
+    for symbol in symbols:
+        last_known = latest_date(lake, DAILY_RAW, symbol)
+        if last_known is not None:
+            ends[symbol] = min(window_last, last_known)
+    return ends
+
+
+def build_daily_filled(
+    lake: Path, symbols: Sequence[str], start: datetime, end: datetime, engine: BatchEngine = POLARS
+) -> StepResult:
     first = Month.of(start)
     for _ in range(FILLED_LOOKBACK_MONTHS):
         first = first.previous()
-    months = months_between(first.start, end)
-    daily = scan_months(lake, DAILY_RAW, symbols, months, DAILY_SCHEMA).collect()
-    frames = []
-    for symbol in symbols:
-        rows = daily.filter(pl.col("symbol") == symbol)
-        if rows.height == 0:
-            continue
-        # The calendar runs to the window's end when the series goes on later, else to its last candle,
-        # so a gap at a month's end is filled by that month and not left to nobody.
-        last_known = latest_date(lake, DAILY_RAW, symbol) or rows["date"].max()
-        through = min(_as_date(end) - timedelta(days=1), last_known)
-        frames.append(daily_filled(rows.lazy(), through).collect())
-    context = pl.concat(frames) if frames else pl.DataFrame(schema=FILLED_SCHEMA)
+    files = _input_files(lake, DAILY_RAW, symbols, months_between(first.start, end))
+    ends = calendar_ends(lake, symbols, end)
+    context = engine.daily_filled(files, ends) if files else pl.DataFrame(schema=FILLED_SCHEMA)
     filled = context.filter(_window_filter("date", start, end))
     return StepResult(
         filled, write_months(filled, lake, DAILY_FILLED, "date", symbols, months_between(start, end)), context
     )
 
 
-def build_prophet_input(lake: Path, symbols: Sequence[str], start: datetime, end: datetime) -> StepResult:
+def build_prophet_input(
+    lake: Path, symbols: Sequence[str], start: datetime, end: datetime, engine: BatchEngine = POLARS
+) -> StepResult:
     months = months_between(start, end)
-    filled = scan_months(lake, DAILY_FILLED, symbols, months, FILLED_SCHEMA)
-    frame = prophet_input(filled).collect()
+    files = _input_files(lake, DAILY_FILLED, symbols, months)
+    frame = engine.prophet_input(files) if files else pl.DataFrame(schema=PROPHET_SCHEMA)
     return StepResult(frame, write_months(frame, lake, PROPHET_INPUT, "ds", symbols, months))
 
 

@@ -39,11 +39,23 @@ def fill_calendar(daily: pl.LazyFrame, through: date | None = None) -> pl.LazyFr
     )
 
 
+def window_mean(values: pl.Expr, size: int) -> pl.Expr:
+    """Mean of the last ``size`` values, null until a full window exists.
+
+    Always the same float steps, so every engine gets the same bits: the window's values added from the oldest
+    to the newest, times 1/size (a rolling mean's running sum, and a division by a constant, which Polars
+    turns into a product, depend on the engine).
+    """
+    total = values.shift(size - 1)
+    for lag in range(size - 2, -1, -1):
+        total = total + values.shift(lag)
+    return total * (1.0 / size)
+
+
 def add_moving_averages(filled: pl.LazyFrame) -> pl.LazyFrame:
     """Simple moving averages of close over the continuous calendar; null until a full window exists."""
     return filled.sort("symbol", "date").with_columns(
-        pl.col("close").rolling_mean(window_size=size, min_samples=size).over("symbol").alias(name)
-        for name, size in MA_WINDOWS.items()
+        window_mean(pl.col("close"), size).over("symbol").alias(name) for name, size in MA_WINDOWS.items()
     )
 
 

@@ -1,0 +1,67 @@
+"""The Spark session behind the batch engine: dagster-pyspark's ``PySparkResource`` configured from the settings.
+
+With ``spark.engine = "polars"`` no batch asset requires the resource, so Dagster never initializes it and no
+Spark session (a JVM, ~6 s to start) is ever created.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext
+from dagster_pyspark import PySparkResource
+from dagster_pyspark.resources import spark_session_from_config
+from pyspark.sql import SparkSession
+
+from crypto_assets.batch.pipeline import POLARS, BatchEngine
+from crypto_assets.settings import Settings
+from crypto_assets.spark.engine import SparkEngine
+
+RESOURCE_KEY = "pyspark"
+APP_NAME = "crypto-assets-batch"
+
+
+def uses_spark(settings: Settings) -> bool:
+    return settings.spark.engine == "spark"
+
+
+def spark_config(settings: Settings) -> dict[str, str]:
+    """Session settings: the configured master and shuffle width, quiet logs, no web UI, UTC session time."""
+    spark = settings.spark
+    config = {
+        "spark.master": spark.master,
+        "spark.app.name": APP_NAME,
+        "spark.driver.memory": spark.driver_memory,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": "ERROR",
+    }
+    if spark.master.startswith("local"):
+        # Nothing outside this machine needs to reach a local driver.
+        config |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    return config
+
+
+def pyspark_resource(settings: Settings) -> PySparkResource:
+    return PySparkResource(spark_config=spark_config(settings))
+
+
+def start_session(settings: Settings) -> SparkSession:
+    """The resource's session for code outside Dagster (benchmarks, tests), built the way the resource does."""
+    return spark_session_from_config(spark_config(settings))
+
+
+def engine_resource_keys(settings: Settings) -> set[str]:
+    """Resource keys the engine-run batch assets need besides ``market``."""
+    return {RESOURCE_KEY} if uses_spark(settings) else set()
+
+
+def engine_kinds(settings: Settings) -> set[str]:
+    return {settings.spark.engine, "parquet"}
+
+
+def batch_engine(settings: Settings, context: AssetExecutionContext) -> BatchEngine:
+    """The engine a batch asset runs its step on: Spark on the ``pyspark`` resource's session, else Polars."""
+    if not uses_spark(settings):
+        return POLARS
+    return SparkEngine(getattr(context.resources, RESOURCE_KEY).spark_session)
