@@ -56,13 +56,13 @@ class ProducerOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> ProducerOptions:
-        values = dict(
-            symbols=settings.symbol_names,
-            ws_url=settings.exchange.ws_url,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            topic_prefix=settings.kafka.topic_prefix,
-            partitions=settings.kafka.partitions,
-        )
+        values = {
+            "symbols": settings.symbol_names,
+            "ws_url": settings.exchange.ws_url,
+            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            "topic_prefix": settings.kafka.topic_prefix,
+            "partitions": settings.kafka.partitions,
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -265,13 +265,13 @@ class StreamProducer:
         from aiokafka import AIOKafkaProducer
 
         topics = [topic_name(self.options.topic_prefix, stream) for stream in STREAM_KINDS]
-        await asyncio.to_thread(ensure_topics, self.options.bootstrap_servers, topics, self.options.partitions, 10.0)
+        await asyncio.to_thread(ensure_topics, self.options.bootstrap_servers, topics, self.options.partitions, 3.0)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.options.bootstrap_servers,
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
-            request_timeout_ms=10_000,
+            request_timeout_ms=5_000,
             retry_backoff_ms=200,
         )
         try:

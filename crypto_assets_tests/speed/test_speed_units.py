@@ -174,7 +174,7 @@ def _rows(batch: int) -> pl.DataFrame:
             "event_time": [when, when, None], "dropped": [None, None, None],
             "topic": [None, None, "crypto.trade"], "partition": [None, None, 0], "offset": [None, None, 7],
             "reason": [None, None, "value: not a JSON stream message"],
-        }  # fmt: skip
+        }
     )
 
 

@@ -1,0 +1,142 @@
+"""Running the speed layer's real parts from tests: the producer in a thread, the stream job as a process,
+and reading back what the stream wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from crypto_assets_tests.conftest import REPO, write_config
+from streaming_sensor.kafka_source import KafkaStreamReader
+from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
+from streaming_sensor.producer import ProducerOptions, StreamProducer
+from streaming_sensor.stream_job import batch_offsets
+
+SYMBOL = "BTCUSDT"
+
+
+def speed_config(home: Path, bootstrap: str, prefix: str, ws_url: str = "ws://127.0.0.1:9", trigger: float = 1.0) -> Path:
+    extra = f"""
+[[symbols]]
+name = "{SYMBOL}"
+start = "2021-01-01"
+
+[exchange]
+ws_url = "{ws_url}"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "{prefix}"
+partitions = 3
+
+[spark]
+master = "local[2]"
+shuffle_partitions = 2
+
+[stream]
+trigger_seconds = {trigger}
+watermark = "2 minutes"
+"""
+    return write_config(home, extra=extra)
+
+
+@contextmanager
+def producer_thread(options: ProducerOptions, speed_dir: Path):
+    """Run a StreamProducer on its own event loop; stopping it drains its buffer."""
+    ready = threading.Event()
+    holder: dict = {}
+
+    def run() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
+            holder["producer"] = StreamProducer(options, speed_dir)
+            ready.set()
+            await holder["producer"].run(stop)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, name="producer", daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    producer = holder["producer"]
+    try:
+        yield producer
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(60)
+        assert not thread.is_alive(), "the producer did not stop"
+
+
+def kafka_ends(bootstrap: str, topics: list[str]) -> dict[str, dict[str, int]]:
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": bootstrap, "subscribe": ",".join(topics)})
+    try:
+        return reader.latestOffset({}, None)
+    finally:
+        reader.stop()
+
+
+def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    env = dict(os.environ, CRYPTO_ASSETS_CONFIG=str(config), PYTHONPATH=str(REPO))
+    env.pop("CRYPTO_ASSETS_HOME", None)
+    handle = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "crypto_assets.cli", "stream", *extra_args], env=env, cwd=REPO, stdout=handle, stderr=handle
+    )
+
+
+def committed_offsets(checkpoint: Path) -> dict[str, dict[str, int]]:
+    """End offsets of the newest batch Spark has committed."""
+    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").is_dir() else []
+    if not commits:
+        return {}
+    ranges = batch_offsets(checkpoint, max(commits))
+    return {t: {p: r[1] for p, r in parts.items()} for t, parts in ranges.items()}
+
+
+def caught_up(checkpoint: Path, ends: dict[str, dict[str, int]]) -> bool:
+    done = committed_offsets(checkpoint)
+    return all(done.get(t, {}).get(p, 0) >= end for t, parts in ends.items() for p, end in parts.items())
+
+
+def wait_caught_up(process: subprocess.Popen, checkpoint: Path, ends: dict, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not caught_up(checkpoint, ends):
+        if process.poll() is not None:
+            raise AssertionError(f"the stream job exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the stream job did not catch up with {ends} in {timeout}s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def speed_view(lake: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What a reader of the contract sees: logged batches only, the newest row per candle / day."""
+    records = read_records(lake)
+    candles, daily = [], []
+    for record in records:
+        if record.rows.get(CANDLES_1M):
+            candles.append(pl.read_parquet(batch_file(lake, CANDLES_1M, record.batch_id)))
+        if record.rows.get(DAILY):
+            daily.append(pl.read_parquet(batch_file(lake, DAILY, record.batch_id)))
+    latest_candles = pl.concat(candles).sort("batch_id").unique(["symbol", "open_time"], keep="last").sort("symbol", "open_time")
+    latest_daily = pl.concat(daily).sort("batch_id").unique(["symbol", "date"], keep="last").sort("symbol", "date")
+    return latest_candles, latest_daily

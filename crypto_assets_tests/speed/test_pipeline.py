@@ -1,0 +1,147 @@
+"""End to end on real parts: replay server (recorded Binance minutes) -> producer -> Tansu -> Spark stream job
+-> speed-layer files; then the same Kafka topics again with the stream job SIGKILLed at random points."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets_tests.speed.binance_messages import recorded_candles
+from crypto_assets_tests.speed.harness import (
+    SYMBOL,
+    kafka_ends,
+    producer_thread,
+    speed_config,
+    speed_view,
+    start_stream,
+    stop_process,
+    wait_caught_up,
+)
+from streaming_sensor.broker import embedded_broker, topic_name
+from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
+from streaming_sensor.missed import read_stretches
+from streaming_sensor.producer import ProducerOptions
+
+PREFIX = "e2e"
+START = datetime(2021, 3, 26, 23, 45, tzinfo=UTC)  # crosses midnight: two daily rows
+SPEED = 120.0  # two replayed minutes per second
+REPLAY_SECONDS = 12.0
+TOPICS = [topic_name(PREFIX, "kline_1m"), topic_name(PREFIX, "trade")]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The whole pipeline live, the stream job running while the replay plays; returns what it wrote."""
+    home = tmp_path_factory.mktemp("uninterrupted")
+    market = Market.from_sources([str(shared_data / "binance_spot_1m" / "2021" / f"{SYMBOL}_1m.csv")], [SYMBOL])
+    with embedded_broker(topics=TOPICS, partitions=3) as broker:
+        config = speed_config(home, broker.bootstrap_servers, PREFIX)
+        log_path = home / "stream.log"
+        stream = start_stream(config, log_path)
+        try:
+            with ReplayServer(market, start=START, speed=SPEED) as replay:
+                options = ProducerOptions(
+                    symbols=[SYMBOL], ws_url=replay.ws_url, bootstrap_servers=broker.bootstrap_servers,
+                    topic_prefix=PREFIX, stats_seconds=5,
+                )  # fmt: skip
+                with producer_thread(options, home / "speed") as producer:
+                    time.sleep(REPLAY_SECONDS)
+                counters = producer.counters
+            ends = kafka_ends(broker.bootstrap_servers, TOPICS)
+            wait_caught_up(stream, home / "speed" / "checkpoints" / "speed_candles", ends, 180, log_path)
+        finally:
+            stop_process(stream)
+        candles, daily = speed_view(home / "lake")
+        yield {"broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters}
+
+
+def test_stream_candles_equal_the_recorded_candles(pipeline, shared_data):
+    candles, counters = pipeline["candles"], pipeline["counters"]
+    assert counters.published > 500 and counters.dropped == 0 and counters.malformed == 0
+    closed = candles.filter(pl.col("is_closed"))
+    assert closed.height >= 15, closed
+    recorded = recorded_candles(shared_data, SYMBOL, 2021, START.replace(tzinfo=None), 60)
+    first, last = closed["open_time"].min(), closed["open_time"].max()
+    expected = recorded.filter(pl.col("open_time").is_between(first, last))
+    got = closed.select(expected.columns)
+    assert got.equals(expected), (got, expected)
+    # every minute after the first closed one is there; at most the last one is still open
+    assert candles.filter(~pl.col("is_closed"))["open_time"].to_list() in ([], [last + (expected["open_time"][1] - first)])
+
+
+def test_daily_rows_aggregate_the_candles_like_the_batch_layer(pipeline):
+    candles, daily = pipeline["candles"], pipeline["daily"]
+    expected = aggregate_daily(candles.lazy()).collect()
+    assert daily.select(expected.columns).equals(expected)
+    assert daily["date"].n_unique() == 2
+
+
+def test_missed_stretch_recorded_when_the_producer_stopped(pipeline):
+    stretches = read_stretches(pipeline["home"] / "speed")
+    assert [(s.symbol, s.reason, s.to_ms) for s in stretches] == [(SYMBOL, "producer stopped", None)]
+
+
+def _offset_ranges_cover(lake: Path, ends: dict) -> None:
+    """Logged batches hold each Kafka offset exactly once: one record per batch id, disjoint ranges."""
+    records = read_records(lake)
+    ids = [r.batch_id for r in records]
+    assert len(ids) == len(set(ids))
+    for topic, parts in ends.items():
+        for part, end in parts.items():
+            spans = sorted(tuple(r.offsets[topic][part]) for r in records if r.offsets.get(topic, {}).get(part))
+            spans = [s for s in spans if s[1] > s[0]]
+            position = 0
+            for start, stop in spans:
+                assert start == position, f"{topic}[{part}]: gap or overlap at {position} (next batch starts at {start})"
+                position = stop
+            assert position == end
+    for record in records:
+        for dataset in (CANDLES_1M, DAILY):
+            assert pl.read_parquet(batch_file(lake, dataset, record.batch_id)).height == record.rows[dataset]
+
+
+def _commits(checkpoint: Path) -> int:
+    return len(list((checkpoint / "commits").glob("[0-9]*"))) if (checkpoint / "commits").is_dir() else 0
+
+
+def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_duplicated_candles(pipeline, tmp_path):
+    broker, ends = pipeline["broker"], pipeline["ends"]
+    home = tmp_path / "crashing"
+    config = speed_config(home, broker.bootstrap_servers, PREFIX)
+    checkpoint = home / "speed" / "checkpoints" / "speed_candles"
+    log_path = home / "stream.log"
+    rng = random.Random()
+    small_batches = ("--max-offsets-per-trigger", "100")  # many micro-batches, so kills land mid-stream
+    kills = 0
+    for _trial in range(3):
+        before = _commits(checkpoint)
+        process = start_stream(config, log_path, small_batches)
+        deadline = time.monotonic() + 120
+        while _commits(checkpoint) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # kill only once this run is processing batches
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    assert kills == 3
+    process = start_stream(config, log_path, small_batches)
+    try:
+        wait_caught_up(process, checkpoint, ends, 240, log_path)
+    finally:
+        stop_process(process)
+
+    _offset_ranges_cover(home / "lake", ends)
+    candles, daily = speed_view(home / "lake")
+    for got, uninterrupted in ((candles, pipeline["candles"]), (daily, pipeline["daily"])):
+        assert got.drop("batch_id").equals(uninterrupted.drop("batch_id"))

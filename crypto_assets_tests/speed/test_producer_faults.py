@@ -1,0 +1,160 @@
+"""The producer against the replay server's faults and a broker outage, on a real Tansu broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets_tests.speed.binance_messages import recorded_candles
+from crypto_assets_tests.speed.harness import SYMBOL, producer_thread
+from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
+from streaming_sensor.missed import read_stretches
+from streaming_sensor.producer import ProducerOptions
+
+START = datetime(2021, 3, 26, 3, 0, tzinfo=UTC)
+MINUTE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def market(shared_data: Path) -> Market:
+    return Market.from_sources([str(shared_data / "binance_spot_1m" / "2021" / f"{SYMBOL}_1m.csv")], [SYMBOL])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def read_topic(bootstrap: str, topic: str) -> list[dict]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from crypto_assets_tests.speed.harness import kafka_ends
+
+    ends = kafka_ends(bootstrap, [topic])[topic]
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+    out = []
+    try:
+        for part, end in ends.items():
+            if not end:
+                continue
+            consumer.assign([TopicPartition(topic, int(part), 0)])
+            got = 0
+            while got < end:
+                for message in consumer.consume(1000, timeout=2.0):
+                    out.append(json.loads(message.value()))
+                    got = message.offset() + 1
+    finally:
+        consumer.close()
+    return out
+
+
+def final_klines(messages: list[dict]) -> pl.DataFrame:
+    rows = [
+        {
+            "open_time": datetime.fromtimestamp(m["k"]["t"] / 1000, UTC), "open": float(m["k"]["o"]),
+            "high": float(m["k"]["h"]), "low": float(m["k"]["l"]), "close": float(m["k"]["c"]), "volume": float(m["k"]["v"]),
+        }
+        for m in messages if m["k"]["x"]
+    ]  # fmt: skip
+    return pl.DataFrame(rows).with_columns(pl.col("open_time").dt.cast_time_unit("us")).unique("open_time").sort("open_time")
+
+
+def options(ws_url: str, bootstrap: str, prefix: str, **extra) -> ProducerOptions:
+    return ProducerOptions(symbols=[SYMBOL], ws_url=ws_url, bootstrap_servers=bootstrap, topic_prefix=prefix, stats_seconds=2, **extra)
+
+
+def test_dropped_connection_and_server_shutdown_reconnect_and_every_gap_is_a_recorded_stretch(market, shared_data, tmp_path):
+    prefix = "faults"
+    with embedded_broker(topics=[topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]) as broker, ReplayServer(
+        market, start=START, speed=120.0
+    ) as replay:
+        with producer_thread(options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=2.0), tmp_path) as producer:
+            c = producer.counters
+            wait_for(lambda: c.published > 100, what="first messages")
+            replay.drop_connections()  # cut without a close frame
+            wait_for(lambda: c.reconnects >= 1 and producer.connected.is_set(), what="reconnect after a drop")
+            time.sleep(1.0)
+            replay.server_shutdown(0.3)
+            wait_for(lambda: c.reconnects >= 2 and producer.connected.is_set(), what="reconnect after serverShutdown")
+            replay.inject(ws_malformed=2)
+            wait_for(lambda: c.malformed >= 2, what="malformed messages")
+            time.sleep(2.5)  # the stream goes on after them
+        klines = read_topic(broker.bootstrap_servers, topic_name(prefix, "kline_1m"))
+
+    assert c.malformed == 2 and c.dropped == 0
+    stretches = read_stretches(tmp_path)
+    reasons = [s.reason for s in stretches]
+    assert any(r.startswith("connection closed") for r in reasons) and "serverShutdown" in reasons, reasons
+    closed = [s for s in stretches if s.to_ms is not None]
+    assert len(closed) == 2 and all(s.from_ms < s.to_ms for s in closed)
+    assert [s.reason for s in stretches if s.to_ms is None] == ["producer stopped"]
+
+    # Every final candle published equals the recording, and each minute missing between the first and the
+    # last one ended inside a recorded stretch.
+    finals = final_klines(klines)
+    recorded = recorded_candles(shared_data, SYMBOL, 2021, START.replace(tzinfo=None), 200)
+    assert finals.join(recorded.drop("symbol"), on="open_time", how="anti").height == 0
+    assert finals.equals(recorded.drop("symbol").join(finals.select("open_time"), on="open_time", how="semi"))
+    have = {int(t.timestamp() * 1000) for t in finals["open_time"]}
+    missing = [m for m in range(min(have), max(have), MINUTE_MS) if m not in have]
+    assert missing, "a 30-second gap at 120x spans at least one minute close"
+    for minute in missing:
+        close_event = minute + MINUTE_MS
+        assert any(s.from_ms <= close_event <= s.to_ms for s in closed), f"minute {minute} missing without a stretch"
+
+
+def test_broker_outage_buffers_and_delivers_everything_once_the_broker_is_back(market, tmp_path):
+    prefix = "outage"
+    topics = [topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]
+    port = free_port()
+    broker = start_broker(port, topics)
+    try:
+        with ReplayServer(market, start=START, speed=120.0) as replay, producer_thread(
+            options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=0.2), tmp_path
+        ) as producer:
+            c = producer.counters
+            wait_for(lambda: c.published > 200, what="first messages")
+            broker.stop()  # Tansu keeps its log in memory: what it acknowledged is gone, the new one starts empty
+            wait_for(lambda: not producer.broker_ok, what="the producer to notice")  # acks of the last chunk counted
+            published_before = c.published
+            received_at_outage = c.received
+            time.sleep(4.0)
+            assert c.received > received_at_outage + 50, "the WebSocket side keeps receiving during the outage"
+            assert c.published == published_before
+            assert len(producer.buffer) + producer.in_flight > 50, "messages wait in the buffer"
+            broker = start_broker(port, topics)
+            wait_for(lambda: not producer.buffer and producer.in_flight == 0, timeout=60, what="buffer drained")
+            time.sleep(1.0)
+        klines = read_topic(broker.bootstrap_servers, topics[0])
+        trades = read_topic(broker.bootstrap_servers, topics[1])
+    finally:
+        broker.stop()
+    assert c.dropped == 0 and c.published == c.received - c.malformed
+    assert [s.reason for s in read_stretches(tmp_path)] == ["producer stopped"]  # the outage itself lost nothing
+    # Everything not acknowledged by the old broker reached the new one (a retried send may repeat a message).
+    assert len(klines) + len(trades) >= c.published - published_before
+    minutes = final_klines(klines)["open_time"].to_list()
+    assert len(minutes) > 3 and all(b - a == timedelta(minutes=1) for a, b in zip(minutes, minutes[1:], strict=False))
+
+
+def test_a_full_buffer_drops_new_messages_and_records_them_as_missed(market, tmp_path):
+    unreachable = f"127.0.0.1:{free_port()}"
+    with ReplayServer(market, start=START, speed=60.0) as replay:
+        opts = options(replay.ws_url, unreachable, "nobroker", buffer_limit=40, drain_seconds=0.5)
+        with producer_thread(opts, tmp_path) as producer:
+            wait_for(lambda: producer.counters.dropped > 20, what="drops")
+    c = producer.counters
+    assert c.published == 0 and c.dropped == c.received - c.malformed
+    full = [s for s in read_stretches(tmp_path) if s.reason == "buffer full"]
+    assert full and all(s.from_ms <= s.to_ms for s in full)
+    assert min(s.from_ms for s in full) <= int(START.timestamp() * 1000) + 2 * MINUTE_MS
