@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -144,7 +145,7 @@ def test_broker_outage_buffers_and_delivers_everything_once_the_broker_is_back(m
     # Everything not acknowledged by the old broker reached the new one (a retried send may repeat a message).
     assert len(klines) + len(trades) >= c.published - published_before
     minutes = final_klines(klines)["open_time"].to_list()
-    assert len(minutes) > 3 and all(b - a == timedelta(minutes=1) for a, b in zip(minutes, minutes[1:], strict=False))
+    assert len(minutes) > 3 and all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(minutes))
 
 
 def test_a_full_buffer_drops_new_messages_and_records_them_as_missed(market, tmp_path):
