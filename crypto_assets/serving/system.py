@@ -115,6 +115,10 @@ def _raise_stop(signum, frame):
 def run_system(settings: Settings, plan: Plan, echo=print) -> int:
     """Bring everything up, supervise until SIGTERM/SIGINT, then stop it all. Returns the exit code."""
     home = settings.home
+    running = read_process_records(home).get("up")
+    if running and pid_alive(running.pid) and running.pid != os.getpid():
+        echo(f"error: the system is already running for {home} (pid {running.pid}); `crypto-assets down` stops it")
+        return 1
     env = environment(settings, plan, dict(os.environ))
     supervisor = Supervisor(home, env, echo)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
