@@ -40,6 +40,8 @@ from crypto_assets.settings import SourceSpec, load_settings
 from crypto_assets.spark.engine import SparkEngine
 from crypto_assets_tests.conftest import write_config
 
+pytestmark = pytest.mark.slow  # a Spark session, the real data on both engines and two Dagster runs
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 START, END = datetime(2021, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
 DATASETS = (MINUTE_RAW, DAILY_RAW, DAILY_FILLED, PROPHET_INPUT)
