@@ -53,3 +53,24 @@ def klines_to_frame(rows: Sequence[Sequence[object]], symbol: str) -> pl.DataFra
         epoch_to_datetime(pl.col("open_time")).alias("open_time"),
         *[pl.col(name).cast(pl.Float64) for name in ("open", "high", "low", "close", "volume")],
     )
+
+
+def first_bad_kline(rows: object) -> str | None:
+    """Where a klines answer breaks the format (row number from 1, field name, value), or None when each
+    row has a whole-number open time and decimal open, high, low, close and volume."""
+    if not isinstance(rows, list):
+        return f"expected a JSON array of klines, got {type(rows).__name__}"
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, list) or len(row) < 6:
+            return f"kline {number}: expected an array of {len(KLINE_FIELDS)} fields, got {str(row)[:120]!r}"
+        if isinstance(row[0], bool) or not isinstance(row[0], int | float) or row[0] != int(row[0]):
+            return f"kline {number}: field 'open_time' = {row[0]!r} is not a whole number of ms or µs"
+        for index, name in enumerate(KLINE_FIELDS[1:6], start=1):
+            value = row[index]
+            try:
+                if isinstance(value, bool) or not isinstance(value, str | int | float):
+                    raise TypeError
+                float(value)
+            except (TypeError, ValueError):
+                return f"kline {number} (open_time {row[0]}): field {name!r} = {value!r} is not a decimal number"
+    return None

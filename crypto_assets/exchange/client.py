@@ -6,8 +6,11 @@
 
 The client keeps one keep-alive connection, stays inside the exchange's request-weight budget (it reads
 ``X-MBX-USED-WEIGHT-1M`` from every response and waits for the next window rather than exceed it), obeys 429
-and 418 with their ``Retry-After``, and retries 5xx answers, timeouts and dropped connections with exponential
-backoff and jitter. When it gives up it raises :class:`ExchangeError`, naming the request.
+and 418 with their ``Retry-After`` (nothing is sent to the exchange before it has passed), and retries 5xx
+answers, timeouts, dropped connections, bodies cut short and bodies that are not JSON with exponential backoff
+and jitter, at most ``RetryPolicy.attempts`` times a request. When it gives up it raises
+:class:`ExchangeError`, naming the request; a JSON answer that is not klines is such an error at once, naming
+the kline and field.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from crypto_assets.exchange.binance import (
     MINUTE_MS,
     TIME_UNIT_HEADER,
     USED_WEIGHT_HEADER,
+    first_bad_kline,
     klines_to_frame,
 )
 from crypto_assets.settings import ExchangeSettings, validate_symbol
@@ -179,14 +183,15 @@ class ExchangeClient:
                 "symbol": symbol, "interval": "1m", "startTime": cursor, "endTime": end_ms - 1, "limit": MAX_KLINES_LIMIT,
             }  # fmt: skip
             rows = self._get_json(KLINES_PATH, params, KLINES_WEIGHT)
-            if not isinstance(rows, list):
-                raise ExchangeError(f"GET {self._url(KLINES_PATH, params)}: expected a JSON array, got {type(rows).__name__}")
-            if not rows:
+            if isinstance(rows, list) and not rows:
                 return
-            page = klines_to_frame(rows, symbol).filter(
-                (pl.col("open_time") >= _as_utc(start)) & (pl.col("open_time") < _from_ms(end_ms))
-            )
-            last_ms = _to_ms(rows[-1][0])
+            try:
+                frame = klines_to_frame(rows, symbol)
+                last_ms = _to_ms(rows[-1][0])
+            except Exception as exc:  # a JSON answer that is not klines: name the request and the bad field
+                problem = first_bad_kline(rows) or f"{type(exc).__name__}: {exc}"
+                raise ExchangeError(f"GET {self._url(KLINES_PATH, params)}: not a klines answer: {problem}") from exc
+            page = frame.filter((pl.col("open_time") >= _as_utc(start)) & (pl.col("open_time") < _from_ms(end_ms)))
             if last_ms < cursor:
                 raise ExchangeError(f"GET {self._url(KLINES_PATH, params)}: the exchange answered with klines before startTime")
             if page.height:
@@ -281,7 +286,12 @@ class ExchangeClient:
                 rate_limited += 1
                 retry_after = _retry_after(headers, default=1.0 if status == 429 else 60.0)
                 what = "IP banned (418)" if status == 418 else "rate limited (429)"
-                if rate_limited >= self.retry.rate_limited_attempts or retry_after > self.retry.max_wait_seconds:
+                if retry_after > self.retry.max_wait_seconds:
+                    raise ExchangeError(
+                        f"GET {url}: {what}, Retry-After {retry_after:g}s is longer than the client waits "
+                        f"({self.retry.max_wait_seconds:g}s): {_describe(body)}", status, _error_code(body),
+                    )  # fmt: skip
+                if rate_limited >= self.retry.rate_limited_attempts:
                     raise ExchangeError(
                         f"GET {url}: {what}, Retry-After {retry_after:g}s; gave up after {rate_limited} such answers: "
                         f"{_describe(body)}", status, _error_code(body),
@@ -301,7 +311,14 @@ class ExchangeClient:
             try:
                 return json.loads(body)
             except ValueError as exc:
-                raise ExchangeError(f"GET {url}: HTTP {status} with a body that is not JSON: {body[:200]!r}", status) from exc
+                # A body cut short or garbled on the way (a proxy, a dropped connection behind it): ask again.
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise ExchangeError(
+                        f"GET {url} failed after {failures} attempts: HTTP {status} with a body that is not JSON "
+                        f"({len(body):,} bytes): {body[:200]!r}", status,
+                    ) from exc  # fmt: skip
+                self._sleep(self._backoff(failures))
 
 
 def _retry_after(headers: Mapping[str, str], default: float) -> float:

@@ -171,3 +171,45 @@ def test_a_lake_serves_what_was_ingested(btc_2021, tmp_path, recorded_2021):
     with ReplayServer(market) as replay, ExchangeClient(ExchangeSettings(rest_url=replay.rest_url)) as client:
         frame = client.klines_frame("BTCUSDT", datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
     assert frame.drop("symbol").equals(recorded_2021)
+
+
+def post_faults(replay: ReplayServer, body: dict) -> dict:
+    request = urllib.request.Request(f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_rest_faults_through_the_control_endpoint_as_a_plain_client_sees_them(replay):
+    import http.client
+
+    query = f"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={START_MS}&limit=10"
+
+    def raw() -> tuple[int, bytes, dict[str, str]]:
+        conn = http.client.HTTPConnection("127.0.0.1", replay.rest_port, timeout=10)
+        try:
+            conn.request("GET", query)
+            response = conn.getresponse()
+            return response.status, response.read(), dict(response.headers)
+        finally:
+            conn.close()
+
+    state = post_faults(replay, {"rest_drop": 1, "rest_truncate": 1, "rest_malformed": 1})
+    assert (state["rest_drop"], state["rest_truncate"], state["rest_malformed"]) == (1, 1, 1)
+    with pytest.raises(http.client.RemoteDisconnected):
+        raw()  # no answer at all
+    with pytest.raises(http.client.IncompleteRead):
+        raw()  # the head announces the whole body, half of it comes
+    status, body, _ = raw()
+    assert status == 200 and body.startswith(b"[[1616727600000,")
+    with pytest.raises(ValueError):
+        json.loads(body)
+    status, body, _ = raw()
+    assert status == 200 and len(json.loads(body)) == 10  # the faults are used up
+
+    post_faults(replay, {"rest_418": 1, "rest_418_retry_after": 1})
+    status, body, headers = raw()
+    assert status == 418 and json.loads(body)["code"] == -1003 and headers["Retry-After"] == "1"
+    assert raw()[0] == 418  # sent during the ban
+    time.sleep(1.1)
+    assert raw()[0] == 200
+    assert replay.status()["rest_cut_counts"] == {"dropped": 1, "malformed": 1, "truncated": 1}

@@ -1,5 +1,9 @@
 """Faults a replay server injects on request, for tests of clients that must survive a real exchange.
 
+REST faults answer the next N ``/api/`` requests (after the weight limit has counted them, as Binance
+counts every request it receives), checked in this order: 418 ban, 429, 5xx, dropped connection, delay,
+then a truncated or malformed body. WebSocket faults act on the next messages sent.
+
 State faults (counts and settings) are set with :meth:`Faults.update` from the Python API or with
 ``POST /_replay/faults`` and a JSON object of the same fields; one-off actions (drop every WebSocket now,
 announce ``serverShutdown`` and close) are methods of the server, also reachable through that endpoint.
@@ -14,8 +18,13 @@ from dataclasses import asdict, dataclass, fields
 class Faults:
     rest_429: int = 0  # the next N REST answers are 429 with Retry-After
     rest_429_retry_after: int = 1  # seconds
+    rest_418: int = 0  # the next N REST answers are 418 and ban the IP for rest_418_retry_after seconds: a request
+    rest_418_retry_after: int = 2  # sent during the ban gets 418 again (Binance's answer to a client that hammers)
     rest_5xx: int = 0  # the next N REST answers are server errors
     rest_5xx_status: int = 503
+    rest_drop: int = 0  # the next N REST requests are read and the connection is cut without an answer
+    rest_truncate: int = 0  # the next N REST answers send the headers and half the body, then cut the connection
+    rest_malformed: int = 0  # the next N REST answers are 200 with a body that is not JSON (the real one cut short)
     rest_delay_ms: int = 0  # REST answers wait this long first ...
     rest_delay_count: int = 0  # ... for the next N answers (0: every answer while rest_delay_ms > 0)
     ws_drop_after: int = 0  # the connection that sends the Nth next WebSocket message is then cut (no close frame)

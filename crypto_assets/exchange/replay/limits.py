@@ -50,7 +50,7 @@ class WeightLimiter:
     def admit(self, ip: str, weight: int) -> Admission:
         now = self.clock()
         state = self._state(ip, now)
-        if state.banned_until > now:
+        if state.banned_until - GRACE_SECONDS > now:
             return Admission(418, state.used, math.ceil(state.banned_until - now))
         if state.retry_until - GRACE_SECONDS > now:
             state.banned_until = now + self.ban_seconds
@@ -61,6 +61,11 @@ class WeightLimiter:
             state.retry_until = window_end
             return Admission(429, state.used, max(1, math.ceil(window_end - now)))
         return Admission(200, state.used)
+
+    def ban(self, ip: str, seconds: float) -> None:
+        """A 418 was sent for another reason (an injected fault): the IP is banned for ``seconds``."""
+        state = self._state(ip, self.clock())
+        state.banned_until = max(state.banned_until, self.clock() + seconds)
 
     def told_to_wait(self, ip: str, seconds: float) -> None:
         """A 429 was sent for another reason (an injected fault): the same Retry-After rule applies."""

@@ -9,6 +9,8 @@
 * Every ``/api/`` answer carries ``X-MBX-USED-WEIGHT-1M``; over the budget → 429, sending again before
   Retry-After → 418 (see :mod:`.limits`). Errors are Binance's JSON, e.g. ``{"code":-1121,"msg":"Invalid symbol."}``.
 * Control (not Binance): ``GET /_replay/status``, ``GET|POST /_replay/faults``, ``POST /_replay/faults/clear``.
+* Faults (:mod:`.faults`): 418 bans, 429s, 5xx answers, connections cut before the answer or halfway through
+  its body, bodies that are not JSON, and slow answers.
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ def _time_param(params: dict[str, str], name: str) -> int | None:
     return value // 1000 if value >= 10**14 else value
 
 
+class _Cut(Exception):
+    """Cut the connection instead of answering; with ``partial``, after sending its head and half its body."""
+
+    def __init__(self, partial: Reply | None = None):
+        super().__init__("connection cut")
+        self.partial = partial
+
+
 class RestApi:
     def __init__(self, core: ReplayCore):
         self.core = core
@@ -105,6 +115,11 @@ class RestApi:
                 keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
                 try:
                     reply = await self.respond(method, target, headers, body, ip)
+                except _Cut as cut:  # an injected fault: no (complete) answer, no close handshake
+                    if cut.partial is not None:
+                        await self._write(writer, cut.partial, keep_alive, truncate=True)
+                    writer.transport.abort()
+                    break
                 except Exception:  # a bug must not take the server down; the client sees a 500
                     log.exception("replay REST handler failed for %s %s", method, target)
                     reply = _error(500, -1000, "An unknown error occurred while processing the request.")
@@ -117,7 +132,8 @@ class RestApi:
             self.core.rest_connections.discard(writer)
             writer.close()
 
-    async def _write(self, writer: asyncio.StreamWriter, reply: Reply, keep_alive: bool) -> None:
+    async def _write(self, writer: asyncio.StreamWriter, reply: Reply, keep_alive: bool, truncate: bool = False) -> None:
+        """Send ``reply``; with ``truncate`` the head announces the whole body but only half of it follows."""
         status, headers, body = reply
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         is_json = body[:1] in (b"{", b"[")
@@ -128,7 +144,7 @@ class RestApi:
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
             *[f"{k}: {v}" for k, v in headers],
         ]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body[: len(body) // 2] if truncate else body))
         await writer.drain()
 
     # -- routing ----------------------------------------------------------------------------------------------
@@ -160,6 +176,13 @@ class RestApi:
             return _error(429, -1003, msg, used + [("Retry-After", str(admission.retry_after))])
 
         faults = core.faults
+        if faults.rest_418 > 0:
+            faults.rest_418 -= 1
+            seconds = faults.rest_418_retry_after
+            core.limiter.ban(ip, seconds)
+            core.count(418)
+            msg = f"Way too much request weight used; IP banned until {core.wall_ms() + seconds * 1000}."
+            return _error(418, -1003, msg, used + [("Retry-After", str(seconds))])
         if faults.rest_429 > 0:
             faults.rest_429 -= 1
             core.limiter.told_to_wait(ip, faults.rest_429_retry_after)
@@ -169,6 +192,10 @@ class RestApi:
             faults.rest_5xx -= 1
             core.count(faults.rest_5xx_status)
             return _error(faults.rest_5xx_status, -1001, "Internal error; unable to process your request. Please try again.", used)
+        if faults.rest_drop > 0:
+            faults.rest_drop -= 1
+            core.count_cut("dropped")
+            raise _Cut()
         delay = faults.take_rest_delay()
         if delay:
             await asyncio.sleep(delay)
@@ -186,6 +213,15 @@ class RestApi:
                 reply = _error(404, -1000, f"Unknown path {path}.", used)
         except BinanceError as exc:
             reply = _error(exc.status, exc.code, exc.msg, used)
+        if faults.rest_truncate > 0:
+            faults.rest_truncate -= 1
+            core.count_cut("truncated")
+            raise _Cut(reply)
+        if faults.rest_malformed > 0:
+            faults.rest_malformed -= 1
+            core.count_cut("malformed")
+            status, reply_headers, reply_body = reply
+            reply = status, reply_headers, reply_body[: len(reply_body) // 2]  # '[' or '{' at the least: never JSON
         core.count(reply[0])
         return reply
 

@@ -58,9 +58,13 @@ class ReplayCore:
         self.rest_connections: set[asyncio.StreamWriter] = set()
         self.messages_sent = 0
         self.rest_status_counts: dict[int, int] = {}
+        self.rest_cut_counts: dict[str, int] = {}  # requests answered by an injected cut: dropped, truncated, malformed
 
     def count(self, status: int) -> None:
         self.rest_status_counts[status] = self.rest_status_counts.get(status, 0) + 1
+
+    def count_cut(self, kind: str) -> None:
+        self.rest_cut_counts[kind] = self.rest_cut_counts.get(kind, 0) + 1
 
     @staticmethod
     def wall_ms() -> int:
@@ -76,6 +80,7 @@ class ReplayCore:
             "weight_limit": self.limiter.limit,
             "weight_window_seconds": self.limiter.window_seconds,
             "rest_status_counts": {str(k): v for k, v in sorted(self.rest_status_counts.items())},
+            "rest_cut_counts": dict(sorted(self.rest_cut_counts.items())),
             "ws_connections": len(self.ws_connections),
             "ws_connections_total": self.ws_connections_total,
             "ws_messages_sent": self.messages_sent,
