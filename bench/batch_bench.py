@@ -364,7 +364,7 @@ def _pd_write_months(frame, lake: Path, dataset: str, time_column: str) -> tuple
     for (symbol, year, month), part in frame.groupby([frame["symbol"], times.year, times.month], sort=False):
         path = lake / dataset / f"symbol={symbol}" / f"year={year:04d}" / f"month={month:02d}" / "part-0.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        part.to_parquet(path, engine="pyarrow", compression="zstd", compression_level=3, index=False)
+        part.to_parquet(path, engine="pyarrow", compression="lz4", index=False)
         files += 1
         rows += len(part)
     return files, rows
