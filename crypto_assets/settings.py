@@ -80,6 +80,7 @@ class StreamSettings:
 @dataclass(frozen=True)
 class ServingSettings:
     sensor_min_interval_seconds: int = 30
+    reports_port: int = 3001  # crypto-assets reports: the forecast reports over HTTP, linked from the UI
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from crypto_assets.forecast.charts import metrics_markdown, write_forecast_chart
 from crypto_assets.forecast.config import ForecastConfig
 from crypto_assets.forecast.cross_validation import PROPHET, cross_validate
 from crypto_assets.forecast.model import forecast
+from crypto_assets.forecast.preview import markdown_image, preview_png
 from crypto_assets.forecast.results import actual_vs_predicted, write_csv, write_parquet
 from crypto_assets.forecast.store import (
     FORECAST_CV_PREDICTIONS,
@@ -39,6 +40,7 @@ from crypto_assets.forecast.store import (
     symbol_file,
 )
 from crypto_assets.resources import MarketDataResource
+from crypto_assets.serving.reports import report_url
 from crypto_assets.settings import Settings
 
 GROUP = "forecast"
@@ -172,7 +174,9 @@ def build_forecast_assets(settings: Settings) -> list:
         size = _write(results, parquet_path)
         write_csv(results, csv_path)
         chart = write_forecast_chart(report_path(Path(market.home), symbol), symbol, daily, fc, metrics).resolve()
-        context.log.info(f"{symbol}: {results.height:,} rows to {parquet_path} and {csv_path}; chart {chart}")
+        chart_url = report_url(market.settings(), chart.name)
+        context.log.info(f"{symbol}: {results.height:,} rows to {parquet_path} and {csv_path}; chart {chart} "
+                         f"(served at {chart_url} by `crypto-assets reports`)")  # fmt: skip
         return MaterializeResult(
             metadata={
                 "rows": MetadataValue.int(results.height),
@@ -181,7 +185,8 @@ def build_forecast_assets(settings: Settings) -> list:
                 "path": MetadataValue.path(str(parquet_path)),
                 "csv_path": MetadataValue.path(str(csv_path)),
                 "chart_path": MetadataValue.path(str(chart)),
-                "chart": MetadataValue.url(chart.as_uri()),
+                "chart": MetadataValue.url(chart_url),
+                "chart_preview": MetadataValue.md(markdown_image(preview_png(symbol, daily, fc, metrics), f"{symbol} forecast")),
                 "preview": MetadataValue.md(metrics_markdown(metrics, symbol)),
                 "latest_rows": MetadataValue.md(markdown_table(results.filter(pl.col("is_forecast")).head(7))),
             }

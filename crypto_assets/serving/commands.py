@@ -112,6 +112,23 @@ def cmd_storage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reports(args: argparse.Namespace) -> int:
+    from crypto_assets.cli import _settings
+    from crypto_assets.serving.reports import make_server, reports_dir
+
+    settings = _settings(args)
+    port = args.port or settings.serving.reports_port
+    server = make_server(reports_dir(settings.home), port)
+    print(f"forecast reports on http://127.0.0.1:{port}/ (from {reports_dir(settings.home)})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import os
 
@@ -167,6 +184,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     storage = sub.add_parser("storage", help="disk use per dataset and partition, and what can be reclaimed")
     storage.add_argument("--reclaim", action="store_true", help="compact the speed layer and delete orphaned temp files")
     storage.set_defaults(func=cmd_storage)
+
+    reports = sub.add_parser("reports", help="serve the forecast reports (<home>/reports) on 127.0.0.1 for the UI's links")
+    reports.add_argument("--port", type=int, help="port (default: serving.reports_port, 3001)")
+    reports.set_defaults(func=cmd_reports)
 
     up = sub.add_parser(
         "up",

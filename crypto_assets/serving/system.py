@@ -43,6 +43,7 @@ class Plan:
     broker_port: int | None
     materialize: bool = True
     speed_layer: bool = True
+    reports_port: int | None = None  # the forecast reports server, linked from the UI
 
 
 def plan_for(settings: Settings, dagster_port: int, exchange: str, materialize: bool, speed_layer: bool = True) -> Plan:
@@ -56,7 +57,10 @@ def plan_for(settings: Settings, dagster_port: int, exchange: str, materialize: 
         broker_port = settings.kafka.broker_port
         if port_open(broker_port):
             broker_port = free_port()
-    return Plan(dagster_port, exchange_ports, broker_port, materialize, speed_layer)
+    reports_port = settings.serving.reports_port
+    if port_open(reports_port):
+        reports_port = free_port()
+    return Plan(dagster_port, exchange_ports, broker_port, materialize, speed_layer, reports_port)
 
 
 def environment(settings: Settings, plan: Plan, base: dict[str, str]) -> dict[str, str]:
@@ -70,6 +74,8 @@ def environment(settings: Settings, plan: Plan, base: dict[str, str]) -> dict[st
     if plan.broker_port:
         env["CRYPTO_ASSETS_KAFKA_BROKER_PORT"] = str(plan.broker_port)
         env["CRYPTO_ASSETS_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{plan.broker_port}"
+    if plan.reports_port:
+        env["CRYPTO_ASSETS_SERVING_REPORTS_PORT"] = str(plan.reports_port)
     return env
 
 
@@ -92,9 +98,10 @@ def speed_services(home: Path, plan: Plan) -> list[Service]:
     return services
 
 
-def dagster_services(plan: Plan) -> list[Service]:
+def dagster_services(home: Path, plan: Plan) -> list[Service]:
     python = sys.executable
-    return [
+    reports = [Service("reports", cli(home, "reports"), [plan.reports_port])] if plan.reports_port else []
+    return reports + [
         Service(
             "dagster-webserver",
             [python, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(plan.dagster_port), "-m", DEFINITIONS_MODULE],
@@ -131,7 +138,7 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
             echo("materializing the batch graph (crypto-assets demo)")
             if supervisor.run_once("batch graph", cli(home, "demo")) != 0:
                 echo("the batch graph run did not succeed; the system keeps running (see the run in the Dagster UI)")
-        for service in dagster_services(plan):
+        for service in dagster_services(home, plan):
             supervisor.start(service)
         echo(
             f"\nDagster UI on http://127.0.0.1:{plan.dagster_port}; the sensor refreshes unified_view at most every "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import date
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def test_forecast_assets_materialize_on_real_daily_data(home: Path, symbol: str,
         results = instance.get_latest_materialization_event(AssetKey("forecast_results")).asset_materialization
         chart = Path(results.metadata["chart_path"].value)
         assert chart == home / "reports" / f"forecast_{symbol}.html"
-        assert results.metadata["chart"].value == chart.as_uri()
-        assert "plotly" in chart.read_text().lower()
+        assert results.metadata["chart"].value == f"http://127.0.0.1:3001/{chart.name}"
+        html = chart.read_text()
+        for trace in ('"name":"close"', '"name":"MA7"', '"name":"MA30"', '"name":"forecast"', '"name":"interval"', '"name":"prophet MAPE"', '"name":"naive MAPE"', '"name":"drift MAPE"'):
+            assert trace in html, trace
+        preview = results.metadata["chart_preview"].value
+        assert preview.startswith(f"![{symbol} forecast](data:image/png;base64,")
+        assert base64.b64decode(preview.split(",", 1)[1].rstrip(")")).startswith(b"\x89PNG")
         assert "prophet MAPE" in results.metadata["preview"].value
