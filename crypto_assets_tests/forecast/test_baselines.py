@@ -1,6 +1,7 @@
 """Known answers for the baselines through the CV + metrics path."""
 
 import math
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -38,12 +39,20 @@ def test_constant_series_is_forecast_exactly() -> None:
 def test_linear_trend_drift_exact_naive_lags_by_b_h() -> None:
     a, b = 1000.0, 2.5
     y = a + b * np.arange(400)
-    m = _by(cross_validate(make_history(y), OPTS, models=BASELINES_ONLY).metrics)
+    result = cross_validate(make_history(y), OPTS, models=BASELINES_ONLY)
+    m = _by(result.metrics)
     for h in OPTS.cv_horizons:
         assert m[("drift", h)]["mae"] == pytest.approx(0.0, abs=1e-9)
         assert m[("naive", h)]["mae"] == pytest.approx(b * h, rel=1e-12)
         assert m[("naive", h)]["rmse"] == pytest.approx(b * h, rel=1e-12)
         assert m[("drift", h)]["skill"] == pytest.approx(1.0)
+        # MAPE: the naive error b*h over the actual a + b*(t_cut + h), averaged over the cut-offs.
+        cut_t = np.array(
+            [(c - date(2020, 1, 1)).days for c in result.predictions.filter((pl.col("model") == "naive") & (pl.col("horizon") == h))["cutoff"]]
+        )
+        assert m[("naive", h)]["mape"] == pytest.approx(np.mean(b * h / (a + b * (cut_t + h))), rel=1e-12)
+        # Every step is b, so naive's sigma is b and its interval is +-z*b*sqrt(h): it covers b*h only while sqrt(h) <= z.
+        assert m[("naive", h)]["coverage"] == (1.0 if math.sqrt(h) <= OPTS.z else 0.0)
 
 
 def test_random_walk_naive_mae_grows_like_sqrt_h() -> None:
@@ -63,6 +72,10 @@ def test_random_walk_naive_mae_grows_like_sqrt_h() -> None:
         # Normal intervals on Gaussian steps: coverage close to nominal 80%.
         assert m[("naive", h)]["coverage"] == pytest.approx(0.8, abs=0.04)
         assert m[("naive", h)]["skill"] == 0.0
+        # A driftless walk: the drift forecast is naive plus a slope near zero, so it errs alike and covers alike.
+        assert m[("drift", h)]["mae"] == pytest.approx(expected, rel=0.07)
+        assert m[("drift", h)]["coverage"] == pytest.approx(0.8, abs=0.05)
+        assert abs(m[("drift", h)]["skill"]) < 0.05
 
 
 def test_interval_formulas() -> None:
