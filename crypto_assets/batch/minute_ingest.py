@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.batch.backfill.lock import minute_raw_lock
 from crypto_assets.batch.backfill.store import exchange_sources
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.sources.errors import SourceFormatError
@@ -83,13 +84,32 @@ def ingest_window(
     end: datetime,
     latest_time: datetime | None = None,
     progress: Callable[[SourceReport], None] | None = None,
+    lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestResult:
     """Rewrite minute_raw and quarantine for every (symbol, month) in [start, end).
 
     A file that cannot be read at all is reported and skipped; its neighbours are still ingested. The
     window's stored exchange candles (``exchange_minutes``) are read after the files, so backfilled minutes
     survive a rebuild without ever replacing a file's row.
+
+    The ingest holds the lake's ``minute_raw`` lock, shared with the exchange backfill, so the two never
+    interleave: it waits up to ``lock_timeout`` seconds for a running backfill (telling ``on_wait``), then
+    raises :class:`crypto_assets.batch.backfill.lock.LakeBusyError` naming the lock and its holder.
     """
+    with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
+        return _ingest_window(sources, lake, symbols, start, end, latest_time, progress)
+
+
+def _ingest_window(
+    sources: Sequence[SourceFile],
+    lake: Path,
+    symbols: Sequence[str],
+    start: datetime,
+    end: datetime,
+    latest_time: datetime | None,
+    progress: Callable[[SourceReport], None] | None,
+) -> IngestResult:
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     months = months_between(start, end)
     good_parts: list[pl.DataFrame] = []

@@ -23,6 +23,8 @@ from crypto_assets.batch.backfill.fill import (
     pending_minutes,
 )
 from crypto_assets.batch.backfill.gaps import find_gaps, symbol_starts, write_gap_report
+from crypto_assets.batch.backfill.guard import synthetic_mix_reason
+from crypto_assets.batch.backfill.lock import LakeBusyError
 from crypto_assets.batch.backfill.store import (
     EXCHANGE_EMPTY,
     EXCHANGE_MINUTES,
@@ -38,6 +40,9 @@ from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 
 GROUP = "batch"
+# Metadata of exchange_backfill: its window is complete up to here (see BackfillResult.covered_until); the daily
+# schedule starts its range at the month of the newest such time.
+COVERED_UNTIL = "covered_until"
 
 
 def _md(metadata: dict[str, object]) -> dict[str, object]:
@@ -84,7 +89,10 @@ def build_backfill_assets(settings: Settings) -> list:
         description="Fills the window's minute gaps from the exchange's REST klines: fetched candles are kept in "
         "exchange_minutes, invalid ones go to quarantine, valid ones are merged into minute_raw (existing rows "
         "win), and ranges the exchange has no candles for are recorded in exchange_empty so they are not asked "
-        "for again. Off when exchange.backfill is false.",
+        "for again. Off when exchange.backfill is false; skipped (with a passing check that says why) when "
+        "minute_raw is the synthetic demo market and the exchange is not a local replay server, so real prices "
+        "never enter synthetic history. Waits for the lake's minute_raw lock while an ingest or another backfill "
+        "writes; a wait that runs out fails the gaps_filled check (ERROR), not the step.",
         check_specs=[
             AssetCheckSpec(
                 "gaps_filled",
@@ -102,36 +110,56 @@ def build_backfill_assets(settings: Settings) -> list:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
         months = months_between(start, end)
-        if not cfg.exchange.backfill:
-            gaps = scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
-            context.log.info("exchange backfill disabled (exchange.backfill = false); nothing fetched")
+
+        def stored_gaps():
+            return scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
+
+        def not_run(metadata: dict[str, object], gaps, filled: batch_checks.CheckOutcome, why: str) -> MaterializeResult:
+            """Nothing fetched and minute_raw untouched: the stored gap report stands; ``filled`` says why."""
             return MaterializeResult(
-                metadata={"enabled": False, "exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
+                metadata=metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
                 check_results=[
-                    to_check_result("gaps_filled", checks.gaps_filled(gaps, enabled=False)),
-                    to_check_result(
-                        "unique_minutes",
-                        batch_checks.CheckOutcome(True, "backfill disabled: minute_raw was not written"),
-                    ),
+                    to_check_result("gaps_filled", filled),
+                    to_check_result("unique_minutes", batch_checks.CheckOutcome(True, f"{why}: minute_raw was not written")),
                 ],
             )
+
+        if not cfg.exchange.backfill:
+            context.log.info("exchange backfill disabled (exchange.backfill = false); nothing fetched")
+            gaps = stored_gaps()
+            return not_run({"enabled": False}, gaps, checks.gaps_filled(gaps, enabled=False), "backfill disabled")
+        skip = synthetic_mix_reason(cfg)
+        if skip:
+            context.log.warning(f"exchange backfill skipped: {skip}")
+            gaps = stored_gaps()
+            return not_run({"enabled": True, "skipped": skip}, gaps, checks.gaps_filled(gaps, skipped=skip), "backfill skipped")
 
         from crypto_assets.exchange.client import ExchangeClient
 
         def on_plan(minutes: int) -> None:
             context.log.info(f"asking {cfg.exchange.rest_url} for {minutes:,} missing minutes")
 
-        with ExchangeClient(cfg.exchange) as client:
-            result = backfill_window(
-                market.lake,
-                symbol_starts(cfg),
-                client,
-                start,
-                end,
-                chunk_minutes=DEFAULT_CHUNK_MINUTES,
-                on_plan=on_plan,
-                on_chunk=lambda report: context.log.info(report.describe()),
-            )
+        try:
+            with ExchangeClient(cfg.exchange) as client:
+                result = backfill_window(
+                    market.lake,
+                    symbol_starts(cfg),
+                    client,
+                    start,
+                    end,
+                    chunk_minutes=DEFAULT_CHUNK_MINUTES,
+                    on_plan=on_plan,
+                    on_chunk=lambda report: context.log.info(report.describe()),
+                    on_wait=context.log.info,
+                )
+        except LakeBusyError as exc:
+            # Another writer of minute_raw (an ingest or a backfill) kept the lake's lock for the whole wait. This
+            # run fetched nothing; the gaps stay for the next one. The check says so instead of a step failure.
+            context.log.error(f"exchange backfill did not run: {exc}")
+            error = f"lake busy: {exc}"
+            gaps = stored_gaps()
+            metadata = {"enabled": True, "error": error, "lock": MetadataValue.path(str(exc.lock_path)), "lock_holder": exc.holder}
+            return not_run(metadata, gaps, checks.gaps_filled(gaps, error=error), "backfill did not run")
         if result.error:
             # The batch view still gets what the files and the committed chunks hold; the check shows the failure.
             context.log.error(f"the exchange failed; committed chunks are kept: {result.error}")
@@ -155,7 +183,8 @@ def build_backfill_assets(settings: Settings) -> list:
                 "new_exchange_empty_ranges": result.empty_found.height,
                 "path": MetadataValue.path(str(market.lake / EXCHANGE_MINUTES)),
                 "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
-            },
+            }
+            | ({COVERED_UNTIL: MetadataValue.timestamp(result.covered_until)} if result.covered_until else {}),
             check_results=[
                 to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
                 to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),

@@ -36,15 +36,22 @@ def gap_summary(gaps: pl.DataFrame) -> dict[str, object]:
 
 
 def gaps_filled(
-    gaps_after: pl.DataFrame, enabled: bool = True, error: str | None = None, max_listed: int = 25
+    gaps_after: pl.DataFrame,
+    enabled: bool = True,
+    error: str | None = None,
+    max_listed: int = 25,
+    skipped: str | None = None,
 ) -> CheckOutcome:
     """WARN: after the backfill no minute is missing, except where the exchange has nothing (listed).
 
-    ERROR when the exchange failed before every gap was asked for (``error``).
+    ERROR when the exchange failed before every gap was asked for, or the backfill could not run (``error``).
+    Passes, saying why, when the backfill was ``skipped`` on purpose (synthetic history, real exchange).
     """
     summary = gap_summary(gaps_after)
     metadata = summary | {"remaining_gaps": gap_table(gaps_after, max_listed)}
     todo, empty = summary["gaps"], summary["exchange_empty_ranges"]
+    if skipped:
+        return CheckOutcome(True, f"backfill skipped on purpose: {skipped}", Severity.WARN, metadata | {"skipped": skipped})
     if error:
         description = f"the exchange failed, {summary['missing_minutes']:,} missing minutes left: {error}"
         return CheckOutcome(False, description, Severity.ERROR, metadata | {"error": error})

@@ -38,6 +38,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         backfill_window,
     )
     from crypto_assets.batch.backfill.gaps import symbol_starts
+    from crypto_assets.batch.backfill.guard import synthetic_mix_reason
     from crypto_assets.cli import _settings
     from crypto_assets.exchange.client import ExchangeClient, ExchangeError
     from crypto_assets.settings import validate_symbol
@@ -54,6 +55,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             "or CRYPTO_ASSETS_EXCHANGE_BACKFILL=true",
             file=sys.stderr,
         )
+        return 2
+    skip = synthetic_mix_reason(settings)
+    if skip:
+        print(f"error: not backfilling: {skip}", file=sys.stderr)
         return 2
     start = datetime.combine(args.from_day, datetime.min.time(), UTC)
     end = datetime.combine(args.to_day, datetime.min.time(), UTC)
@@ -80,6 +85,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                     chunk_minutes=args.chunk_minutes or DEFAULT_CHUNK_MINUTES,
                     on_plan=on_plan,
                     on_chunk=on_chunk,
+                    on_wait=tqdm.write,
                 )
         except (ExchangeError, BackfillBusyError) as exc:
             print(f"error: {exc}", file=sys.stderr)

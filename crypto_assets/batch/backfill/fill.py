@@ -10,10 +10,8 @@ the next run finds the same gaps, first merges candles already fetched, and asks
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Protocol
 import polars as pl
 
 from crypto_assets.batch.backfill.gaps import find_gaps
+from crypto_assets.batch.backfill.lock import LakeBusyError, minute_raw_lock
 from crypto_assets.batch.backfill.store import (
     EXCHANGE_EMPTY,
     EXCHANGE_MINUTES,
@@ -46,7 +45,6 @@ from crypto_assets.lake.layout import Month, partition_path
 DEFAULT_CHUNK_MINUTES = 5_000  # five full pages of klines per commit
 # A range this close to now that came back empty may only be late; it is not recorded as an outage.
 EMPTY_SETTLE = timedelta(minutes=5)
-LOCK_FILE = ".backfill.lock"
 
 
 class KlineSource(Protocol):
@@ -60,8 +58,8 @@ class FetchError(RuntimeError):
     """The exchange client gave up on a request."""
 
 
-class BackfillBusyError(RuntimeError):
-    """Another backfill holds the lake's backfill lock."""
+# Another writer of minute_raw (a backfill or an ingest) held the lake's lock for longer than the wait allowed.
+BackfillBusyError = LakeBusyError
 
 
 @dataclass
@@ -93,6 +91,9 @@ class BackfillResult:
     recovered: int = 0  # candles fetched by an interrupted run, merged without asking again
     empty_found: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RANGE_SCHEMA))
     error: str | None = None  # why the exchange stopped answering; the chunks before it are committed
+    # Every minute of the window before this was asked for (or found in minute_raw): the window is as complete
+    # as the exchange can make it up to here. min(end, the exchange's clock - EMPTY_SETTLE); None after an error.
+    covered_until: datetime | None = None
 
     @property
     def requests(self) -> int:
@@ -122,21 +123,6 @@ class BackfillResult:
 
 def pending_minutes(gaps: pl.DataFrame) -> int:
     return int(gaps.filter(~pl.col("exchange_empty"))["minutes"].sum() or 0)
-
-
-@contextmanager
-def backfill_lock(lake: Path) -> Iterator[None]:
-    """One backfill per lake at a time: two would each rewrite the same partitions from stale reads."""
-    lake.mkdir(parents=True, exist_ok=True)
-    with (lake / LOCK_FILE).open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise BackfillBusyError(f"another backfill is running on {lake} (lock {lake / LOCK_FILE})") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _Committer:
@@ -241,15 +227,21 @@ def backfill_window(
     now: datetime | None = None,
     on_plan: Callable[[int], None] | None = None,
     on_chunk: Callable[[ChunkReport], None] | None = None,
+    lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> BackfillResult:
     """Fill the gaps of ``minute_raw`` in [start, end) for the symbols of ``starts`` from ``client``.
 
     ``on_plan(minutes)`` is told how many missing minutes will be asked for; ``on_chunk`` gets each
     committed chunk's report. When the exchange fails for good, the run stops there and ``error`` says why;
     what was committed stays, and the next run resumes from the gaps that remain.
+
+    The whole run holds the lake's ``minute_raw`` lock (:mod:`crypto_assets.batch.backfill.lock`), shared with
+    the ingest: it waits up to ``lock_timeout`` seconds for another writer (telling ``on_wait``), then raises
+    :class:`LakeBusyError`.
     """
     now = now or datetime.now(UTC)
-    with backfill_lock(lake):
+    with minute_raw_lock(lake, "exchange backfill", lock_timeout, on_wait):
         committer = _Committer(lake, latest_time=now + timedelta(days=1), settle_before=now - EMPTY_SETTLE)
         gaps = find_gaps(lake, starts, start, end, now)
         result = BackfillResult(gaps_before=gaps, gaps_after=gaps)
@@ -261,6 +253,7 @@ def backfill_window(
             on_plan(sum(c.minutes for c in chunks))
         empties = []
         closed_end = last_closed_minute_end(now)
+        exchange_now = now
         if chunks:
             try:
                 exchange_now = _exchange_now(client, now)
@@ -292,6 +285,8 @@ def backfill_window(
                 on_chunk(report)
         result.empty_found = pl.concat(empties) if empties else pl.DataFrame(schema=RANGE_SCHEMA)
         result.gaps_after = find_gaps(lake, starts, start, end, now) if chunks or result.recovered else gaps
+        if result.error is None:
+            result.covered_until = min(end, exchange_now - EMPTY_SETTLE)
     return result
 
 
