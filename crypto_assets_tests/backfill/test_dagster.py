@@ -3,12 +3,18 @@ range run over recorded data, and the daily schedule evaluated and executed agai
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
-from dagster import AssetKey, DefaultScheduleStatus, build_schedule_context
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DefaultScheduleStatus,
+    MetadataValue,
+    build_schedule_context,
+)
 
-from crypto_assets.batch.backfill.schedules import REFRESH_ASSETS, refresh_months
+from crypto_assets.batch.backfill.schedules import REFRESH_ASSETS, last_covered, refresh_months
 from crypto_assets.batch.runs import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -86,36 +92,66 @@ def test_a_partition_range_run_fills_the_gaps_of_minute_raw_from_the_exchange(
         assert digest(april(lake)) == digest(april(original_lake))
 
 
-def test_the_daily_schedule_brings_the_batch_view_up_to_yesterday(project_home, tmp_path):
-    now = datetime.now(UTC)
-    with ReplayServer(Market.synthetic("tiny", 42)) as replay, instance_at(tmp_path / "dagster") as instance:
+def minutes_between(a: datetime, b: datetime) -> int:
+    return int((b - a).total_seconds() // 60)
+
+
+def daily_minute_counts(home, symbol: str, month: Month) -> dict[date, int]:
+    path = home / f"lake/daily_raw/symbol={symbol}/year={month.year}/month={month.month:02d}/part-0.parquet"
+    return dict(pl.read_parquet(path).select("date", "minute_count").iter_rows())
+
+
+def run_tick(project_home, instance, exchange_clock: datetime, tick: datetime):
+    """Evaluate the daily schedule at ``tick`` and execute its run against a replay of the synthetic market whose
+    clock stands (all but) still at ``exchange_clock``: the exchange has every minute before it, none after."""
+    with ReplayServer(Market.synthetic("tiny", 42), start=exchange_clock, speed=1e-6) as replay:
         home = project_home(scale="tiny", extra=f'[exchange]\nrest_url = "{replay.rest_url}"\n')
         defs = build_definitions(load_settings())
         schedule = defs.resolve_schedule_def("batch_daily_refresh_schedule")
-        assert schedule.default_status == DefaultScheduleStatus.RUNNING
-        assert schedule.cron_schedule == "10 0 * * *" and schedule.execution_timezone == "UTC"
-
-        tick = datetime.combine(now.date(), time(0, 10), UTC)
         context = build_schedule_context(instance=instance, scheduled_execution_time=tick)
         (request,) = schedule.evaluate_tick(context).run_requests
-        first, last = refresh_months(now.date(), Month(2012, 1))
-        assert request.tags[RANGE_START_TAG] == first.start.isoformat()
-        assert request.tags[RANGE_END_TAG] == last.start.isoformat() == now.date().replace(day=1).isoformat()
+        result = defs.resolve_job_def("batch_daily_refresh").execute_in_process(instance=instance, tags=request.tags)
+    assert result.success
+    assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == set(REFRESH_ASSETS)
+    return home, request, materialization(instance, "exchange_backfill").metadata
 
-        job = defs.resolve_job_def("batch_daily_refresh")
-        result = job.execute_in_process(instance=instance, tags=request.tags)
-        assert result.success
-        assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == set(REFRESH_ASSETS)
-        fetched = materialization(instance, "exchange_backfill").metadata["minutes_fetched"].value
-        assert fetched >= 2 * (now.day - 1) * 1440  # nothing of this month is in the files: all of it came from the exchange
 
-        yesterday = now.date() - timedelta(days=1)
+def test_the_daily_schedule_brings_the_batch_view_up_to_yesterday_and_catches_up_after_downtime(project_home, tmp_path):
+    """Fixed ticks, whatever today's date: the synthetic files end in December 2025, so every minute of 2026 the
+    batch view has came from the exchange."""
+    project_home(scale="tiny")
+    defs = build_definitions(load_settings())
+    schedule = defs.resolve_schedule_def("batch_daily_refresh_schedule")
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "10 0 * * *" and schedule.execution_timezone == "UTC"
+    june, july = Month(2026, 6), Month(2026, 7)
+
+    with instance_at(tmp_path / "dagster") as instance:
+        # Mid-month, on a new instance: the running month only.
+        clock = datetime(2026, 6, 15, 0, 12, tzinfo=UTC)
+        home, request, backfill = run_tick(project_home, instance, clock, datetime(2026, 6, 15, 0, 10, tzinfo=UTC))
+        assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2026-06-01", "2026-06-01")
+        assert backfill["minutes_fetched"].value == 2 * minutes_between(datetime(2026, 6, 1, tzinfo=UTC), clock)
+        assert backfill["covered_until"].value == (clock - timedelta(minutes=5)).timestamp()
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            daily = pl.read_parquet(home / f"lake/daily_raw/symbol={symbol}/year={now.year}/month={now.month:02d}/part-0.parquet")
-            if yesterday.month == now.month:
-                assert daily.filter(pl.col("date") == yesterday)["minute_count"].to_list() == [1440], symbol
-            assert daily["date"].max() == now.date()  # today's closed minutes too
-        assert checks_of(result)[("daily_raw", "fresh")].passed
+            counts = daily_minute_counts(home, symbol, june)
+            assert [counts[date(2026, 6, d)] for d in range(1, 15)] == [1440] * 14, symbol  # up to yesterday
+            assert counts[date(2026, 6, 15)] == 12  # and today's closed minutes
+
+        # Then downtime: no tick ran from 16 June to 4 July. The first one after it, on the 5th, goes back to June
+        # (the first-days rule alone would refresh July only and leave 15..30 June missing for good).
+        assert refresh_months(date(2026, 7, 5), Month(2012, 1)) == (july, july)
+        clock = datetime(2026, 7, 5, 0, 12, tzinfo=UTC)
+        home, request, backfill = run_tick(project_home, instance, clock, datetime(2026, 7, 5, 0, 10, tzinfo=UTC))
+        assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2026-06-01", "2026-07-01")
+        assert backfill["minutes_fetched"].value == 2 * minutes_between(datetime(2026, 6, 15, 0, 12, tzinfo=UTC), clock)
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            counts = daily_minute_counts(home, symbol, june)
+            assert [counts[date(2026, 6, d)] for d in range(1, 31)] == [1440] * 30, symbol  # June's final days too
+            counts = daily_minute_counts(home, symbol, july)
+            assert [counts[date(2026, 7, d)] for d in range(1, 5)] == [1440] * 4, symbol
+        minute_raw = pl.read_parquet(home / "lake/minute_raw/symbol=BTCUSDT/year=2026/month=06/part-0.parquet")
+        assert minute_raw.height == 30 * 1440 and minute_raw["open_time"].is_unique().all()
 
 
 def test_refresh_months_include_the_previous_month_on_the_first_days():
@@ -125,6 +161,35 @@ def test_refresh_months_include_the_previous_month_on_the_first_days():
     assert refresh_months(date(2026, 3, 4), first) == (Month(2026, 3), Month(2026, 3))
     assert refresh_months(date(2026, 1, 2), first) == (Month(2025, 12), Month(2026, 1))
     assert refresh_months(date(2012, 1, 1), first) == (first, first)  # never before the first partition
+
+
+def test_refresh_months_start_where_the_last_complete_backfill_stopped():
+    first = Month(2012, 1)
+    covered = datetime(2026, 2, 27, 0, 5, tzinfo=UTC)
+    assert refresh_months(date(2026, 3, 9), first, covered) == (Month(2026, 2), Month(2026, 3))  # after downtime
+    assert refresh_months(date(2026, 6, 2), first, covered) == (Month(2026, 2), Month(2026, 6))  # however long
+    assert refresh_months(date(2026, 3, 2), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 3),) * 2
+    assert refresh_months(date(2026, 3, 9), first, datetime(2026, 4, 1, tzinfo=UTC)) == (Month(2026, 3),) * 2
+
+
+def test_the_last_covered_time_ignores_errors_and_stops_at_a_disabled_backfill(tmp_path):
+    def report(partition: str, **metadata):
+        instance.report_runless_asset_event(
+            AssetMaterialization("exchange_backfill", partition=partition, metadata=metadata)
+        )
+
+    with instance_at(tmp_path / "dagster") as instance:
+        assert last_covered(instance) is None
+        old = datetime(2026, 5, 20, tzinfo=UTC)
+        report("2026-05-01", enabled=False)
+        report("2026-05-01", enabled=True, error="none", covered_until=MetadataValue.timestamp(old))
+        assert last_covered(instance) == old
+        report("2026-05-01", enabled=True, error="GET ... failed after 5 attempts")  # the exchange was down
+        assert last_covered(instance) == old
+        report("2021-04-01", enabled=True, error="none", covered_until=MetadataValue.timestamp(datetime(2021, 5, 1, tzinfo=UTC)))
+        assert last_covered(instance) == old  # a later range backfill of old months says nothing about May
+        report("2026-05-01", enabled=False)  # turned off: older records say nothing about the months since
+        assert last_covered(instance) is None
 
 
 def test_an_unreachable_exchange_fails_the_check_not_the_batch_view(shared_data, project_home, tmp_path):
