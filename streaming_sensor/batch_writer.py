@@ -1,8 +1,11 @@
 """Writes one micro-batch of the stream job per the speed-layer contract (:mod:`streaming_sensor.microbatch_log`).
 
 Files first (atomically, fixed row order so a replayed batch rewrites byte-identical files), then one log
-line. A batch id that is already in the log is a replay after a crash: its files are rewritten and no second
-line is appended.
+line. Every batch is logged, also one that wrote no rows (all its events late, bad or superseded), so the
+logged offset ranges of a partition follow each other with no gap. The newest logged batch id coming again
+with the same offsets is a replay after a crash: its files are rewritten and no second line is appended. Any
+other batch id at or below the newest logged one means the log and Spark's checkpoint disagree (the log was
+written by another checkpoint), and the batch fails rather than mix the two.
 """
 
 from __future__ import annotations
@@ -24,19 +27,30 @@ from streaming_sensor.microbatch_log import (
     BatchRecord,
     append_record,
     batch_file,
-    latest_batch_id,
-    speed_root,
+    read_records_tail,
 )
 
 log = logging.getLogger(__name__)
 
-# Rows of the stream's stateful step: candles, daily rows, late-event counts and bad messages in one table.
-OUTPUT_DDL = (
-    "kind string, symbol string, open_time timestamp, date date, open double, high double, low double, "
-    "close double, volume double, is_closed boolean, minute_count int, event_time timestamp, dropped bigint, "
-    "topic string, partition int, offset bigint, reason string"
-)
+# What one micro-batch produces: candles, daily rows, late-event counts and bad messages in one table.
+OUTPUT_SCHEMA = pl.Schema(
+    {
+        "kind": pl.String, "symbol": pl.String, "open_time": pl.Datetime("us", "UTC"), "date": pl.Date,
+        "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64,
+        "is_closed": pl.Boolean, "minute_count": pl.UInt32, "event_time": pl.Datetime("us", "UTC"),
+        "dropped": pl.Int64, "topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "reason": pl.String,
+    }
+)  # fmt: skip
 CANDLE, DAILY_ROW, LATE, BAD = "candle", "daily", "late", "bad"
+
+
+def normalize_rows(rows: pl.DataFrame | None) -> pl.DataFrame:
+    """Any subset of the output columns -> exactly :data:`OUTPUT_SCHEMA` (missing columns null)."""
+    if rows is None:
+        return pl.DataFrame(schema=OUTPUT_SCHEMA)
+    return rows.select(
+        pl.col(name).cast(kind) if name in rows.columns else pl.lit(None, kind).alias(name) for name, kind in OUTPUT_SCHEMA.items()
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -67,21 +81,27 @@ def quarantine_path(speed_dir: Path, batch_id: int) -> Path:
     return speed_dir / "quarantine" / f"batch={batch_id:012d}.jsonl"
 
 
+class LogMismatch(RuntimeError):
+    """The micro-batch log already holds this batch id for other offsets: it belongs to another checkpoint."""
+
+
 @dataclass
 class BatchWriter:
     lake: Path
     speed_dir: Path
-    last_logged: int | None = None
+    last_logged: BatchRecord | None = None
     _loaded: bool = False
 
-    def _last_logged(self) -> int | None:
+    def _last_logged(self) -> BatchRecord | None:
         if not self._loaded:  # read once; afterwards this process is the only writer of the log
-            self.last_logged = latest_batch_id(self.lake)
+            tail = read_records_tail(self.lake)
+            self.last_logged = tail[-1] if tail else None
             self._loaded = True
         return self.last_logged
 
-    def write(self, rows: pl.DataFrame, batch_id: int, offsets: dict, now: datetime | None = None) -> BatchRecord | None:
-        """Write one batch; returns its log record, or None when the batch had nothing to write."""
+    def write(self, rows: pl.DataFrame, batch_id: int, offsets: dict, now: datetime | None = None) -> BatchRecord:
+        """Write one batch's files and log line; returns its log record."""
+        rows = normalize_rows(rows)
         bad = rows.filter(pl.col("kind") == BAD).sort("topic", "partition", "offset")
         if bad.height:
             lines = (
@@ -99,10 +119,14 @@ class BatchWriter:
         if late:
             log.info("batch %d: dropped %d event(s) older than the watermark", batch_id, late)
 
+        last = self._last_logged()
+        if last is not None and (batch_id < last.batch_id or (batch_id == last.batch_id and last.offsets != offsets)):
+            raise LogMismatch(
+                f"batch {batch_id} with offsets {offsets}: the micro-batch log under {self.lake} already holds "
+                f"batch {last.batch_id} with offsets {last.offsets}; it was written by another checkpoint"
+            )
         candles = speed_candles(rows, batch_id)
         daily = speed_daily(rows, batch_id)
-        if candles.height == 0 and daily.height == 0:
-            return None
         for dataset, frame in ((CANDLES_1M, candles), (DAILY, daily)):
             write_parquet_atomic(frame, batch_file(self.lake, dataset, batch_id))
         times = pl.concat([candles.select("event_time"), daily.select("event_time")])["event_time"]
@@ -114,14 +138,9 @@ class BatchWriter:
             min_event_time=_iso(times.min()),
             max_event_time=_iso(times.max()),
         )
-        last = self._last_logged()
-        if last is not None and batch_id <= last:
+        if last is not None and batch_id == last.batch_id:
             log.info("batch %d was already logged (replay after a restart): files rewritten, log unchanged", batch_id)
-            return record
+            return last
         append_record(self.lake, record, now)
-        self.last_logged = batch_id
+        self.last_logged = record
         return record
-
-
-def speed_output_exists(lake: Path) -> bool:
-    return speed_root(lake).is_dir()

@@ -149,10 +149,10 @@ class CandleBook:
 
 
 STATE_COLUMNS = ("open", "high", "low", "close", "volume", "is_closed", "event_ms", "kline_ms")  # order of O..KLINE
-STATE_DDL = "book string"
 
 KIND_RANK = {"trade": 0, "kline": 1}  # at the same millisecond a kline update already contains the trade
 
 
 def event_order(kind: str, event_ms: int, topic: str, partition: int, offset: int) -> tuple:
+    """Events are folded in exchange time; a trade before the kline update of the same millisecond."""
     return (event_ms, KIND_RANK.get(kind, 2), topic, partition, offset)

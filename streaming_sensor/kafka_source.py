@@ -5,10 +5,26 @@ Rows have the same columns as Spark's own ``kafka`` source (key, value, topic, p
 timestampType), so everything downstream is identical whichever source runs. Offsets are the Kafka offsets
 themselves, ``{"<topic>": {"<partition>": <next offset>}}`` like the native source's JSON, so a micro-batch is
 an exact offset range per partition: a batch replayed after a crash reads exactly the same messages.
+
+Two keys that cannot be topic names (they start with ``@``) ride along in an offsets object:
+
+* ``"@topic_ids": {"<topic>": "<id>"}``: the broker's id of each topic. A topic whose id changed was deleted
+  and re-created, e.g. by a restart of a memory-only broker (Tansu here) whose offsets start again at 0.
+* ``"@reset_from": {"<topic>": {"<partition>": <offset>}}``: only in the end offsets of the first batch after
+  data loss; that batch reads those partitions from there instead of from the previous batch's end.
+
+Data loss is detected when a topic's id changed, when a partition's (fetch-confirmed) end offset is below the
+checkpointed start, or when its earliest offset is above it (retention deleted unread messages). The source
+logs it as an error and goes on from the partition's earliest offset, like Spark's ``failOnDataLoss=false``;
+the stream job records the stretch of exchange time it did not see (:mod:`streaming_sensor.stream_job`).
+While the broker is unreachable or a topic is missing, no new batch is planned and the query keeps running.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +36,59 @@ KAFKA_COLUMNS = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
 )
 READ_TIMEOUT_SECONDS = 60.0
+STALL_CHECK_SECONDS = 5.0  # a read that makes no progress this long checks whether its topic was re-created
 CONSUME_BATCH = 10_000
+TOPIC_IDS = "@topic_ids"
+RESET_FROM = "@reset_from"
+WARN_EVERY_SECONDS = 60.0
 
 Offsets = dict[str, dict[str, int]]
+
+log = logging.getLogger(__name__)
+
+
+def _worker_logging() -> None:
+    """Spark runs the reader in Python worker processes with no logging set up: send this module's records to
+    stderr (which ends up in the stream job's output) with a timestamp and level, like the driver's."""
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def is_meta(key: str) -> bool:
+    return key.startswith("@")
+
+
+def positions(offsets: dict | None) -> Offsets:
+    """The ``topic -> partition -> offset`` part of an offsets object (the ``@`` keys left out)."""
+    return {t: {p: int(o) for p, o in parts.items()} for t, parts in (offsets or {}).items() if not is_meta(t)}
+
+
+def range_starts(start: dict | None, end: dict) -> Offsets:
+    """Where each partition's range of the batch ``(start, end]`` begins: the previous end, or the reset point."""
+    starts = positions(start)
+    for topic, parts in (end.get(RESET_FROM) or {}).items():
+        for part, offset in parts.items():
+            starts.setdefault(topic, {})[part] = int(offset)
+    return starts
+
+
+def canonical(ends: Offsets, topic_ids: dict[str, str] | None = None, reset_from: Offsets | None = None) -> dict:
+    """An offsets object in one fixed key order, so equal offsets always serialize to the same JSON (Spark
+    compares them as text to decide whether there is new data)."""
+    out: dict = {t: {p: int(ends[t][p]) for p in sorted(ends[t], key=int)} for t in sorted(ends)}
+    if topic_ids:
+        out[TOPIC_IDS] = {t: topic_ids[t] for t in sorted(topic_ids)}
+    if reset_from:
+        out[RESET_FROM] = {t: {p: int(reset_from[t][p]) for p in sorted(reset_from[t], key=int)} for t in sorted(reset_from) if reset_from[t]}
+    return out
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not answer, or a subscribed topic does not exist (yet)."""
 
 
 @dataclass(frozen=True)
@@ -32,38 +98,73 @@ class OffsetRange(InputPartition):
     start: int
     end: int  # exclusive
     bootstrap: str
+    topic_id: str | None = None  # the topic's id when the range was planned; None when the broker has none
 
 
 def split_limit(start: Offsets, latest: Offsets, max_rows: int) -> Offsets:
-    """End offsets that advance at most ``max_rows`` messages in total, shared fairly across partitions."""
-    pending = [(t, p, start.get(t, {}).get(p, 0), end) for t, parts in latest.items() for p, end in parts.items()]
+    """End offsets that advance about ``max_rows`` messages in total, shared in proportion to each partition's
+    backlog, as Spark's own Kafka source does (``maxOffsetsPerTrigger``); a partition with a backlog moves at
+    least one message, so none is starved.
+
+    Proportional shares keep the topics together in exchange time: the kline and trade topics carry the same
+    stretch of time at very different message rates, so equal shares would run one topic minutes ahead of the
+    other and the stream job would drop the other's events as older than the watermark.
+    """
     ends = {t: dict(parts) for t, parts in latest.items()}
-    backlog = [(t, p, s, e) for t, p, s, e in pending if e > s]
-    budget = max_rows
-    while backlog and budget > 0:
-        share = max(1, budget // len(backlog))
-        nxt = []
-        for t, p, s, e in backlog:
-            take = min(share, e - s, budget)
-            budget -= take
-            if s + take < e:
-                nxt.append((t, p, s + take, e))
-            ends[t][p] = s + take
-        backlog = nxt
-    for t, p, s, _ in backlog:  # budget spent: these partitions stop where they got to
-        ends[t][p] = s
+    sizes = {(t, p): e - start.get(t, {}).get(p, 0) for t, parts in latest.items() for p, e in parts.items()}
+    total = sum(size for size in sizes.values() if size > 0)
+    if max_rows <= 0 or total <= max_rows:
+        return ends
+    for (t, p), size in sizes.items():
+        if size > 0:
+            share = max_rows * size / total
+            ends[t][p] = start.get(t, {}).get(p, 0) + min(size, max(1, int(share)))
     return ends
 
 
-def offset_ranges(start: Offsets, end: Offsets, bootstrap: str) -> list[OffsetRange]:
+def offset_ranges(start: dict | None, end: dict, bootstrap: str) -> list[OffsetRange]:
+    """The ranges of the batch ``(start, end]``; ``start`` and ``end`` are offsets objects (``@`` keys allowed)."""
+    firsts = range_starts(start, end)
+    lasts = positions(end)
+    ids = end.get(TOPIC_IDS) or {}
     ranges = []
-    for topic in sorted(end):
-        for part in sorted(end[topic], key=int):
-            first = start.get(topic, {}).get(part, 0)
-            last = end[topic][part]
+    for topic in sorted(lasts):
+        for part in sorted(lasts[topic], key=int):
+            first = firsts.get(topic, {}).get(part, 0)
+            last = lasts[topic][part]
             if last > first:
-                ranges.append(OffsetRange(topic, int(part), first, last, bootstrap))
+                ranges.append(OffsetRange(topic, int(part), first, last, bootstrap, ids.get(topic)))
     return ranges
+
+
+def topic_ids(admin, topics: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """The broker's id of each topic (``describe_topics``); topics it cannot describe are left out."""
+    from confluent_kafka import TopicCollection
+
+    found: dict[str, str] = {}
+    try:
+        futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+    except Exception:  # noqa: BLE001 - a broker without the API: reset detection falls back to offsets
+        return found
+    for topic, future in futures.items():
+        try:
+            description = future.result(timeout)
+        except Exception:  # noqa: BLE001 - missing topic or no such API
+            continue
+        topic_id = getattr(description, "topic_id", None)
+        if topic_id is not None and str(topic_id) not in ("", "AAAAAAAAAAAAAAAAAAAAAA"):
+            found[topic] = str(topic_id)
+    return found
+
+
+def _topic_recreated(rng: OffsetRange) -> bool:
+    """Whether the topic of a planned range no longer is the topic it was planned on."""
+    if rng.topic_id is None:
+        return False
+    from confluent_kafka.admin import AdminClient
+
+    now = topic_ids(AdminClient({"bootstrap.servers": rng.bootstrap, "log_level": 0}), [rng.topic], timeout=5.0)
+    return rng.topic in now and now[rng.topic] != rng.topic_id
 
 
 def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
@@ -95,6 +196,7 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
         consumer.assign([TopicPartition(rng.topic, rng.partition, rng.start)])
         position = rng.start
         deadline = time.monotonic() + timeout
+        stall_check = time.monotonic() + STALL_CHECK_SECONDS
         while position < rng.end:
             messages = consumer.consume(min(CONSUME_BATCH, rng.end - position), timeout=1.0)
             keys, values, offsets, stamps, kinds = [], [], [], [], []
@@ -114,6 +216,7 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
                 position = offset + 1
             if offsets:
                 deadline = time.monotonic() + timeout
+                stall_check = time.monotonic() + STALL_CHECK_SECONDS
                 count = len(offsets)
                 yield pa.RecordBatch.from_arrays(
                     [
@@ -127,6 +230,17 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
                     ],
                     schema=schema,
                 )
+            elif time.monotonic() > stall_check:
+                stall_check = time.monotonic() + STALL_CHECK_SECONDS
+                if not _topic_recreated(rng):
+                    continue
+                _worker_logging()
+                log.error(
+                    "DATA LOSS: %s[%d] offsets %d..%d of this batch are gone: the topic was re-created (broker "
+                    "restart?) after the batch was planned; the batch goes on without them",
+                    rng.topic, rng.partition, position, rng.end,
+                )  # fmt: skip
+                return
             elif time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{rng.topic}[{rng.partition}]: offsets {position}..{rng.end} not readable within {timeout:.0f}s"
@@ -137,15 +251,19 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
 
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]):
+        options = {k.lower(): v for k, v in options.items()}  # Spark hands options over with lower-case keys
         self.bootstrap = options["kafka.bootstrap.servers"]
         self.topics = [t for t in options["subscribe"].split(",") if t]
-        self.starting = options.get("startingOffsets", "earliest")
-        self.max_rows = int(options.get("maxOffsetsPerTrigger", "0") or 0)
+        self.starting = options.get("startingoffsets", "earliest")
+        self.max_rows = int(options.get("maxoffsetspertrigger", "0") or 0)
         self._consumer = None
+        self._admin = None
+        self._latest: dict | None = None  # what the last latestOffset call found available, for reportLatestOffset
+        self._warned_at = 0.0
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_consumer"] = None  # a client is made where it is used, never shipped to workers
+        state["_consumer"] = state["_admin"] = None  # clients are made where they are used, never shipped
         return state
 
     def _client(self):
@@ -159,38 +277,54 @@ class KafkaStreamReader(DataSourceStreamReader):
                     "enable.auto.commit": False,
                     "fetch.wait.max.ms": 10,
                     "queued.max.messages.kbytes": 1024,
+                    "log_level": 0,  # outages are reported by this reader, once, not per connect attempt
                 }
             )
         return self._consumer
 
-    def _watermarks(self, high: bool) -> Offsets:
-        from confluent_kafka import TopicPartition
+    def _admin_client(self):
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        return self._admin
+
+    def _listing(self) -> tuple[Offsets, Offsets, dict[str, str], set[tuple[str, str]]]:
+        """(earliest, end, topic ids, partitions whose end a fetch confirmed) of every subscribed partition."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         client = self._client()
-        metadata = client.list_topics(timeout=10)
-        found: Offsets = {}
-        for topic in self.topics:
-            if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                raise RuntimeError(f"Kafka topic {topic!r} does not exist on {self.bootstrap}")
-            found[topic] = {}
-            for part in sorted(metadata.topics[topic].partitions):
-                low, hi = client.get_watermark_offsets(TopicPartition(topic, part), timeout=10, cached=False)
-                found[topic][str(part)] = hi if high else low
-        return self._confirm_ends(found) if high else found
+        try:
+            metadata = client.list_topics(timeout=10)
+            lows: Offsets = {}
+            highs: Offsets = {}
+            for topic in self.topics:
+                if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                    raise BrokerUnavailable(f"Kafka topic {topic!r} does not exist on {self.bootstrap}")
+                lows[topic], highs[topic] = {}, {}
+                for part in sorted(metadata.topics[topic].partitions):
+                    low, high = client.get_watermark_offsets(TopicPartition(topic, part), timeout=10, cached=False)
+                    lows[topic][str(part)], highs[topic][str(part)] = low, high
+            highs, confirmed = self._confirm_ends(highs)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"Kafka at {self.bootstrap} unreachable: {exc}") from exc
+        return lows, highs, topic_ids(self._admin_client(), self.topics), confirmed
 
-    def _confirm_ends(self, listed: Offsets) -> Offsets:
+    def _confirm_ends(self, listed: Offsets) -> tuple[Offsets, set[tuple[str, str]]]:
         """Raise listed end offsets to the high watermark a fetch reports.
 
         Some Kafka-compatible brokers (Tansu) answer a ListOffsets(latest) request with the start of the
         newest record batch rather than its end; a fetch of the last listed record returns the true high
-        watermark. On Kafka itself both agree and this only costs one small fetch per partition.
+        watermark. On Kafka itself both agree and this only costs one small fetch per partition. Returns the
+        offsets and the partitions whose end is certain (confirmed by a fetch, or empty).
         """
         from confluent_kafka import TopicPartition
 
         client = self._client()
+        certain = {(t, p) for t, parts in listed.items() for p, end in parts.items() if end == 0}
         probes = [TopicPartition(t, int(p), end - 1) for t, parts in listed.items() for p, end in parts.items() if end > 0]
         if not probes:
-            return listed
+            return listed, certain
         client.assign(probes)
         waiting = {(tp.topic, tp.partition) for tp in probes}
         deadline = time.monotonic() + 5.0
@@ -203,32 +337,76 @@ class KafkaStreamReader(DataSourceStreamReader):
             _, high = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
             if high is not None and high > 0:
                 confirmed[tp.topic][str(tp.partition)] = max(high, listed[tp.topic][str(tp.partition)])
+            if (tp.topic, tp.partition) not in waiting:
+                certain.add((tp.topic, str(tp.partition)))
         client.unassign()
-        return confirmed
+        return confirmed, certain
 
-    def initialOffset(self) -> Offsets:
-        return self._watermarks(high=self.starting == "latest")
+    def _warn_unavailable(self, exc: Exception) -> None:
+        _worker_logging()
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            self._warned_at = now
+            log.warning("%s: no new micro-batch until it is back (checked every trigger)", exc)
+
+    def initialOffset(self) -> dict:
+        lows, highs, ids, _ = self._listing()
+        return canonical(highs if self.starting == "latest" else lows, ids)
 
     def getDefaultReadLimit(self):
         from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
         return ReadMaxRows(self.max_rows) if self.max_rows > 0 else ReadAllAvailable()
 
-    def latestOffset(self, start: Offsets, limit) -> Offsets:
+    def latestOffset(self, start: dict, limit) -> dict:
         from pyspark.sql.streaming.datasource import ReadMaxRows
 
-        latest = self._watermarks(high=True)
-        for topic, parts in latest.items():  # never move backwards, e.g. while a partition's leader changes
-            for part, end in parts.items():
-                parts[part] = max(end, start.get(topic, {}).get(part, 0))
-        if isinstance(limit, ReadMaxRows):
-            return split_limit(start, latest, limit.max_rows)
-        return latest
+        try:
+            lows, highs, ids, certain = self._listing()
+        except BrokerUnavailable as exc:
+            self._warn_unavailable(exc)
+            return start  # the same offsets: Spark plans no batch and asks again at the next trigger
+        if self._warned_at:
+            _worker_logging()
+            log.info("Kafka at %s answers again", self.bootstrap)
+            self._warned_at = 0.0
+        begun = positions(start)
+        known_ids = (start or {}).get(TOPIC_IDS) or {}
+        starts: Offsets = {}
+        reset_from: Offsets = {}
+        for topic, parts in highs.items():
+            recreated = topic in known_ids and topic in ids and known_ids[topic] != ids[topic]
+            starts[topic] = {}
+            for part, high in parts.items():
+                low = lows[topic][part]
+                previous = begun.get(topic, {}).get(part)
+                if previous is None:  # a partition not seen before (a new topic or more partitions): from earliest
+                    starts[topic][part] = low
+                    continue
+                why = None
+                if recreated:
+                    why = f"the topic was re-created (id {known_ids[topic]} -> {ids[topic]}), e.g. by a broker restart"
+                elif (topic, part) in certain and high < previous:
+                    why = f"its end offset {high} is below the checkpointed position {previous} (broker restart?)"
+                elif low > previous:
+                    why = f"offsets {previous}..{low - 1} were deleted before they were read (retention)"
+                if why is None:
+                    starts[topic][part] = previous
+                    parts[part] = max(high, previous)  # never move backwards, e.g. while a leader changes
+                else:
+                    log_data_loss(topic, part, previous, low, why)
+                    starts[topic][part] = reset_from.setdefault(topic, {})[part] = low
+        self._latest = canonical(highs, ids)
+        ends = split_limit(starts, highs, limit.max_rows) if isinstance(limit, ReadMaxRows) else highs
+        for topic, parts in begun.items():  # partitions the broker no longer lists stay where they were
+            for part, offset in parts.items():
+                ends.setdefault(topic, {}).setdefault(part, offset)
+        return canonical(ends, {**known_ids, **ids}, reset_from)
 
-    def reportLatestOffset(self) -> Offsets:
-        return self._watermarks(high=True)
+    def reportLatestOffset(self) -> dict | None:
+        return self._latest
 
-    def partitions(self, start: Offsets, end: Offsets) -> Sequence[InputPartition]:
+    def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
         return offset_ranges(start, end, self.bootstrap)
 
     def read(self, partition: OffsetRange) -> Iterator:
@@ -238,6 +416,17 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        self._admin = None
+
+
+def log_data_loss(topic: str, part: str, previous: int, low: int, why: str) -> None:
+    _worker_logging()
+    log.error(
+        "DATA LOSS: Kafka %s[%s] cannot go on from offset %d: %s. Messages after the last micro-batch that "
+        "were not read are lost; reading on from offset %d, and the stream job records the missed stretch for "
+        "the batch layer to backfill",
+        topic, part, previous, why, low,
+    )  # fmt: skip
 
 
 class KafkaSource(DataSource):

@@ -1,9 +1,20 @@
-"""The Spark Structured Streaming job: Kafka -> events -> running candles and daily OHLCV per symbol ->
+"""The Spark Structured Streaming job: Kafka -> parsed events -> running candles and daily OHLCV per symbol ->
 one set of speed-layer files and one log line per micro-batch.
 
-Exactly-once output: the Kafka offsets of every micro-batch and the candle state are in Spark's checkpoint,
-so after a crash Spark re-runs the unfinished batch id over the same offsets and state and the writer
-rewrites the same files; the log keeps one line per batch id.
+Spark reads Kafka (its own ``kafka`` source, or the project's Python source) and parses the Binance JSON; each
+micro-batch's events are folded into per-symbol candle books on the driver (:mod:`streaming_sensor.folding`),
+which needs no shuffle and keeps a batch's latency low.
+
+Exactly-once output: the Kafka offsets of every micro-batch are in Spark's checkpoint and the candle state of
+every batch is snapshotted inside it, so after a crash Spark re-runs the unfinished batch id over the same
+offsets from the same state and the writer rewrites the same files; the log keeps one line per batch id.
+
+The checkpoint is bound to the micro-batch log by ``<checkpoint>/speed_log.json``: the log id of its batch 0.
+A new checkpoint next to a log that already has batches (the checkpoint was deleted to reset the stream)
+starts its log ids after the newest logged one, so its batches never overwrite or hide the files of logged
+ones, and readers (who keep the newest row per candle) see the new run's rows win. Its Kafka offsets start
+again from the earliest, so it re-sends candles the log already has. A log that is ahead of its checkpoint
+(another checkpoint wrote it) stops the job at start-up with an explanation instead of mixing the two.
 """
 
 from __future__ import annotations
@@ -12,33 +23,27 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.streaming.state import GroupStateTimeout
 
+from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.settings import Settings
-from streaming_sensor.batch_writer import (
-    BAD,
-    CANDLE,
-    DAILY_ROW,
-    LATE,
-    OUTPUT_DDL,
-    BatchWriter,
-)
+from streaming_sensor.batch_writer import BatchWriter, LogMismatch
 from streaming_sensor.broker import topic_names
-from streaming_sensor.candles import STATE_DDL, CandleBook, event_order, parse_delay
+from streaming_sensor.candles import parse_delay
 from streaming_sensor.events import parse_events
-from streaming_sensor.kafka_source import SOURCE_NAME, KafkaSource
+from streaming_sensor.folding import CandleFolder, state_dir
+from streaming_sensor.kafka_source import RESET_FROM, SOURCE_NAME, KafkaSource, positions, range_starts
+from streaming_sensor.microbatch_log import read_records_tail
+from streaming_sensor.missed import MissedLog
 
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "speed_candles"
-OUTPUT_COLUMNS = [c.strip().split(" ")[0] for c in OUTPUT_DDL.split(",")]
+LOG_BINDING = "speed_log.json"
 
 
 def checkpoint_dir(settings: Settings) -> Path:
@@ -85,92 +90,6 @@ def read_kafka(spark: SparkSession, settings: Settings, max_offsets_per_trigger:
     return reader.load()
 
 
-def _output(frames: list[pl.DataFrame]) -> pd.DataFrame:
-    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    for name in OUTPUT_COLUMNS:
-        if name not in frame.columns:
-            frame = frame.with_columns(pl.lit(None).alias(name))
-    return frame.select(OUTPUT_COLUMNS).to_pandas()
-
-
-def fold_symbol(symbol: str | None, events: pd.DataFrame, state: str | None, delay_ms: int) -> tuple[pd.DataFrame, str | None]:
-    """One symbol's events of one micro-batch folded into its candle book: (output rows, new state)."""
-    out: list[pl.DataFrame] = []
-    bad = events[events["reason"].notna()]
-    if len(bad):
-        reasons = bad["reason"] + " | value: " + bad["raw"].fillna("")
-        out.append(
-            pl.DataFrame(
-                {
-                    "kind": BAD,
-                    "symbol": symbol,
-                    "topic": bad["topic"].tolist(),
-                    "partition": bad["partition"].astype("int64").tolist(),
-                    "offset": bad["offset"].astype("int64").tolist(),
-                    "reason": reasons.tolist(),
-                },
-                schema_overrides={"symbol": pl.String},
-            )
-        )
-    good = events[events["reason"].isna()]
-    if symbol is None or not len(good):
-        return _output(out), state
-    book = CandleBook.from_state(symbol, state)
-    rows = sorted(
-        zip(
-            good["kind"], good["minute_ms"].astype("int64"), good["open"], good["high"], good["low"],
-            good["close"], good["volume"], good["is_closed"], good["event_ms"].astype("int64"),
-            good["topic"], good["partition"], good["offset"], strict=True,
-        ),
-        key=lambda r: event_order(r[0], r[8], r[9], r[10], r[11]),
-    )  # fmt: skip
-    touched, late = book.apply((r[:9] for r in rows), delay_ms)
-    if touched:
-        candles = book.candles(touched)
-        out.append(
-            candles.select(
-                pl.lit(CANDLE).alias("kind"), "symbol", "open_time", "open", "high", "low", "close", "volume",
-                "is_closed", pl.from_epoch("event_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("event_time"),
-            )
-        )
-        daily = book.daily(touched)
-        out.append(
-            daily.select(
-                pl.lit(DAILY_ROW).alias("kind"), "symbol", "date", "open", "high", "low", "close", "volume",
-                pl.col("minute_count").cast(pl.Int32),
-                pl.from_epoch("event_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("event_time"),
-            )
-        )
-    if late:
-        out.append(pl.DataFrame({"kind": [LATE], "symbol": [symbol], "dropped": [late]}))
-    book.evict(delay_ms)
-    return _output(out), book.to_state()
-
-
-def make_state_function(delay_ms: int):
-    def update(key: tuple, frames: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
-        events = pd.concat(list(frames), ignore_index=True)
-        previous = state.get[0] if state.exists else None
-        rows, new_state = fold_symbol(key[0], events, previous, delay_ms)
-        if new_state is not None and key[0] is not None:
-            state.update((new_state,))
-        yield rows
-
-    return update
-
-
-def speed_rows(raw: DataFrame, watermark: str) -> DataFrame:
-    """Kafka rows -> the stateful step's output rows (see :data:`OUTPUT_DDL`), keyed by symbol."""
-    delay_ms = parse_delay(watermark)
-    return (
-        parse_events(raw)
-        .groupBy("symbol")
-        .applyInPandasWithState(
-            make_state_function(delay_ms), OUTPUT_DDL, STATE_DDL, "Update", GroupStateTimeout.NoTimeout
-        )
-    )
-
-
 def _read_offset_log(checkpoint: Path, batch_id: int) -> dict | None:
     path = checkpoint / "offsets" / str(batch_id)
     if not path.is_file():
@@ -180,34 +99,89 @@ def _read_offset_log(checkpoint: Path, batch_id: int) -> dict | None:
     return json.loads(lines[-1]) if len(lines) >= 3 else None
 
 
+def _batch_ids(checkpoint: Path, log: str) -> list[int]:
+    directory = checkpoint / log
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def batch_offsets(checkpoint: Path, batch_id: int) -> dict[str, dict[str, list[int]]]:
     """``topic -> partition -> [start, end)`` of one micro-batch, from Spark's offset log."""
     end = _read_offset_log(checkpoint, batch_id) or {}
     start = (_read_offset_log(checkpoint, batch_id - 1) or {}) if batch_id > 0 else {}
+    starts, ends = range_starts(start, end), positions(end)
     return {
-        topic: {part: [int(start.get(topic, {}).get(part, 0)), int(stop)] for part, stop in sorted(parts.items(), key=lambda p: int(p[0]))}
-        for topic, parts in sorted(end.items())
+        topic: {part: [int(starts.get(topic, {}).get(part, 0)), int(stop)] for part, stop in sorted(parts.items(), key=lambda p: int(p[0]))}
+        for topic, parts in sorted(ends.items())
     }
+
+
+def batch_reset(checkpoint: Path, batch_id: int) -> dict[str, dict[str, int]]:
+    """The partitions a batch reads from a reset point because Kafka lost data before it (empty: none)."""
+    return (_read_offset_log(checkpoint, batch_id) or {}).get(RESET_FROM) or {}
+
+
+def bind_log(checkpoint: Path, lake: Path) -> int:
+    """The log id of this checkpoint's batch 0 (see the module doc); binds a new checkpoint to the log."""
+    binding = checkpoint / LOG_BINDING
+    planned = _batch_ids(checkpoint, "offsets")
+    tail = read_records_tail(lake)
+    newest_logged = tail[-1].batch_id if tail else None
+    if binding.is_file():
+        base = int(json.loads(binding.read_text())["first_log_id"])
+    else:
+        base = newest_logged + 1 if newest_logged is not None and not planned else 0
+        if base:
+            log.warning(
+                "new checkpoint %s next to a micro-batch log that already holds batches up to %d: this checkpoint's "
+                "batches are logged from %d on, and it reads Kafka again from the earliest offsets",
+                checkpoint, newest_logged, base,
+            )  # fmt: skip
+        write_text_atomic(json.dumps({"first_log_id": base}) + "\n", binding)
+    highest = base + planned[-1] if planned else base - 1
+    if newest_logged is not None and newest_logged > highest:
+        raise LogMismatch(
+            f"the micro-batch log under {lake} holds batch {newest_logged}, beyond anything checkpoint {checkpoint} "
+            f"planned (its batches are logged as {base}..{highest}): the log was written by another checkpoint. "
+            "Point this job at a new lake, or remove both the log and the checkpoint to start over."
+        )
+    return base
 
 
 def start_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigger: int = 0) -> StreamingQuery:
     checkpoint = checkpoint_dir(settings)
     checkpoint.mkdir(parents=True, exist_ok=True)
+    base = bind_log(checkpoint, settings.lake_dir)
     writer = BatchWriter(settings.lake_dir, settings.speed_dir)
+    folder = CandleFolder(state_dir(checkpoint), parse_delay(settings.stream.watermark))
+    planned, committed = _batch_ids(checkpoint, "offsets"), _batch_ids(checkpoint, "commits")
+    folder.reconcile(planned[-1] if planned else None, committed[-1] if committed else None)
+    missed = MissedLog(settings.speed_dir)
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        rows = pl.from_arrow(batch.toArrow())
-        record = writer.write(rows, batch_id, batch_offsets(checkpoint, batch_id))
-        if record is not None:
-            log.info(
-                "batch %d: %d candle rows, %d daily rows, event time %s .. %s",
-                batch_id, record.rows["candles_1m"], record.rows["daily"], record.min_event_time, record.max_event_time,
+        log_id = base + batch_id
+        events = pl.from_arrow(batch.toArrow())
+        reset = batch_reset(checkpoint, batch_id)
+        if reset:
+            log.error(
+                "batch %d reads %s from the offsets given after Kafka lost data: each symbol's missed stretch "
+                "runs from its newest event before the loss to its first newer event after it",
+                log_id, reset,
             )  # fmt: skip
+        rows, closed = folder.fold(batch_id, events, f"kafka-reset-b{log_id}" if reset else None)
+        record = writer.write(rows, log_id, batch_offsets(checkpoint, batch_id))
+        for gap in closed:
+            stretch = missed.record(gap.symbol, gap.from_ms, gap.to_ms, gap.reason, stretch_id=gap.id)
+            log.warning("recorded missed stretch for %s: %s .. %s (%s)", gap.symbol, stretch.from_time, stretch.to_time, gap.reason)
+        folder.commit(batch_id)
+        log.info(
+            "batch %d: %d candle rows, %d daily rows, event time %s .. %s",
+            log_id, record.rows["candles_1m"], record.rows["daily"], record.min_event_time, record.max_event_time,
+        )  # fmt: skip
 
-    rows = speed_rows(read_kafka(spark, settings, max_offsets_per_trigger), settings.stream.watermark)
+    events = parse_events(read_kafka(spark, settings, max_offsets_per_trigger))
     return (
-        rows.writeStream.queryName(QUERY_NAME)
-        .outputMode("update")
+        events.writeStream.queryName(QUERY_NAME)
+        .outputMode("append")
         .foreachBatch(write_batch)
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{settings.stream.trigger_seconds} seconds")

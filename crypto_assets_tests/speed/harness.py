@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets_tests.conftest import REPO, write_config
-from streaming_sensor.kafka_source import KafkaStreamReader
+from streaming_sensor.kafka_source import KafkaStreamReader, positions
 from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
 from streaming_sensor.producer import ProducerOptions, StreamProducer
 from streaming_sensor.stream_job import batch_offsets
@@ -80,18 +80,21 @@ def producer_thread(options: ProducerOptions, speed_dir: Path):
 def kafka_ends(bootstrap: str, topics: list[str]) -> dict[str, dict[str, int]]:
     reader = KafkaStreamReader({"kafka.bootstrap.servers": bootstrap, "subscribe": ",".join(topics)})
     try:
-        return reader.latestOffset({}, None)
+        return positions(reader.latestOffset({}, None))
     finally:
         reader.stop()
 
 
-def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_command(config: Path, log_path: Path, *args: str) -> subprocess.Popen:
+    """``crypto-assets <args>`` in its own process with this config, output appended to ``log_path``."""
     env = dict(os.environ, CRYPTO_ASSETS_CONFIG=str(config), PYTHONPATH=str(REPO))
     env.pop("CRYPTO_ASSETS_HOME", None)
     handle = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "crypto_assets.cli", "stream", *extra_args], env=env, cwd=REPO, stdout=handle, stderr=handle
-    )
+    return subprocess.Popen([sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=handle)
+
+
+def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    return start_command(config, log_path, "stream", *extra_args)
 
 
 def committed_offsets(checkpoint: Path) -> dict[str, dict[str, int]]:

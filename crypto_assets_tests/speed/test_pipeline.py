@@ -17,6 +17,7 @@ from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
+    caught_up,
     kafka_ends,
     producer_thread,
     speed_config,
@@ -95,7 +96,7 @@ def _offset_ranges_cover(lake: Path, ends: dict) -> None:
     """Logged batches hold each Kafka offset exactly once: one record per batch id, disjoint ranges."""
     records = read_records(lake)
     ids = [r.batch_id for r in records]
-    assert len(ids) == len(set(ids))
+    assert ids == list(range(ids[0], ids[-1] + 1)), f"every micro-batch is logged once: {ids}"
     for topic, parts in ends.items():
         for part, end in parts.items():
             spans = sorted(tuple(r.offsets[topic][part]) for r in records if r.offsets.get(topic, {}).get(part))
@@ -117,23 +118,28 @@ def _commits(checkpoint: Path) -> int:
 def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_duplicated_candles(pipeline, tmp_path):
     broker, ends = pipeline["broker"], pipeline["ends"]
     home = tmp_path / "crashing"
-    config = speed_config(home, broker.bootstrap_servers, PREFIX)
+    # Small batches on a short trigger: the ~1,000 messages take ~50 micro-batches, so every kill lands while
+    # batches are still pending, at a random point of the cycle (planning, reading, folding, writing files,
+    # logging, snapshotting the candle state, Spark's commit).
+    config = speed_config(home, broker.bootstrap_servers, PREFIX, trigger=0.2)
     checkpoint = home / "speed" / "checkpoints" / "speed_candles"
     log_path = home / "stream.log"
     rng = random.Random()
-    small_batches = ("--max-offsets-per-trigger", "100")  # many micro-batches, so kills land mid-stream
+    small_batches = ("--max-offsets-per-trigger", "20")
     kills = 0
-    for _trial in range(3):
+    for trial in range(3):
         before = _commits(checkpoint)
         process = start_stream(config, log_path, small_batches)
         deadline = time.monotonic() + 120
         while _commits(checkpoint) == before and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # kill only once this run is processing batches
-        time.sleep(rng.uniform(0.0, 1.5))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
+            time.sleep(0.05)  # kill only once this run is processing batches
+        assert process.poll() is None, f"trial {trial}: the stream job exited:\n{log_path.read_text()[-4000:]}"
+        assert _commits(checkpoint) > before, f"trial {trial}: no batch committed in 120 s"
+        time.sleep(rng.uniform(0.0, 1.0))
+        assert not caught_up(checkpoint, ends), f"trial {trial}: the job caught up before the kill; the kill must land mid-stream"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
     assert kills == 3
     process = start_stream(config, log_path, small_batches)
     try:
@@ -141,6 +147,8 @@ def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_dupli
     finally:
         stop_process(process)
 
+    # Batches bounded by a message count still keep the two topics together in exchange time: nothing is late.
+    assert "older than the watermark" not in log_path.read_text()
     _offset_ranges_cover(home / "lake", ends)
     candles, daily = speed_view(home / "lake")
     for got, uninterrupted in ((candles, pipeline["candles"]), (daily, pipeline["daily"])):

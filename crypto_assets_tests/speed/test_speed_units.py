@@ -12,7 +12,6 @@ import pytest
 from crypto_assets.batch.transforms.daily import aggregate_daily
 from streaming_sensor.batch_writer import BatchWriter
 from streaming_sensor.candles import DAY_MS, CandleBook, event_order, parse_delay
-from streaming_sensor.kafka_source import offset_ranges, split_limit
 from streaming_sensor.microbatch_log import batch_file, read_records
 from streaming_sensor.missed import MissedLog, open_stretches, read_stretches
 from streaming_sensor.producer import (
@@ -114,16 +113,6 @@ def test_parse_delay():
     assert parse_delay("30 seconds") == 30_000
     with pytest.raises(ValueError, match="stream.watermark"):
         parse_delay("soon")
-
-
-def test_read_limits_share_the_budget_across_partitions():
-    start = {"a": {"0": 0, "1": 10}}
-    latest = {"a": {"0": 100, "1": 15}, "b": {"0": 7}}
-    ends = split_limit(start, latest, 20)
-    moved = sum(ends[t][p] - start.get(t, {}).get(p, 0) for t in ends for p in ends[t])
-    assert moved == 20 and ends["a"]["1"] == 15 and ends["b"]["0"] == 7
-    ranges = offset_ranges(start, ends, "x:1")
-    assert [(r.topic, r.partition, r.start, r.end) for r in ranges] == [("a", 0, 0, 8), ("a", 1, 10, 15), ("b", 0, 0, 7)]
 
 
 def test_parse_message_accepts_binance_payloads_and_names_what_is_wrong():
