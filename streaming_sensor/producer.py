@@ -11,6 +11,11 @@ Failure handling:
   WebSocket client.
 * Every stretch of exchange time not captured (disconnect -> first event after reconnect, producer stopped,
   messages dropped) is written to :mod:`streaming_sensor.missed` for the batch layer to backfill.
+* A producer that dies without stopping (SIGKILL, OOM, power) records nothing itself. So every
+  ``state_seconds`` it writes, atomically, the newest event time per symbol that Kafka acknowledged
+  (:func:`state_path`); at start, a state not marked as cleanly stopped opens a "producer crashed" stretch per
+  symbol from that time, closed by the symbol's first event. Messages still buffered at the crash are inside
+  that stretch, since only acknowledged ones move the time on.
 * A malformed message is counted and logged; the stream goes on.
 * While the broker is unreachable, messages wait in a bounded in-memory buffer and are retried in order;
   none is lost while the buffer holds. When it is full, new messages are dropped, counted, and recorded as
@@ -23,15 +28,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.settings import Settings, validate_symbol
 from streaming_sensor.broker import ensure_topics, topic_name
-from streaming_sensor.missed import MissedLog, MissedStretch, open_stretches
+from streaming_sensor.missed import MissedLog, MissedStretch, open_stretches, stretches_path
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class ProducerOptions:
     backoff_max: float = 30.0
     stats_seconds: float = 10.0
     drain_seconds: float = 15.0  # on stop, time allowed to deliver what is buffered
+    state_seconds: float = 1.0  # how often the acknowledged event times are saved (see state_path)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> ProducerOptions:
@@ -70,6 +79,23 @@ class ProducerOptions:
 def stream_url(ws_url: str, symbols: list[str]) -> str:
     streams = "/".join(f"{validate_symbol(s).lower()}@{kind}" for s in symbols for kind in STREAM_KINDS)
     return f"{ws_url.rstrip('/')}/stream?streams={streams}"
+
+
+def state_path(speed_dir: Path) -> Path:
+    """``{"delivered_ms": {symbol: ms}, "stopped": bool, ...}``: what a crashed producer leaves for the next."""
+    return stretches_path(speed_dir).with_name("producer_state.json")
+
+
+def read_state(speed_dir: Path) -> dict:
+    path = state_path(speed_dir)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        log.error("unreadable producer state %s: ignored (no crash stretch can be recorded from it)", path)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -156,6 +182,49 @@ class StreamProducer:
         self._wake = asyncio.Event()
         self._malformed_logged = 0
         self._down_logged = False
+        self.delivered: dict[str, int] = {}  # symbol -> newest event time Kafka acknowledged
+        self._saved: tuple | None = None
+        self._recover_crash()
+
+    # -- what a crash leaves behind ---------------------------------------------------------------------------
+    def _recover_crash(self) -> None:
+        """Open a stretch per symbol from the last acknowledged event time of a run that did not stop cleanly."""
+        state = read_state(self.speed_dir)
+        delivered = {str(k): int(v) for k, v in (state.get("delivered_ms") or {}).items()}
+        if state and not state.get("stopped", True):
+            for symbol, ms in sorted(delivered.items()):
+                if symbol in self.symbols and not self.open.get(symbol):
+                    stretch = self.missed.open(symbol, ms, "producer crashed")
+                    self.open[symbol] = [stretch]
+                    log.warning(
+                        "the previous producer (pid %s) did not stop cleanly: missed stretch for %s from %s opened "
+                        "(closed by the first event now)", state.get("pid"), symbol, stretch.from_time,
+                    )  # fmt: skip
+        self.delivered = {s: ms for s, ms in delivered.items() if s in self.symbols}
+        self._save_state(stopped=False)  # from now on a crash is a crash, whatever the last run did
+
+    def _save_state(self, stopped: bool) -> None:
+        key = (tuple(sorted(self.delivered.items())), stopped)
+        if key == self._saved:
+            return
+        payload = {
+            "delivered_ms": dict(sorted(self.delivered.items())),
+            "stopped": stopped,
+            "pid": os.getpid(),
+            "updated_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            write_text_atomic(json.dumps(payload) + "\n", state_path(self.speed_dir))
+            self._saved = key
+        except OSError as exc:  # a full disk must not stop the stream; the next save tries again
+            log.error("could not save the producer state %s: %s", state_path(self.speed_dir), exc)
+
+    async def _state_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.options.state_seconds)
+            except TimeoutError:
+                self._save_state(stopped=False)
 
     # -- WebSocket side -------------------------------------------------------------------------------------
     def _accept(self, out: Outgoing) -> None:
@@ -193,8 +262,8 @@ class StreamProducer:
             if not self.open.get(symbol):
                 self.open[symbol] = [self.missed.open(symbol, last, reason)]
 
-    async def _read(self, ws) -> str:
-        """Read until the connection must be replaced; returns why."""
+    async def _read(self, ws, stop: asyncio.Event) -> str:
+        """Read until the connection must be replaced or the producer stops; returns why."""
         opened = time.monotonic()
         prefix = self.options.topic_prefix
         while True:
@@ -203,6 +272,10 @@ class StreamProducer:
             except TimeoutError:
                 log.warning("no message for %.0fs: reconnecting", self.options.silence_seconds)
                 return "silent connection"
+            if stop.is_set():
+                # asyncio.wait_for (Python 3.11) can swallow a cancel that meets a message: stop here, with
+                # nothing accepted after the "producer stopped" stretch was opened.
+                return "producer stopped"
             received_ms = time.time_ns() // 1_000_000
             self.counters.received += 1
             try:
@@ -231,7 +304,7 @@ class StreamProducer:
                     log.info("connected to %s", self.options.ws_url)
                     self.connected.set()
                     attempt = 0
-                    reader = asyncio.ensure_future(self._read(ws))
+                    reader = asyncio.ensure_future(self._read(ws, stop))
                     stopper = asyncio.ensure_future(stop.wait())
                     done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
                     stopper.cancel()
@@ -239,6 +312,9 @@ class StreamProducer:
                         reason = reader.result()
                     else:
                         reader.cancel()
+                        await asyncio.wait({reader}, timeout=5.0)  # it accepts nothing more once stop is set
+                        if reader.done() and not reader.cancelled():
+                            reader.exception()  # retrieved: a close racing the stop is no error
                         reason = "producer stopped"
             except ConnectionClosed as exc:
                 reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
@@ -293,6 +369,16 @@ class StreamProducer:
         failed = [out for out, result in zip(chunk, results, strict=False) if isinstance(result, BaseException)]
         failed += chunk[len(futures) :]
         self.counters.published += len(chunk) - len(failed)
+        # Acknowledged event times move on per symbol up to its first unacknowledged message (to be retried).
+        blocked: set[str] = set()
+        delivered = self.delivered
+        for out, result in zip(chunk, results + [None] * (len(chunk) - len(results)), strict=True):
+            if out.symbol in blocked:
+                continue
+            if result is None or isinstance(result, BaseException):
+                blocked.add(out.symbol)
+            elif out.event_ms > delivered.get(out.symbol, -1):
+                delivered[out.symbol] = out.event_ms
         return failed
 
     async def _publish_loop(self, stop: asyncio.Event, ws_done: asyncio.Event) -> None:
@@ -385,14 +471,19 @@ class StreamProducer:
             asyncio.ensure_future(websocket()),
             asyncio.ensure_future(self._publish_loop(stop, ws_done)),
             asyncio.ensure_future(self._stats_loop(stop)),
+            asyncio.ensure_future(self._state_loop(stop)),
         ]
+        clean = False
         try:
             await asyncio.gather(*tasks[:2])
+            clean = True
         finally:
             stop.set()
             for task in tasks:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Stopped cleanly: the stop and any undelivered messages are recorded stretches already.
+            self._save_state(stopped=clean)
         log.info("producer stopped: %s", self.counters.line(len(self.buffer)))
         return self.counters

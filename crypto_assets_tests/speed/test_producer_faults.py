@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,10 +16,10 @@ import pytest
 
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets_tests.speed.binance_messages import recorded_candles
-from crypto_assets_tests.speed.harness import SYMBOL, producer_thread
+from crypto_assets_tests.speed.harness import SYMBOL, kafka_ends, producer_thread, speed_config, start_command, stop_process
 from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
 from streaming_sensor.missed import read_stretches
-from streaming_sensor.producer import ProducerOptions
+from streaming_sensor.producer import ProducerOptions, read_state
 
 START = datetime(2021, 3, 26, 3, 0, tzinfo=UTC)
 MINUTE_MS = 60_000
@@ -36,7 +38,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         time.sleep(0.05)
 
 
-def read_topic(bootstrap: str, topic: str) -> list[dict]:
+def read_topic(bootstrap: str, topic: str, before: dict[str, int] | None = None, after: bool = False) -> list[dict]:
+    """Every message of a topic (``before``: only offsets below these per partition; ``after``: only the rest)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from crypto_assets_tests.speed.harness import kafka_ends
@@ -52,7 +55,9 @@ def read_topic(bootstrap: str, topic: str) -> list[dict]:
             got = 0
             while got < end:
                 for message in consumer.consume(1000, timeout=2.0):
-                    out.append(json.loads(message.value()))
+                    cut = (before or {}).get(part)
+                    if cut is None or (message.offset() < cut) != after:
+                        out.append(json.loads(message.value()))
                     got = message.offset() + 1
     finally:
         consumer.close()
@@ -159,3 +164,59 @@ def test_a_full_buffer_drops_new_messages_and_records_them_as_missed(market, tmp
     full = [s for s in read_stretches(tmp_path) if s.reason == "buffer full"]
     assert full and all(s.from_ms <= s.to_ms for s in full)
     assert min(s.from_ms for s in full) <= int(START.timestamp() * 1000) + 2 * MINUTE_MS
+
+
+def _covered(missing_minutes: list[int], stretches) -> None:
+    for minute in missing_minutes:
+        close_event = minute + MINUTE_MS
+        assert any(s.from_ms <= close_event <= s.to_ms for s in stretches), f"minute {minute} missing without a stretch"
+
+
+def test_a_sigkilled_producer_records_what_it_missed_when_it_starts_again(market, shared_data, tmp_path):
+    prefix = "crash"
+    topics = [topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]
+    home, log_path = tmp_path / "home", tmp_path / "produce.log"
+    speed_dir = home / "speed"
+
+    def published() -> int:
+        return sum(sum(parts.values()) for parts in kafka_ends(broker.bootstrap_servers, topics).values())
+
+    with embedded_broker(topics=topics) as broker, ReplayServer(market, start=START, speed=120.0) as replay:
+        config = speed_config(home, broker.bootstrap_servers, prefix, ws_url=replay.ws_url)
+        first = start_command(config, log_path, "produce", "--stats-seconds", "2")
+        try:
+            wait_for(lambda: published() > 300 and SYMBOL in read_state(speed_dir).get("delivered_ms", {}), 90, "first run")
+            time.sleep(random.uniform(0.0, 1.0))
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        finally:
+            stop_process(first)
+        saved = read_state(speed_dir)
+        at_kill = kafka_ends(broker.bootstrap_servers, topics)
+        assert saved["stopped"] is False and [s.reason for s in read_stretches(speed_dir)] == [], "a SIGKILL records nothing itself"
+        time.sleep(3.0)  # six exchange minutes at 120x that nobody captures
+        second = start_command(config, log_path, "produce", "--stats-seconds", "2")
+        try:
+            wait_for(lambda: published() > sum(sum(p.values()) for p in at_kill.values()) + 300, 90, "second run")
+        finally:
+            stop_process(second)
+        assert second.returncode == 0, log_path.read_text()[-3000:]
+        runs = [
+            [m for t in topics for m in read_topic(broker.bootstrap_servers, t, at_kill[t], after=after)] for after in (False, True)
+        ]
+        klines = read_topic(broker.bootstrap_servers, topics[0])
+
+    stretches = read_stretches(speed_dir)
+    crashed = [s for s in stretches if s.reason == "producer crashed"]
+    assert len(crashed) == 1 and crashed[0].symbol == SYMBOL and crashed[0].to_ms is not None, stretches
+    # From the newest event time Kafka acknowledged before the kill, as saved, to the first event captured after.
+    assert crashed[0].from_ms == saved["delivered_ms"][SYMBOL] and crashed[0].from_ms in {m["E"] for m in runs[0]}
+    assert crashed[0].to_ms in {m["E"] for m in runs[1]} and crashed[0].to_ms > max(m["E"] for m in runs[0])
+    assert [s.reason for s in stretches if s.to_ms is None] == ["producer stopped"]  # the clean stop at the end
+    assert read_state(speed_dir)["stopped"] is True
+    # Every minute whose final candle is not in Kafka lies inside the recorded stretch.
+    finals = final_klines(klines)
+    have = {int(t.timestamp() * 1000) for t in finals["open_time"]}
+    missing = [m for m in range(min(have), max(have), MINUTE_MS) if m not in have]
+    assert len(missing) >= 3, "three seconds without a producer at 120x lose several minutes"
+    _covered(missing, crashed)
