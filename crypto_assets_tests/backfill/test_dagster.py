@@ -168,8 +168,10 @@ def test_refresh_months_start_where_the_last_complete_backfill_stopped():
     covered = datetime(2026, 2, 27, 0, 5, tzinfo=UTC)
     assert refresh_months(date(2026, 3, 9), first, covered) == (Month(2026, 2), Month(2026, 3))  # after downtime
     assert refresh_months(date(2026, 6, 2), first, covered) == (Month(2026, 2), Month(2026, 6))  # however long
-    assert refresh_months(date(2026, 3, 2), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 3),) * 2
+    assert refresh_months(date(2026, 3, 9), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 3),) * 2
     assert refresh_months(date(2026, 3, 9), first, datetime(2026, 4, 1, tzinfo=UTC)) == (Month(2026, 3),) * 2
+    # The first-days rule stays a floor: a run whose later steps failed after a complete backfill is redone.
+    assert refresh_months(date(2026, 3, 2), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 2), Month(2026, 3))
 
 
 def test_the_last_covered_time_ignores_errors_and_stops_at_a_disabled_backfill(tmp_path):

@@ -3,8 +3,9 @@ prophet_input, over the running month and every earlier month that no run has ye
 
 Each error-free ``exchange_backfill`` records ``covered_until`` (its window is complete up to there, by the
 exchange's clock). The daily range starts at the month of the newest such time, so after downtime, of any length,
-the previous months' final days are filled too. Without such a record (a new instance, or the backfill turned
-off or skipped) the range is the running month, and on the first days of a month the previous one as well.
+the previous months' final days are filled too. In any case it holds the running month, and on the first days
+of a month the previous one as well (the only rule without such a record: a new instance, or the backfill turned
+off or skipped).
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ def refresh_months(day: date, first_month: Month, covered_until: datetime | None
     """First and last month to refresh on ``day``; ``covered_until`` is where the last error-free backfill
     left minute_raw complete (None when unknown)."""
     current = Month.of(day)
-    if covered_until is None:
-        first = current.previous() if day.day <= PREVIOUS_MONTH_DAYS else current
-    else:
-        first = min(Month.of(covered_until), current)
+    first = current.previous() if day.day <= PREVIOUS_MONTH_DAYS else current
+    if covered_until is not None:
+        first = min(first, Month.of(covered_until))
     return max(first, first_month), max(current, first_month)
 
 
