@@ -159,6 +159,9 @@ def main() -> int:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)"
+          + (" - busy: the figures are pessimistic" if load[0] > (os.cpu_count() or 1) else ""))  # fmt: skip
     print()
     print("| chunk (min) | wall s | of which exchange s | candles | candles/s | requests | chunks | peak RSS MB "
           "| restored exactly | < 10 s |")  # fmt: skip
