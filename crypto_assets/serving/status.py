@@ -21,7 +21,7 @@ from crypto_assets.serving.unified import SPEED, seam_of
 from crypto_assets.settings import Settings
 from streaming_sensor.microbatch_log import read_records_tail
 
-COMPONENTS = ("exchange-replay", "broker", "producer", "stream", "dagster-webserver", "dagster-daemon")
+COMPONENTS = ("exchange-replay", "broker", "producer", "stream", "reports", "dagster-webserver", "dagster-daemon")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -45,6 +45,7 @@ def fallback_ports(settings: Settings) -> dict[str, int | None]:
     return {
         "broker": _local_port(settings.kafka.bootstrap_servers.split(",")[0]),
         "exchange-replay": _local_port(settings.exchange.rest_url),
+        "reports": settings.serving.reports_port,
     }
 
 
