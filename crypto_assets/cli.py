@@ -97,6 +97,7 @@ def _time_span(source, latest: datetime):
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from crypto_assets.batch.backfill.lock import LakeBusyError
     from crypto_assets.batch.minute_ingest import ingest_window
     from crypto_assets.batch.source_catalog import resolve_sources
     from crypto_assets.batch.sources.discovery import discover_sources
@@ -128,10 +129,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     sources, unplaced, _ = resolve_sources(settings)
     start = min(f for f, _ in spans).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = max(l for _, l in spans) + timedelta(minutes=1)
-    with tqdm(total=len(sources), unit="file", desc="ingesting") as bar:
-        result = ingest_window(
-            sources, settings.lake_dir, settings.symbol_names, start, end, progress=lambda _: bar.update()
-        )
+    try:
+        with tqdm(total=len(sources), unit="file", desc="ingesting") as bar:
+            result = ingest_window(
+                sources, settings.lake_dir, settings.symbol_names, start, end,
+                progress=lambda _: bar.update(), on_wait=tqdm.write,
+            )  # fmt: skip
+    except LakeBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(
         f"minute_raw: {result.minute.rows:,} rows in {len(result.minute.files)} partitions "
         f"({result.minute.bytes_written / 1e6:.1f} MB); read {result.rows_read:,}, "

@@ -97,7 +97,9 @@ def build_batch_assets(settings: Settings) -> list:
                 context.log.info(f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
                                  f"{report.quarantined:,} quarantined")  # fmt: skip
 
-        result = ingest_window(sources, market.lake, cfg.symbol_names, start, end, progress=log_source)
+        result = ingest_window(
+            sources, market.lake, cfg.symbol_names, start, end, progress=log_source, on_wait=context.log.info
+        )
         frame = result.frame
         failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
         metadata = dataset_metadata(frame, result.minute, "open_time") | {
