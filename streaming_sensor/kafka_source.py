@@ -36,7 +36,7 @@ KAFKA_COLUMNS = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
 )
 READ_TIMEOUT_SECONDS = 60.0
-STALL_CHECK_SECONDS = 5.0  # a read that makes no progress this long checks whether its topic was re-created
+STALL_CHECK_SECONDS = 3.0  # a read that makes no progress this long checks whether its topic was re-created
 CONSUME_BATCH = 10_000
 TOPIC_IDS = "@topic_ids"
 RESET_FROM = "@reset_from"
@@ -179,6 +179,9 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.max.bytes": 8 << 20,
+            # Never jump to another offset on its own: a re-created topic must not pass for this range's data.
+            "auto.offset.reset": "error",
+            "log_level": 0,  # broker outages surface as errors below, not as a flood of client log lines
         }
     )
     schema = pa.schema(
@@ -197,13 +200,20 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
         position = rng.start
         deadline = time.monotonic() + timeout
         stall_check = time.monotonic() + STALL_CHECK_SECONDS
+        last_error = None
         while position < rng.end:
             messages = consumer.consume(min(CONSUME_BATCH, rng.end - position), timeout=1.0)
             keys, values, offsets, stamps, kinds = [], [], [], [], []
             for message in messages:
-                if message.error():
-                    raise RuntimeError(f"{rng.topic}[{rng.partition}]: {message.error()}")
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise RuntimeError(f"{rng.topic}[{rng.partition}]: {error}")
+                    last_error = error  # broker away, leader moving, topic re-created: no progress; see below
+                    continue
                 offset = message.offset()
+                if offset < position:
+                    continue
                 if offset >= rng.end:
                     position = rng.end
                     break
@@ -244,6 +254,7 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
             elif time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{rng.topic}[{rng.partition}]: offsets {position}..{rng.end} not readable within {timeout:.0f}s"
+                    + (f" (last error: {last_error})" if last_error is not None else "")
                 )
     finally:
         consumer.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -26,7 +27,8 @@ from crypto_assets_tests.speed.harness import (
     stop_process,
     wait_caught_up,
 )
-from streaming_sensor.broker import embedded_broker, topic_name
+from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
+from streaming_sensor.kafka_source import TOPIC_IDS, KafkaStreamReader, positions
 from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
 from streaming_sensor.missed import read_stretches
 from streaming_sensor.producer import ProducerOptions
@@ -153,3 +155,111 @@ def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_dupli
     candles, daily = speed_view(home / "lake")
     for got, uninterrupted in ((candles, pipeline["candles"]), (daily, pipeline["daily"])):
         assert got.drop("batch_id").equals(uninterrupted.drop("batch_id"))
+
+
+def _ends_and_ids(bootstrap: str, topics: list[str]) -> tuple[dict, dict]:
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": bootstrap, "subscribe": ",".join(topics)})
+    try:
+        latest = reader.latestOffset({}, None)
+    finally:
+        reader.stop()
+    return positions(latest), latest[TOPIC_IDS]
+
+
+def _caught_up_on(checkpoint: Path, ends: dict, topic_ids: dict) -> bool:
+    """Spark committed a batch of the topics with these ids that reaches ``ends``."""
+    commits = sorted(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))
+    if not commits:
+        return False
+    lines = (checkpoint / "offsets" / str(commits[-1])).read_text().splitlines()
+    offsets = json.loads(lines[-1])
+    done = positions(offsets)
+    return offsets.get(TOPIC_IDS) == topic_ids and all(
+        done.get(t, {}).get(p, 0) >= end for t, parts in ends.items() for p, end in parts.items()
+    )
+
+
+def test_a_broker_restart_under_the_running_stream_job_is_logged_as_data_loss_and_recorded_as_a_missed_stretch(
+    shared_data, tmp_path
+):
+    """Tansu keeps its log in memory: after a restart the topics are new (new ids) and their offsets start at
+    0 again, below the checkpoint's. The running job goes on from the new earliest offsets, says so, and
+    records the stretch it did not see; the producer's buffer carries what the old broker never acknowledged."""
+    prefix = "restart"
+    topics = [topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]
+    market = Market.from_sources([str(shared_data / "binance_spot_1m" / "2021" / f"{SYMBOL}_1m.csv")], [SYMBOL])
+    port = free_port()
+    broker = start_broker(port, topics, 3)
+    home, log_path = tmp_path / "home", tmp_path / "stream.log"
+    checkpoint = home / "speed" / "checkpoints" / "speed_candles"
+    config = speed_config(home, broker.bootstrap_servers, prefix)
+    stream = start_stream(config, log_path)
+    start = datetime(2021, 3, 26, 10, 0, tzinfo=UTC)
+    try:
+        with ReplayServer(market, start=start, speed=SPEED) as replay:
+            options = ProducerOptions(
+                symbols=[SYMBOL], ws_url=replay.ws_url, bootstrap_servers=broker.bootstrap_servers,
+                topic_prefix=prefix, stats_seconds=5, backoff_initial=0.2,
+            )  # fmt: skip
+            with producer_thread(options, home / "speed") as producer:
+                deadline = time.monotonic() + 180
+                while _commits(checkpoint) < 3:  # the job is streaming batches when the broker goes
+                    assert stream.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+                    time.sleep(0.2)
+                broker.stop()
+                deadline = time.monotonic() + 30
+                while producer.broker_ok:
+                    assert time.monotonic() < deadline, "the producer did not notice the broker going"
+                    time.sleep(0.05)
+                time.sleep(2.0)
+                broker = start_broker(port, topics, 3)  # same address, empty topics
+                deadline = time.monotonic() + 60
+                while not producer.broker_ok or producer.buffer:
+                    assert time.monotonic() < deadline, "the producer did not deliver its buffer to the new broker"
+                    time.sleep(0.1)
+                time.sleep(4.0)
+            assert producer.counters.dropped == 0
+        ends, new_ids = _ends_and_ids(broker.bootstrap_servers, topics)
+        deadline = time.monotonic() + 180
+        while not _caught_up_on(checkpoint, ends, new_ids):  # on the new topics: the old ones had higher offsets
+            assert stream.poll() is None, f"the job exited:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"not caught up with the new topics:\n{log_path.read_text()[-4000:]}"
+            time.sleep(0.5)
+        assert stream.poll() is None, "the job rode out the outage in one process"
+    finally:
+        stop_process(stream)
+        broker.stop()
+
+    text = log_path.read_text()
+    assert "DATA LOSS" in text and "re-created" in text, text[-4000:]
+    lost = [s for s in read_stretches(home / "speed") if s.reason == "kafka data lost"]
+    assert [(s.symbol, s.from_ms < s.to_ms) for s in lost] == [(SYMBOL, True)], lost
+
+    # The log: one line per batch, contiguous ranges on the old topics, then exactly one batch that starts
+    # again at the new topics' earliest offsets and contiguous ranges from there to their ends.
+    records = read_records(home / "lake")
+    ids = [r.batch_id for r in records]
+    assert ids == list(range(len(ids)))
+    resets = [
+        i for i in range(1, len(records))
+        if any(span[0] < records[i - 1].offsets.get(t, {}).get(p, [0, 0])[1] for t, parts in records[i].offsets.items() for p, span in parts.items())
+    ]  # fmt: skip
+    assert len(resets) == 1, [r.offsets for r in records]
+    for topic, parts in ends.items():
+        for part, end in parts.items():
+            position = 0
+            for record in records[resets[0] :]:
+                span = record.offsets[topic][part]
+                assert span[0] == position, (topic, part, record)
+                position = span[1]
+            assert position == end
+
+    # Every final candle the stream wrote is the exchange's; a minute without one lies inside the stretch.
+    candles, _ = speed_view(home / "lake")
+    closed = candles.filter(pl.col("is_closed"))
+    recorded = recorded_candles(shared_data, SYMBOL, 2021, start.replace(tzinfo=None), 400)
+    assert closed.select(recorded.columns).join(recorded, on=recorded.columns, how="anti").height == 0
+    minutes = {int(t.timestamp() * 1000) for t in closed["open_time"]}
+    for minute in range(min(minutes), max(minutes), 60_000):
+        if minute not in minutes:
+            assert any(s.from_ms <= minute + 60_000 <= s.to_ms for s in lost), f"minute {minute} lost without a stretch"
