@@ -4,7 +4,7 @@ project settings. Each domain (batch, exchange backfill, Spark, forecast, speed,
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from crypto_assets.batch.assets import build_batch_assets
 from crypto_assets.batch.backfill import defs as backfill_defs
@@ -34,6 +34,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=[*batch_assets, *forecast_assets],
         jobs=[batch_job, forecast_job],
         resources={"market": MarketDataResource(home=str(settings.home))},
+        # The graph is a chain (each asset waits for the one before) and its steps parallelise internally
+        # (Polars threads, the CV process pool), so a process per step would only add start-up time per run.
+        executor=in_process_executor,
     )
     domains = [module.build_defs(settings) for module in (backfill_defs, spark_defs, streaming_defs, serving_defs)]
     return Definitions.merge(core, *domains)
