@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -159,7 +160,9 @@ def start_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigge
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
         log_id = base + batch_id
-        events = pl.from_arrow(batch.toArrow())
+        started = time.perf_counter()
+        events = pl.from_arrow(batch.toArrow())  # runs the batch's Spark job: Kafka read and JSON parsing
+        collected = time.perf_counter()
         reset = batch_reset(checkpoint, batch_id)
         if reset:
             log.error(
@@ -168,14 +171,17 @@ def start_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigge
                 log_id, reset,
             )  # fmt: skip
         rows, closed = folder.fold(batch_id, events, f"kafka-reset-b{log_id}" if reset else None)
+        folded = time.perf_counter()
         record = writer.write(rows, log_id, batch_offsets(checkpoint, batch_id))
         for gap in closed:
             stretch = missed.record(gap.symbol, gap.from_ms, gap.to_ms, gap.reason, stretch_id=gap.id)
             log.warning("recorded missed stretch for %s: %s .. %s (%s)", gap.symbol, stretch.from_time, stretch.to_time, gap.reason)
         folder.commit(batch_id)
         log.info(
-            "batch %d: %d candle rows, %d daily rows, event time %s .. %s",
-            log_id, record.rows["candles_1m"], record.rows["daily"], record.min_event_time, record.max_event_time,
+            "batch %d: %d events -> %d candle rows, %d daily rows, event time %s .. %s "
+            "(spark read+parse %.3fs, fold %.3fs, write+log+snapshot %.3fs)",
+            log_id, events.height, record.rows["candles_1m"], record.rows["daily"], record.min_event_time,
+            record.max_event_time, collected - started, folded - collected, time.perf_counter() - folded,
         )  # fmt: skip
 
     events = parse_events(read_kafka(spark, settings, max_offsets_per_trigger))
