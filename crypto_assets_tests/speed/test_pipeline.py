@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import time
 from datetime import UTC, datetime
@@ -263,3 +264,46 @@ def test_a_broker_restart_under_the_running_stream_job_is_logged_as_data_loss_an
     for minute in range(min(minutes), max(minutes), 60_000):
         if minute not in minutes:
             assert any(s.from_ms <= minute + 60_000 <= s.to_ms for s in lost), f"minute {minute} lost without a stretch"
+
+
+def test_a_reset_checkpoint_logs_after_the_existing_log_and_leaves_its_batches_alone(pipeline, tmp_path):
+    """Deleting the checkpoint (a reset) with the lake kept: the new run reads Kafka again from the earliest
+    offsets, logs its batches after the newest logged id, and never rewrites the first run's files."""
+    broker, ends = pipeline["broker"], pipeline["ends"]
+    home = tmp_path / "reset"
+    config = speed_config(home, broker.bootstrap_servers, PREFIX)
+    checkpoint = home / "speed" / "checkpoints" / "speed_candles"
+    log_path = home / "stream.log"
+    lake = home / "lake"
+    for run in range(2):
+        process = start_stream(config, log_path, ("--max-offsets-per-trigger", "300"))
+        try:
+            wait_caught_up(process, checkpoint, ends, 240, log_path)
+        finally:
+            stop_process(process)
+        if run == 0:
+            first = read_records(lake)
+            files = {r.batch_id: batch_file(lake, CANDLES_1M, r.batch_id).read_bytes() for r in first}
+            shutil.rmtree(checkpoint)
+
+    records = read_records(lake)
+    second = records[len(first) :]
+    assert [r.batch_id for r in records] == list(range(len(records))) and second
+    assert second[0].batch_id == first[-1].batch_id + 1
+    assert json.loads((checkpoint / "speed_log.json").read_text()) == {"first_log_id": second[0].batch_id}
+    assert all(batch_file(lake, CANDLES_1M, i).read_bytes() == data for i, data in files.items())
+    _offset_ranges_cover_from(second, ends)
+    candles, daily = speed_view(lake)  # the second run's rows are the newest: still the uninterrupted result
+    for got, uninterrupted in ((candles, pipeline["candles"]), (daily, pipeline["daily"])):
+        assert got.drop("batch_id").equals(uninterrupted.drop("batch_id"))
+
+
+def _offset_ranges_cover_from(records, ends: dict) -> None:
+    for topic, parts in ends.items():
+        for part, end in parts.items():
+            position = 0
+            for record in records:
+                start, stop = record.offsets[topic][part]
+                assert start == position, (topic, part, record)
+                position = stop
+            assert position == end
