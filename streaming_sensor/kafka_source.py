@@ -260,6 +260,53 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
         consumer.close()
 
 
+def plan_batch(
+    start: dict | None, lows: Offsets, highs: Offsets, ids: dict[str, str], certain: set[tuple[str, str]], max_rows: int = 0
+) -> tuple[dict, list[tuple[str, str, int, int, str]]]:
+    """The end offsets of the next batch after ``start``, given what the broker lists now: its earliest and end
+    offsets, topic ids and the partitions whose end is certain; and the data losses found, as
+    ``(topic, partition, checkpointed position, where reading goes on, why)``.
+
+    A partition whose topic was re-created, whose certain end is below the checkpointed position, or whose
+    earliest offset is above it (or that is new and starts above 0) is read from its earliest offset (in
+    ``@reset_from``). Otherwise a partition never moves backwards, e.g. while its leader changes.
+    """
+    begun = positions(start)
+    known_ids = (start or {}).get(TOPIC_IDS) or {}
+    highs = {t: dict(parts) for t, parts in highs.items()}
+    starts: Offsets = {}
+    reset_from: Offsets = {}
+    losses = []
+    for topic, parts in highs.items():
+        recreated = topic in known_ids and topic in ids and known_ids[topic] != ids[topic]
+        starts[topic] = {}
+        for part, high in parts.items():
+            low = lows[topic][part]
+            previous = begun.get(topic, {}).get(part)
+            if previous is None:  # not seen before (a new topic or more partitions): from its earliest offset
+                why = f"a partition first seen at earliest offset {low}" if low > 0 else None
+                previous = 0
+            elif recreated:
+                why = f"the topic was re-created (id {known_ids[topic]} -> {ids[topic]}), e.g. by a broker restart"
+            elif (topic, part) in certain and high < previous:
+                why = f"its end offset {high} is below the checkpointed position {previous} (broker restart?)"
+            elif low > previous:
+                why = f"offsets {previous}..{low - 1} were deleted before they were read (retention)"
+            else:
+                why = None
+            if why is None:
+                starts[topic][part] = previous
+                parts[part] = max(high, previous)
+            else:
+                losses.append((topic, part, previous, low, why))
+                starts[topic][part] = reset_from.setdefault(topic, {})[part] = low
+    ends = split_limit(starts, highs, max_rows) if max_rows > 0 else highs
+    for topic, parts in begun.items():  # partitions the broker no longer lists stay where they were
+        for part, offset in parts.items():
+            ends.setdefault(topic, {}).setdefault(part, offset)
+    return canonical(ends, {**known_ids, **ids}, reset_from), losses
+
+
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]):
         options = {k.lower(): v for k, v in options.items()}  # Spark hands options over with lower-case keys
@@ -381,38 +428,11 @@ class KafkaStreamReader(DataSourceStreamReader):
             _worker_logging()
             log.info("Kafka at %s answers again", self.bootstrap)
             self._warned_at = 0.0
-        begun = positions(start)
-        known_ids = (start or {}).get(TOPIC_IDS) or {}
-        starts: Offsets = {}
-        reset_from: Offsets = {}
-        for topic, parts in highs.items():
-            recreated = topic in known_ids and topic in ids and known_ids[topic] != ids[topic]
-            starts[topic] = {}
-            for part, high in parts.items():
-                low = lows[topic][part]
-                previous = begun.get(topic, {}).get(part)
-                if previous is None:  # a partition not seen before (a new topic or more partitions): from earliest
-                    starts[topic][part] = low
-                    continue
-                why = None
-                if recreated:
-                    why = f"the topic was re-created (id {known_ids[topic]} -> {ids[topic]}), e.g. by a broker restart"
-                elif (topic, part) in certain and high < previous:
-                    why = f"its end offset {high} is below the checkpointed position {previous} (broker restart?)"
-                elif low > previous:
-                    why = f"offsets {previous}..{low - 1} were deleted before they were read (retention)"
-                if why is None:
-                    starts[topic][part] = previous
-                    parts[part] = max(high, previous)  # never move backwards, e.g. while a leader changes
-                else:
-                    log_data_loss(topic, part, previous, low, why)
-                    starts[topic][part] = reset_from.setdefault(topic, {})[part] = low
+        end, losses = plan_batch(start, lows, highs, ids, certain, limit.max_rows if isinstance(limit, ReadMaxRows) else 0)
+        for topic, part, previous, low, why in losses:
+            log_data_loss(topic, part, previous, low, why)
         self._latest = canonical(highs, ids)
-        ends = split_limit(starts, highs, limit.max_rows) if isinstance(limit, ReadMaxRows) else highs
-        for topic, parts in begun.items():  # partitions the broker no longer lists stay where they were
-            for part, offset in parts.items():
-                ends.setdefault(topic, {}).setdefault(part, offset)
-        return canonical(ends, {**known_ids, **ids}, reset_from)
+        return end
 
     def reportLatestOffset(self) -> dict | None:
         return self._latest

@@ -9,7 +9,10 @@ Layout under the lake::
 
 A batch's files are written atomically before its log line is appended, so a logged batch is always
 complete. A batch replayed after a crash rewrites the same files and its line is appended once: readers
-keep the first line per batch id. Compaction removes batch directories and whole log days that the batch
+keep the first line per batch id. Every batch the stream job runs is logged, also one with no rows (its
+files are then empty), so the offset ranges of a partition's logged batches follow each other; they start
+again lower only after Kafka lost data (logged by the stream job, with a missed stretch recorded) or for a
+reset checkpoint, whose batch ids carry on after the newest logged one. Compaction removes batch directories and whole log days that the batch
 layer has superseded, so storage stays bounded.
 """
 

@@ -271,3 +271,32 @@ def test_a_reset_checkpoint_logs_its_batches_after_the_existing_log_and_a_log_ah
     (ahead / "speed_log.json").write_text('{"first_log_id": 0}')
     with pytest.raises(LogMismatch, match="another checkpoint"):
         bind_log(ahead, lake)
+
+
+def test_planning_goes_on_from_the_earliest_offset_after_each_kind_of_data_loss_and_never_moves_back_otherwise():
+    from streaming_sensor.kafka_source import plan_batch
+
+    start = canonical({"t": {"0": 10, "1": 10, "2": 10, "3": 10}, "gone": {"0": 4}}, {"t": "A"})
+    lows = {"t": {"0": 0, "1": 0, "2": 15, "3": 0, "4": 7}}
+    highs = {"t": {"0": 20, "1": 5, "2": 30, "3": 6, "4": 9}}
+    certain = {("t", "1")}  # partition 3's end was not confirmed by a fetch: it may just be listed short
+    end, losses = plan_batch(start, lows, highs, {"t": "A"}, certain)
+    assert end == {
+        "gone": {"0": 4},  # not listed now: stays where it was
+        "t": {"0": 20, "1": 5, "2": 30, "3": 10, "4": 9},
+        TOPIC_IDS: {"t": "A"},
+        RESET_FROM: {"t": {"1": 0, "2": 15, "4": 7}},
+    }
+    assert [(p, previous, low) for _, p, previous, low, _ in losses] == [("1", 10, 0), ("2", 10, 15), ("4", 0, 7)]
+    assert "below the checkpointed position" in losses[0][4] and "retention" in losses[1][4]
+
+    # The topic was re-created (new id): every partition starts again at its earliest offset, even one whose
+    # new end is already past the old position; a read limit is shared over the new backlogs.
+    again, losses = plan_batch(end, {"t": {"0": 0, "1": 0}}, {"t": {"0": 50, "1": 50}}, {"t": "B"}, set(), max_rows=20)
+    assert again[RESET_FROM] == {"t": {"0": 0, "1": 0}} and again[TOPIC_IDS] == {"t": "B"}
+    assert (again["t"]["0"], again["t"]["1"]) == (10, 10) and all("re-created" in loss[4] for loss in losses)
+    assert offset_ranges(end, again, "x")[0].start == 0
+
+    # Nothing new: the same offsets, in the same order, so Spark sees no new data.
+    same, losses = plan_batch(again, {"t": {"0": 0, "1": 0}}, {"t": {"0": 10, "1": 10}}, {"t": "B"}, set())
+    assert losses == [] and json.dumps(same) == json.dumps({k: v for k, v in again.items() if k != RESET_FROM})
