@@ -93,10 +93,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from crypto_assets.cli import _settings
     from streaming_sensor.stream_job import build_session, checkpoint_dir, start_stream
 
+    from streaming_sensor.batch_writer import LogMismatch
+
     settings = _settings(args)
     _logging(args.verbose)
     spark = build_session(settings)
-    query = start_stream(spark, settings, max_offsets_per_trigger=args.max_offsets_per_trigger)
+    try:
+        query = start_stream(spark, settings, max_offsets_per_trigger=args.max_offsets_per_trigger)
+    except LogMismatch as exc:  # the checkpoint and the micro-batch log belong to different runs
+        spark.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     source = "Spark's kafka source" if settings.spark.kafka_jars else "the project's Python Kafka source"
     print(
         f"streaming Kafka {settings.kafka.bootstrap_servers} via {source} into {settings.lake_dir / 'speed'} "
