@@ -22,7 +22,6 @@ While the broker is unreachable or a topic is missing, no new batch is planned a
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time

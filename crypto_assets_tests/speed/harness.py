@@ -121,6 +121,41 @@ def wait_caught_up(process: subprocess.Popen, checkpoint: Path, ends: dict, time
         time.sleep(0.5)
 
 
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def sigkill_job(process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGKILL the stream job's Python driver, as a crash would, then wait until the processes it started are
+    gone too: its JVM notices the driver's end (its stdin closes) and exits on its own, and may still finish
+    a batch's Spark commit meanwhile, so the checkpoint is only final once it has."""
+    children = descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + timeout
+    while alive := [pid for pid in children if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {alive} of the killed stream job still run after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
     if process.poll() is None:
         process.send_signal(sig)
