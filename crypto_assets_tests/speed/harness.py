@@ -4,6 +4,7 @@ and reading back what the stream wrote."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -135,11 +136,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def sigkill_job(process: subprocess.Popen, timeout: float = 60.0) -> None:
+def sigkill_job(process: subprocess.Popen, whole_tree: bool = False, timeout: float = 60.0) -> None:
     """SIGKILL the stream job's Python driver, as a crash would, then wait until the processes it started are
     gone too: its JVM notices the driver's end (its stdin closes) and exits on its own, and may still finish
-    a batch's Spark commit meanwhile, so the checkpoint is only final once it has."""
+    a batch's Spark commit meanwhile, so the checkpoint is only final once it has. ``whole_tree`` kills the
+    JVM and the Python workers at the same moment too (as the kernel's OOM killer takes a container)."""
     children = descendants(process.pid)
+    for pid in reversed(children) if whole_tree else ():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + timeout
