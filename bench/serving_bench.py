@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl
 
-from crypto_assets.serving.processes import free_port, read_process_records
+from crypto_assets.serving.processes import free_port, read_process_records, stop_process
 from crypto_assets.serving.store import view_file
 from streaming_sensor.microbatch_log import read_records
 
@@ -134,12 +133,7 @@ def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observa
                 committed = datetime.fromisoformat(record.committed_at)
                 observation.commit_lags.append((committed - datetime.fromisoformat(record.max_event_time)).total_seconds())
     finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                up.kill()
+        stop_process(up, timeout=120)
         log.close()
     return observation
 

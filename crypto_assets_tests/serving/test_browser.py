@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
-from crypto_assets.serving.processes import free_port, port_open, read_process_records
+from crypto_assets.serving.processes import free_port, port_open, read_process_records, stop_process
 from crypto_assets_tests.conftest import REPO
 from streaming_sensor.microbatch_log import latest_batch_id
 from streaming_sensor.sensor import SENSOR_NAME
@@ -98,12 +97,7 @@ def system(project_home, tmp_path):
         print(f"system up in {time.time() - begin:.0f}s")
         yield home, dagster_home, f"http://127.0.0.1:{port}"
     finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                up.kill()
+        stop_process(up, timeout=120)
         print(log.read_text()[-3000:], logs_of(home), sep="\n")
     assert up.returncode == 0, "up did not stop cleanly on SIGTERM"
     assert not read_process_records(home), "pid files left behind"
