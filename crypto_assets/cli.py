@@ -165,6 +165,23 @@ def _materialize_all(settings: Settings) -> bool:
     return result.success
 
 
+def _materialize_forecasts(settings: Settings) -> bool:
+    from dagster import DagsterInstance
+
+    from crypto_assets.forecast.runs import materialize_forecasts
+
+    print("materializing the forecast graph (Prophet, cross-validation, reports) per symbol")
+    ok = True
+    for run in materialize_forecasts(DagsterInstance.get(), settings):
+        if run.success is None:
+            print(f"  {run.symbol}: skipped, {run.note}")
+            continue
+        ok &= run.success
+        passed = ", ".join(f"{name} {'passed' if good else 'WARN'}" for name, good in run.checks)
+        print(f"  {run.symbol}: {run.note} on {run.days:,} days; checks: {passed}")
+    return ok
+
+
 def _serve(port: int) -> int:
     command = [sys.executable, "-m", "dagster", "dev", "-m", "crypto_assets.definitions", "-h", "127.0.0.1", "-p", str(port)]
     print(f"Dagster UI on http://127.0.0.1:{port}  (Ctrl-C stops it)")
@@ -176,6 +193,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _dagster_home(settings)
     ok = _materialize_all(settings)
+    if ok and not args.no_forecasts:
+        ok = _materialize_forecasts(settings)
     if args.serve:
         return _serve(args.port)
     return 0 if ok else 1
@@ -202,7 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--symbol", help="symbol of the files when their names do not start with it")
     ing.set_defaults(func=cmd_ingest)
 
-    demo = sub.add_parser("demo", help="materialize the whole batch graph for the configured data")
+    demo = sub.add_parser(
+        "demo", help="materialize the batch graph for the configured data, then the forecasts where history allows"
+    )
+    demo.add_argument("--no-forecasts", action="store_true", help="only the batch graph")
     demo.add_argument("--serve", action="store_true", help="then serve the Dagster UI")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
     demo.set_defaults(func=cmd_demo)

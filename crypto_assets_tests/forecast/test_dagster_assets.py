@@ -108,3 +108,20 @@ def test_forecast_assets_materialize_on_real_daily_data(home: Path, symbol: str,
         assert preview.startswith(f"![{symbol} forecast](data:image/png;base64,")
         assert base64.b64decode(preview.split(",", 1)[1].rstrip(")")).startswith(b"\x89PNG")
         assert "prophet MAPE" in results.metadata["preview"].value
+
+
+def test_demo_forecasts_every_symbol_with_enough_history_and_skips_the_rest(home: Path, tmp_path: Path) -> None:
+    from crypto_assets.forecast.runs import days_needed, materialize_forecasts
+
+    # ETHUSDT loses all but its last 400 days: too few for the default cross-validation.
+    eth = home / "lake" / "prophet_input" / "symbol=ETHUSDT"
+    for path in sorted(eth.glob("year=*/month=*/part-0.parquet"))[:-13]:
+        path.unlink()
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dagster"))) as instance:
+        runs = {run.symbol: run for run in materialize_forecasts(instance, load_settings(), config=SMALL)}
+        assert runs["BTCUSDT"].success is True and runs["BTCUSDT"].days > days_needed()
+        assert {name for name, _ in runs["BTCUSDT"].checks} == {"mape_1d_below_threshold", "not_worse_than_naive"}
+        assert runs["ETHUSDT"].success is None and runs["ETHUSDT"].days < days_needed()
+        assert f"needs {days_needed()}" in runs["ETHUSDT"].note
+        assert instance.get_materialized_partitions(AssetKey("forecast_results")) == {"BTCUSDT"}
