@@ -7,8 +7,9 @@ One invocation measures, on the same data and in the same run:
    over 2012-01-01 .. 2026-01-01: rows/s and peak RSS;
 2. ``daily_raw``, ``daily_filled``, ``prophet_input``: the pipeline steps of :mod:`crypto_assets.batch.pipeline`
    over the same window ("daily aggregation of the whole history" is ``build_daily_raw`` alone);
-3. ``dagster``: the four batch assets materialized as ONE single-run backfill over the whole partition range,
-   with a real SQLite-backed ``DagsterInstance`` in a fresh temporary DAGSTER_HOME, next to the sum of 1 + 2;
+3. ``dagster``: the six batch assets (exchange backfill off) materialized as ONE single-run backfill over the
+   whole partition range, with a real SQLite-backed ``DagsterInstance`` in a fresh temporary DAGSTER_HOME,
+   next to the sum of 1 + 2 and the gap report (``minute_gaps``) called directly;
 4. ``pandas_*``: the same steps written in plain pandas (read_csv, validate, sort, dedupe, per-(symbol, month)
    parquet, groupby daily aggregation, calendar reindex + ffill, rolling MA7/MA30), timed step by step.
 
