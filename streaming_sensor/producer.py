@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 STREAM_KINDS = {"kline_1m": "kline", "trade": "trade"}
 SEND_CHUNK = 2000
+READ_TURN = 256  # messages read before the reader lets the other tasks run
 
 
 @dataclass
@@ -182,6 +183,7 @@ class StreamProducer:
         self._wake = asyncio.Event()
         self._malformed_logged = 0
         self._down_logged = False
+        self._heard = 0.0  # monotonic time of the newest WebSocket message (see _watchdog)
         self.delivered: dict[str, int] = {}  # symbol -> newest event time Kafka acknowledged
         self._saved: tuple | None = None
         self._recover_crash()
@@ -263,18 +265,14 @@ class StreamProducer:
                 self.open[symbol] = [self.missed.open(symbol, last, reason)]
 
     async def _read(self, ws, stop: asyncio.Event) -> str:
-        """Read until the connection must be replaced or the producer stops; returns why."""
-        opened = time.monotonic()
+        """Read until the exchange ends the stream or the producer stops; returns why."""
         prefix = self.options.topic_prefix
         while True:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=self.options.silence_seconds)
-            except TimeoutError:
-                log.warning("no message for %.0fs: reconnecting", self.options.silence_seconds)
-                return "silent connection"
+            raw = await ws.recv()
+            self._heard = time.monotonic()
             if stop.is_set():
-                # asyncio.wait_for (Python 3.11) can swallow a cancel that meets a message: stop here, with
-                # nothing accepted after the "producer stopped" stretch was opened.
+                # A queued message is read without a pause, where a cancel would land: stop here, so that nothing
+                # is accepted after the "producer stopped" stretch is opened.
                 return "producer stopped"
             received_ms = time.time_ns() // 1_000_000
             self.counters.received += 1
@@ -287,9 +285,25 @@ class StreamProducer:
                 log.warning("exchange announced serverShutdown: reconnecting")
                 return "serverShutdown"
             self._accept(out)
-            if time.monotonic() - opened > self.options.max_connection_seconds:
-                log.info("connection is %.0fh old: reconnecting before the exchange drops it", self.options.max_connection_seconds / 3600)
+            if self.counters.received % READ_TURN == 0:
+                # Queued messages are read without a pause: let the publisher and the Kafka client run, so that
+                # sending keeps up when the CPU is short.
+                await asyncio.sleep(0)
+
+    async def _watchdog(self) -> str:
+        """Returns when the connection must be replaced: silent, or near the exchange's age limit. It runs beside
+        the reader, so a message costs a clock read rather than a timer and a task of its own."""
+        opened = self._heard = time.monotonic()
+        silence, age_limit = self.options.silence_seconds, self.options.max_connection_seconds
+        while True:
+            now = time.monotonic()
+            if now - self._heard >= silence:
+                log.warning("no message for %.0fs: reconnecting", silence)
+                return "silent connection"
+            if now - opened >= age_limit:
+                log.info("connection is %.0fh old: reconnecting before the exchange drops it", age_limit / 3600)
                 return "connection age limit"
+            await asyncio.sleep(min(self._heard + silence, opened + age_limit) - now)
 
     async def _websocket_loop(self, stop: asyncio.Event) -> None:
         from websockets.asyncio.client import connect
@@ -305,17 +319,20 @@ class StreamProducer:
                     self.connected.set()
                     attempt = 0
                     reader = asyncio.ensure_future(self._read(ws, stop))
+                    watchdog = asyncio.ensure_future(self._watchdog())
                     stopper = asyncio.ensure_future(stop.wait())
-                    done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    stopper.cancel()
+                    try:
+                        done, _ = await asyncio.wait({reader, watchdog, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in (reader, watchdog, stopper):
+                            task.cancel()  # no-op for the one that finished
                     if reader in done:
                         reason = reader.result()
                     else:
-                        reader.cancel()
                         await asyncio.wait({reader}, timeout=5.0)  # it accepts nothing more once stop is set
                         if reader.done() and not reader.cancelled():
                             reader.exception()  # retrieved: a close racing the stop is no error
-                        reason = "producer stopped"
+                        reason = "producer stopped" if stop.is_set() else watchdog.result()
             except ConnectionClosed as exc:
                 reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
                 log.warning("WebSocket %s", reason)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,6 +120,55 @@ def test_dropped_connection_and_server_shutdown_reconnect_and_every_gap_is_a_rec
     for minute in missing:
         close_event = minute + MINUTE_MS
         assert any(s.from_ms <= close_event <= s.to_ms for s in closed), f"minute {minute} missing without a stretch"
+
+
+@contextmanager
+def quiet_exchange(messages_per_connection: int) -> Iterator[tuple[str, list[int]]]:
+    """A WebSocket server that sends a few trades on each connection, then stays silent (pings are still
+    answered); yields its URL and a list that grows by one per connection."""
+    from websockets.asyncio.server import serve
+
+    connections: list[int] = []
+    ready, holder = threading.Event(), {}
+
+    async def handler(ws) -> None:
+        connections.append(len(connections))
+        for i in range(messages_per_connection):
+            event = int(START.timestamp() * 1000) + (len(connections) * 1000 + i) * 10
+            data = {"e": "trade", "E": event, "s": SYMBOL, "t": event, "p": "1.0", "q": "1.0", "T": event, "m": True}
+            await ws.send(json.dumps({"stream": f"{SYMBOL.lower()}@trade", "data": data}))
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            holder["port"], holder["stop"] = server.sockets[0].getsockname()[1], asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await holder["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield f"ws://127.0.0.1:{holder['port']}", connections
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [({"silence_seconds": 1.0}, "silent connection"), ({"max_connection_seconds": 1.0}, "connection age limit")],
+)
+def test_a_silent_or_old_connection_is_replaced_and_the_gap_is_a_recorded_stretch(tmp_path, limit, reason):
+    unreachable = f"127.0.0.1:{free_port()}"  # the WebSocket side does not need the broker
+    with quiet_exchange(3) as (url, connections):
+        opts = options(url, unreachable, "quiet", backoff_initial=0.1, drain_seconds=0.5, **limit)
+        with producer_thread(opts, tmp_path) as producer:
+            wait_for(lambda: len(connections) >= 3 and producer.counters.received >= 9, what="two reconnects")
+    assert producer.counters.reconnects >= 2 and producer.counters.malformed == 0
+    replaced = [s for s in read_stretches(tmp_path) if s.reason == reason]
+    assert len(replaced) >= 2 and all(s.to_ms is not None and s.from_ms < s.to_ms for s in replaced[:2]), replaced
 
 
 def test_broker_outage_buffers_and_delivers_everything_once_the_broker_is_back(market, tmp_path):
