@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.settings import Settings, validate_symbol
@@ -123,8 +124,7 @@ class Malformed(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):  # a tuple: one is built per message, and a frozen dataclass costs more
     topic: str
     key: bytes
     value: bytes
@@ -133,33 +133,66 @@ class Outgoing:
     event_ms: int
 
 
-def parse_message(raw: str | bytes, prefix: str, symbols: set[str], received_ms: int) -> Outgoing | str:
-    """A combined-stream message -> what to publish, or ``"serverShutdown"``; raises Malformed otherwise."""
-    try:
-        message = json.loads(raw)
-    except ValueError as exc:
-        raise Malformed(f"not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise Malformed("not a JSON object")
-    data = message.get("data", message)
-    if isinstance(data, dict) and data.get("e") == "serverShutdown":
-        return "serverShutdown"
-    stream = message.get("stream")
-    if not isinstance(stream, str) or "@" not in stream or not isinstance(data, dict):
-        raise Malformed("missing 'stream' or 'data'")
-    kind = stream.split("@", 1)[1]
-    if kind not in STREAM_KINDS or data.get("e") != STREAM_KINDS[kind]:
-        raise Malformed(f"stream {stream!r} with event type {data.get('e')!r}")
-    symbol = data.get("s")
-    if symbol not in symbols:
-        raise Malformed(f"symbol {symbol!r} is not subscribed")
-    event_ms = data.get("E")
-    if not isinstance(event_ms, int):
-        raise Malformed("event time 'E' is not an integer")
-    if kind == "kline" and not isinstance(data.get("k"), dict):
-        raise Malformed("kline without 'k'")
-    value = json.dumps(data, separators=(",", ":")).encode()
-    return Outgoing(topic_name(prefix, kind), symbol.encode(), value, received_ms, symbol, event_ms)
+_DECODER = json.JSONDecoder()
+_HEAD, _MID = b'{"stream":"', b'","data":'
+
+
+class MessageParser:
+    """Combined-stream messages -> what to publish, for one topic prefix and set of symbols."""
+
+    def __init__(self, prefix: str, symbols: set[str]) -> None:
+        self.topics = {stream: topic_name(prefix, stream) for stream in STREAM_KINDS}
+        self.keys = {symbol: symbol.encode() for symbol in symbols}
+        names = [f"{symbol.lower()}@{stream}" for symbol in sorted(symbols) for stream in STREAM_KINDS]
+        self.streams = {name.encode(): name for name in names}
+
+    def parse(self, raw: bytes | str, received_ms: int) -> Outgoing | str:
+        """What to publish, or ``"serverShutdown"``; raises Malformed otherwise."""
+        if isinstance(raw, str):
+            raw = raw.encode()
+        # The usual frame is exactly {"stream":"<subscribed stream>","data":<one JSON value>}: then only data is
+        # parsed and its own bytes are published. Any other shape is parsed whole and data serialized again.
+        if raw.startswith(_HEAD) and raw.endswith(b"}"):
+            mid = raw.find(_MID, len(_HEAD))
+            stream = self.streams.get(raw[len(_HEAD) : mid]) if mid > 0 else None
+            if stream is not None:
+                value = raw[mid + len(_MID) : -1]
+                try:
+                    text = value.decode()
+                    data, end = _DECODER.raw_decode(text)
+                    whole = end == len(text)
+                except ValueError:  # UnicodeDecodeError too
+                    whole = False
+                if whole:
+                    return self._checked(stream, data, value, received_ms)
+        try:
+            message = json.loads(raw)
+        except ValueError as exc:
+            raise Malformed(f"not JSON: {exc}") from None
+        if not isinstance(message, dict):
+            raise Malformed("not a JSON object")
+        return self._checked(message.get("stream"), message.get("data", message), None, received_ms)
+
+    def _checked(self, stream, data, value: bytes | None, received_ms: int) -> Outgoing | str:
+        if isinstance(data, dict) and data.get("e") == "serverShutdown":
+            return "serverShutdown"
+        if not isinstance(stream, str) or "@" not in stream or not isinstance(data, dict):
+            raise Malformed("missing 'stream' or 'data'")
+        kind = stream.split("@", 1)[1]
+        if kind not in STREAM_KINDS or data.get("e") != STREAM_KINDS[kind]:
+            raise Malformed(f"stream {stream!r} with event type {data.get('e')!r}")
+        symbol = data.get("s")
+        key = self.keys.get(symbol) if isinstance(symbol, str) else None
+        if key is None:
+            raise Malformed(f"symbol {symbol!r} is not subscribed")
+        event_ms = data.get("E")
+        if not isinstance(event_ms, int):
+            raise Malformed("event time 'E' is not an integer")
+        if kind == "kline" and not isinstance(data.get("k"), dict):
+            raise Malformed("kline without 'k'")
+        if value is None:
+            value = json.dumps(data, separators=(",", ":")).encode()
+        return Outgoing(self.topics[kind], key, value, received_ms, symbol, event_ms)
 
 
 @dataclass
@@ -170,6 +203,7 @@ class StreamProducer:
 
     def __post_init__(self) -> None:
         self.symbols = {validate_symbol(s) for s in self.options.symbols}
+        self._parser = MessageParser(self.options.topic_prefix, self.symbols)
         self.buffer: deque[Outgoing] = deque()
         self.in_flight = 0
         self.missed = MissedLog(self.speed_dir)
@@ -266,9 +300,9 @@ class StreamProducer:
 
     async def _read(self, ws, stop: asyncio.Event) -> str:
         """Read until the exchange ends the stream or the producer stops; returns why."""
-        prefix = self.options.topic_prefix
+        parse = self._parser.parse
         while True:
-            raw = await ws.recv()
+            raw = await ws.recv(decode=False)  # the bytes: published as they are, and bad UTF-8 is just malformed
             self._heard = time.monotonic()
             if stop.is_set():
                 # A queued message is read without a pause, where a cancel would land: stop here, so that nothing
@@ -277,7 +311,7 @@ class StreamProducer:
             received_ms = time.time_ns() // 1_000_000
             self.counters.received += 1
             try:
-                out = parse_message(raw, prefix, self.symbols, received_ms)
+                out = parse(raw, received_ms)
             except Malformed as exc:
                 self._malformed(str(exc), raw)
                 continue

@@ -16,8 +16,8 @@ from streaming_sensor.microbatch_log import batch_file, read_records
 from streaming_sensor.missed import MissedLog, open_stretches, read_stretches
 from streaming_sensor.producer import (
     Malformed,
+    MessageParser,
     backoff_delay,
-    parse_message,
     stream_url,
 )
 
@@ -116,18 +116,42 @@ def test_parse_delay():
 
 
 def test_parse_message_accepts_binance_payloads_and_names_what_is_wrong():
+    parser = MessageParser("crypto", {"BTCUSDT"})
     data = {"e": "kline", "E": 5, "s": "BTCUSDT", "k": {"t": 0, "x": False}}
-    out = parse_message(json.dumps({"stream": "btcusdt@kline_1m", "data": data}), "crypto", {"BTCUSDT"}, 9)
+    out = parser.parse(json.dumps({"stream": "btcusdt@kline_1m", "data": data}), 9)
     assert out.topic == "crypto.kline_1m" and out.key == b"BTCUSDT" and json.loads(out.value) == data
-    assert parse_message('{"e":"serverShutdown","E":1}', "crypto", {"BTCUSDT"}, 9) == "serverShutdown"
+    assert (out.symbol, out.event_ms, out.received_ms) == ("BTCUSDT", 5, 9)
+    assert parser.parse('{"e":"serverShutdown","E":1}', 9) == "serverShutdown"
     for raw, needle in [
         ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":', "not JSON"),
+        (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTC\xffUSDT"}}', "not JSON"),
         ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT"}}', "not subscribed"),
+        ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":["BTCUSDT"]}}', "not subscribed"),
         ('{"stream":"btcusdt@trade","data":{"e":"kline","E":1,"s":"BTCUSDT"}}', "event type"),
         ('{"stream":"btcusdt@trade","data":{"e":"trade","E":"x","s":"BTCUSDT"}}', "event time"),
     ]:
         with pytest.raises(Malformed, match=needle):
-            parse_message(raw, "crypto", {"BTCUSDT"}, 9)
+            parser.parse(raw, 9)
+
+
+def test_a_usual_frame_publishes_the_exchanges_own_data_bytes_and_any_other_shape_is_parsed_whole():
+    parser = MessageParser("crypto", {"BTCUSDT"})
+    data = '{"e":"trade","E":7,"s":"BTCUSDT","p":"1.50","q":"2","f":1.10,"m":true}'  # 1.10: re-serialized, 1.1
+    assert parser.parse(f'{{"stream":"btcusdt@trade","data":{data}}}'.encode(), 9).value == data.encode()
+    expected = json.dumps(json.loads(data), separators=(",", ":")).encode()
+    assert expected != data.encode()
+    for raw in [
+        f'{{"stream": "btcusdt@trade", "data": {data}}}',  # spaced
+        f'{{"data":{data},"stream":"btcusdt@trade"}}',  # other key order
+        f'{{"stream":"btcusdt@trade","data":{{"e":"kline"}},"data":{data}}}',  # the last duplicate wins
+        f'{{"stream":"btcusdt@trade","data":{data},"x":1}}',  # one more key
+    ]:
+        out = parser.parse(raw, 9)
+        assert (out.topic, out.value, out.event_ms) == ("crypto.trade", expected, 7), raw
+    with pytest.raises(Malformed, match="not JSON"):
+        parser.parse(f'{{"stream":"btcusdt@trade","data":{data} x}}', 9)  # garbage after data
+    with pytest.raises(Malformed, match="event type"):  # the first of two "data" is not what is checked
+        parser.parse(f'{{"stream":"btcusdt@trade","data":{data},"data":{{"e":"kline","E":1,"s":"BTCUSDT"}}}}', 9)
 
 
 def test_stream_url_and_backoff():
