@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.settings import Settings, validate_symbol
 from streaming_sensor.broker import ensure_topics, topic_name
@@ -45,8 +47,9 @@ from streaming_sensor.missed import MissedLog, MissedStretch, open_stretches, st
 log = logging.getLogger(__name__)
 
 STREAM_KINDS = {"kline_1m": "kline", "trade": "trade"}
-SEND_CHUNK = 2000
+SEND_CHUNK = 20_000  # at most this many in flight; a chunk is what the buffer holds, so it grows when sends lag
 READ_TURN = 256  # messages read before the reader lets the other tasks run
+PARTITIONER = DefaultPartitioner()  # what AIOKafkaProducer uses by default: murmur2 of the key
 
 
 @dataclass
@@ -409,24 +412,48 @@ class StreamProducer:
         return producer
 
     async def _send_chunk(self, producer, chunk: list[Outgoing]) -> list[Outgoing]:
-        """Send a chunk and wait for acks; returns the messages that were not acknowledged."""
-        futures = []
+        """Send a chunk and wait for acks; returns the messages that were not acknowledged.
+
+        It goes out as record batches (a future per batch rather than per message), each message to the
+        partition ``send()`` would pick: the default partitioner's hash of its key, so a symbol's messages keep
+        their partition and their order. A message is acknowledged when its batch is."""
+        sent: list[tuple[asyncio.Future, list[int]]] = []  # per batch: its ack, and its messages' places in chunk
         try:
-            for out in chunk:
-                futures.append(await producer.send(out.topic, out.value, key=out.key, timestamp_ms=out.received_ms))
+            partition_of = {}
+            for topic, key in {(out.topic, out.key) for out in chunk}:
+                partitions = sorted(await producer.partitions_for(topic))
+                partition_of[topic, key] = PARTITIONER(key, partitions, partitions)
+            places: dict[tuple[str, int], list[int]] = {}
+            for i, out in enumerate(chunk):
+                places.setdefault((out.topic, partition_of[out.topic, out.key]), []).append(i)
+            for (topic, partition), indexes in places.items():
+                batch, members = producer.create_batch(), []
+                for i in indexes:
+                    out = chunk[i]
+                    if batch.append(key=out.key, value=out.value, timestamp=out.received_ms) is None:  # full
+                        sent.append((await producer.send_batch(batch, topic, partition=partition), members))
+                        batch, members = producer.create_batch(), []
+                        batch.append(key=out.key, value=out.value, timestamp=out.received_ms)  # the first always fits
+                    members.append(i)
+                batch.close()  # closed: sent at once, with no linger and no send() adding to it
+                sent.append((await producer.send_batch(batch, topic, partition=partition), members))
         except Exception as exc:  # noqa: BLE001 - any send failure means: keep the rest and retry
             log.error("Kafka send failed: %s", exc)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [out for out, result in zip(chunk, results, strict=False) if isinstance(result, BaseException)]
-        failed += chunk[len(futures) :]
+        results = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+        acked = [False] * len(chunk)
+        for result, (_, members) in zip(results, sent, strict=True):
+            if not isinstance(result, BaseException):
+                for i in members:
+                    acked[i] = True
+        failed = [out for out, ok in zip(chunk, acked, strict=True) if not ok]
         self.counters.published += len(chunk) - len(failed)
         # Acknowledged event times move on per symbol up to its first unacknowledged message (to be retried).
         blocked: set[str] = set()
         delivered = self.delivered
-        for out, result in zip(chunk, results + [None] * (len(chunk) - len(results)), strict=True):
+        for out, ok in zip(chunk, acked, strict=True):
             if out.symbol in blocked:
                 continue
-            if result is None or isinstance(result, BaseException):
+            if not ok:
                 blocked.add(out.symbol)
             elif out.event_ms > delivered.get(out.symbol, -1):
                 delivered[out.symbol] = out.event_ms

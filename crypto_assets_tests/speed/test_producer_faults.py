@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets_tests.speed.binance_messages import recorded_candles
@@ -99,7 +100,11 @@ def test_dropped_connection_and_server_shutdown_reconnect_and_every_gap_is_a_rec
             wait_for(lambda: c.malformed >= 2, what="malformed messages")
             time.sleep(2.5)  # the stream goes on after them
         klines = read_topic(broker.bootstrap_servers, topic_name(prefix, "kline_1m"))
+        ends = kafka_ends(broker.bootstrap_servers, [topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")])
 
+    # Each topic's messages are in the partition the default partitioner (murmur2 of the key) picks, as with send().
+    expected = str(DefaultPartitioner()(SYMBOL.encode(), [0, 1, 2], [0, 1, 2]))
+    assert all({part for part, end in parts.items() if end} == {expected} for parts in ends.values()), ends
     assert c.malformed == 2 and c.dropped == 0
     stretches = read_stretches(tmp_path)
     reasons = [s.reason for s in stretches]
