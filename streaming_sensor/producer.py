@@ -191,7 +191,7 @@ class MessageParser:
         event_ms = data.get("E")
         if not isinstance(event_ms, int):
             raise Malformed("event time 'E' is not an integer")
-        if kind == "kline" and not isinstance(data.get("k"), dict):
+        if STREAM_KINDS[kind] == "kline" and not isinstance(data.get("k"), dict):
             raise Malformed("kline without 'k'")
         if value is None:
             value = json.dumps(data, separators=(",", ":")).encode()

@@ -129,6 +129,7 @@ def test_parse_message_accepts_binance_payloads_and_names_what_is_wrong():
         ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":["BTCUSDT"]}}', "not subscribed"),
         ('{"stream":"btcusdt@trade","data":{"e":"kline","E":1,"s":"BTCUSDT"}}', "event type"),
         ('{"stream":"btcusdt@trade","data":{"e":"trade","E":"x","s":"BTCUSDT"}}', "event time"),
+        ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":[]}}', "kline without 'k'"),
     ]:
         with pytest.raises(Malformed, match=needle):
             parser.parse(raw, 9)
