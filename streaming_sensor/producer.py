@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 STREAM_KINDS = {"kline_1m": "kline", "trade": "trade"}
 SEND_CHUNK = 20_000  # at most this many in flight; a chunk is what the buffer holds, so it grows when sends lag
+# A broker pays per record batch (Tansu's fetches slow down as a partition's batches pile up): a chunk waits this
+# long to fill, as aiokafka's linger did for send().
+LINGER_SECONDS = 0.02
 READ_TURN = 256  # messages read before the reader lets the other tasks run
 PARTITIONER = DefaultPartitioner()  # what AIOKafkaProducer uses by default: murmur2 of the key
 
@@ -489,6 +492,8 @@ class StreamProducer:
                     except TimeoutError:
                         pass
                     continue
+                if len(self.buffer) < SEND_CHUNK and not ws_done.is_set():
+                    await asyncio.sleep(LINGER_SECONDS)  # let the chunk fill: fewer, larger record batches
                 chunk = [self.buffer.popleft() for _ in range(min(SEND_CHUNK, len(self.buffer)))]
                 self.in_flight = len(chunk)
                 failed = await self._send_chunk(producer, chunk)
