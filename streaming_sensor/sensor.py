@@ -30,8 +30,6 @@ from streaming_sensor.microbatch_log import latest_batch_id, read_records
 
 SENSOR_NAME = "unified_view_on_new_microbatches"
 UNIFIED_VIEW = AssetKey("unified_view")
-# One asset and one step per run: executing it in the run's own process spares a step subprocess per refresh.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
@@ -85,7 +83,7 @@ def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -
             waiting.append(symbol)
             continue
         requests.append(
-            RunRequest(run_key=f"{symbol}:{newest}", partition_key=symbol, asset_selection=[UNIFIED_VIEW], run_config=IN_PROCESS)
+            RunRequest(run_key=f"{symbol}:{newest}", partition_key=symbol, asset_selection=[UNIFIED_VIEW])
         )
         cursor.requested[symbol] = newest
     cursor.last_batch_id = max(newest, cursor.last_batch_id or -1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from dagster import AssetKey, DagsterRunStatus, build_sensor_context
+from dagster import AssetKey, DagsterRunStatus, build_sensor_context, validate_run_config
 from dagster._core.test_utils import create_run_for_test
 
 from crypto_assets.definitions import build_definitions
@@ -52,6 +52,10 @@ def test_sensor_requests_a_run_per_symbol_for_new_microbatches_and_skips_otherwi
         assert sorted(r.partition_key for r in first.run_requests) == ["BTCUSDT", "ETHUSDT"]
         assert all(r.asset_selection == [AssetKey("unified_view")] for r in first.run_requests)
         assert {r.run_key for r in first.run_requests} == {"BTCUSDT:1", "ETHUSDT:1"}
+        # The daemon launches each request on the implicit asset job; its run config must be valid there.
+        asset_job = defs.resolve_implicit_global_asset_job_def()
+        for request in first.run_requests:
+            validate_run_config(asset_job, request.run_config)
         assert json.loads(first.cursor)["last_batch_id"] == 1
 
         again = tick(first.cursor)
