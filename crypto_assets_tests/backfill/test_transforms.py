@@ -75,6 +75,27 @@ def test_the_completeness_check_reports_the_same_gaps_as_before():
     assert checks.minutes_complete(minutes).metadata["missing_minutes"] == 5
 
 
+def test_incomplete_days_from_the_gaps_equal_a_count_of_every_days_minutes():
+    day, midnight = 1440, 10  # at(10) is 2024-02-01 00:00
+    feb = [date(2024, 2, d) for d in range(1, 6)]
+    # Five days of A: a gap on the first day (not interior), one across the midnight of Feb 2-3, one minute
+    # missing on Feb 4, the last day short at its end. B: Feb 2 missing as a whole.
+    a = [m for m in range(5 * day - 300) if not (100 <= m < 200 or 2 * day - 5 <= m < 2 * day + 5 or m == 3 * day + 7)]
+    b = [m for m in range(4 * day) if not (day <= m < 2 * day)]
+    a_minutes = candles("A", [m + midnight for m in a])
+    minutes = pl.concat([a_minutes, candles("B", [m + midnight for m in b])])
+
+    counts = a_minutes.group_by("symbol", pl.col("open_time").dt.date().alias("date")).len()
+    reference = counts.filter(
+        (pl.col("date") > pl.col("date").min()) & (pl.col("date") < pl.col("date").max()) & (pl.col("len") < day)
+    )
+    assert checks.incomplete_days(checks.minute_gaps(a_minutes), checks.symbol_spans(a_minutes)).rows() == reference.sort("date").select("symbol", "date").rows()
+    # A day with no candle at all never shows in a count of each day's minutes; its gap shows it.
+    found = checks.incomplete_days(checks.minute_gaps(minutes), checks.symbol_spans(minutes))
+    assert found.rows() == [("A", feb[1]), ("A", feb[2]), ("A", feb[3]), ("B", feb[1])]
+    assert checks.minutes_complete(minutes).metadata["incomplete_days"] == 4
+
+
 def test_merge_ranges_joins_overlapping_and_touching_ranges_only():
     ranges = [("A", at(0), at(2)), ("A", at(2), at(3)), ("A", at(1), at(2)), ("A", at(5), at(6)), ("B", at(0), at(1))]
     merged = merge_ranges(ranges_frame(ranges).lazy()).collect()
