@@ -13,7 +13,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from crypto_assets.settings import Settings, SettingsError, load_settings, validate_symbol
+from crypto_assets.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    validate_symbol,
+)
 
 DEFAULT_PORT = 3000
 
@@ -24,24 +29,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings()
 
 
-DAGSTER_YAML = """# Written by crypto-assets on first start; edit freely (see Dagster's dagster.yaml reference).
-telemetry:
-  enabled: false
-"""
-
-
 def _dagster_home(settings: Settings) -> Path:
     """A persistent DAGSTER_HOME (runs, event log, schedules) under the project home unless one is set."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(home)
-    from crypto_assets.batch.runs import use_range_planned_events
+    from crypto_assets.dagster_home import prepare_dagster_home
 
-    use_range_planned_events()  # inherited by the webserver and daemon that create UI backfill runs
-    return home
+    # Exported, so the webserver, daemon and run workers started from here share it and its settings.
+    return prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster"))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

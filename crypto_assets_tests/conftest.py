@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
-from crypto_assets.batch.runs import use_range_planned_events
+from crypto_assets.dagster_home import tune_event_writes, write_dagster_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -17,6 +19,12 @@ def shared_data() -> Path:
     """Real Binance data; CI always has it beside the clone, so its absence is a failure, not a skip."""
     assert (SHARED_DATA / "binance_spot_1m").is_dir(), f"expected the shared market data at {SHARED_DATA}"
     return SHARED_DATA
+
+
+def instance_at(path: Path) -> DagsterInstance:
+    """A real, persistent (SQLite) Dagster instance in ``path``, configured as the CLI configures DAGSTER_HOME."""
+    write_dagster_yaml(path)
+    return DagsterInstance.from_ref(InstanceRef.from_dir(str(path)))
 
 
 def write_config(home: Path, sources: list[str] | None = None, extra: str = "") -> Path:
@@ -52,4 +60,4 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 # The CLI sets this for its Dagster processes; the dagster-CLI subprocess test runs Dagster the same way.
-use_range_planned_events()
+tune_event_writes()

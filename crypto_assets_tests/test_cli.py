@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import polars as pl
-from dagster import AssetKey, DagsterInstance
-from dagster._core.instance.ref import InstanceRef
+from dagster import AssetKey
 
 from crypto_assets.cli import main
+from crypto_assets_tests.conftest import instance_at
 
 
 def test_generate_writes_the_seeded_kaggle_csv(tmp_path, project_home):
@@ -45,7 +45,7 @@ def test_demo_materializes_the_whole_history_in_one_run(project_home, monkeypatc
     # The tiny market's six weeks are too short for the forecasts' cross-validation: said, not failed.
     out = capsys.readouterr().out
     assert re.search(r"BTCUSDT: skipped, 4\d days of history; cross-validation needs 760", out), out
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dagster"))) as instance:
+    with instance_at(tmp_path / "dagster") as instance:
         assert len(instance.get_runs()) == 1
         partitions = instance.get_materialized_partitions(AssetKey("prophet_input"))
         assert "2012-01-01" in partitions and "2025-12-01" in partitions

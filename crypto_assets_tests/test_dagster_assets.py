@@ -11,23 +11,17 @@ from pathlib import Path
 
 import polars as pl
 from dagster import AssetKey, DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 
 from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.dagster_home import write_dagster_yaml
 from crypto_assets.settings import load_settings
-from crypto_assets_tests.conftest import REPO
+from crypto_assets_tests.conftest import REPO, instance_at
 
 ASSETS = ["minute_raw", "daily_raw", "daily_filled", "prophet_input"]
 
 
 def run_range(instance: DagsterInstance, first: str, last: str):
     return materialize_batch_range(instance, load_settings(), first, last)
-
-
-def instance_at(path: Path) -> DagsterInstance:
-    """A real, persistent (SQLite) Dagster instance in ``path``, as DAGSTER_HOME would give."""
-    path.mkdir(parents=True, exist_ok=True)
-    return DagsterInstance.from_ref(InstanceRef.from_dir(str(path)))
 
 
 def lake_digest(lake: Path) -> dict[str, str]:
@@ -83,7 +77,7 @@ def test_embedded_default_uses_the_seeded_synthetic_market(project_home, tmp_pat
 def test_dagster_cli_materializes_a_partition_range_in_a_subprocess(shared_data, project_home, tmp_path):
     home = project_home([str(shared_data / "binance_spot_1m" / "2023")])
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
+    write_dagster_yaml(dagster_home)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize",

@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
+from crypto_assets.dagster_home import tune_event_writes
 from crypto_assets.settings import Settings
 
 BATCH = AssetSelection.groups("batch")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def use_range_planned_events() -> None:
-    """One planned event per asset for a single-run range backfill instead of one per month partition.
-
-    Dagster reads this in whichever process creates the run (the CLI, the webserver or the daemon); a
-    whole-history backfill otherwise spends a third of its time writing ~700 planned events. The trade-off,
-    per Dagster: partitions of a failed range run are not individually marked as failed.
-    """
-    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 
 def whole_history(settings: Settings) -> tuple[str, str]:
@@ -42,7 +31,7 @@ def materialize_batch_range(
     """Materialize every batch asset for the months ``first``..``last`` (default: the whole history)."""
     from crypto_assets.definitions import build_definitions
 
-    use_range_planned_events()
+    tune_event_writes()
     defs = build_definitions(settings)
     default_first, default_last = whole_history(settings)
     return materialize(

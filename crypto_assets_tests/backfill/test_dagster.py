@@ -32,7 +32,7 @@ from crypto_assets_tests.backfill.conftest import (
     digest,
     recording,
 )
-from crypto_assets_tests.test_dagster_assets import instance_at
+from crypto_assets_tests.conftest import instance_at
 
 SYMBOLS = f'[[symbols]]\nname = "{SYMBOL}"\nstart = "2021-03-26"\n'
 

@@ -30,7 +30,7 @@ from crypto_assets_tests.backfill.conftest import (
     recording,
 )
 from crypto_assets_tests.conftest import REPO
-from crypto_assets_tests.test_dagster_assets import instance_at
+from crypto_assets_tests.conftest import instance_at
 
 
 class NoExchange:

@@ -12,7 +12,7 @@ from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.cli import main
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.backfill.conftest import recording
-from crypto_assets_tests.test_dagster_assets import instance_at
+from crypto_assets_tests.conftest import instance_at
 
 BINANCE = "https://api.binance.com"
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
-from dagster._core.instance.ref import InstanceRef
+from dagster import AssetKey, materialize
 
 from crypto_assets.batch.assets import build_batch_assets
 from crypto_assets.batch.pipeline import (
@@ -24,6 +23,7 @@ from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import load_settings
+from crypto_assets_tests.conftest import instance_at
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 FORECAST_ASSETS = ["forecasts", "forecast_metrics", "forecast_results"]
@@ -63,7 +63,7 @@ def test_forecast_assets_materialize_on_real_daily_data(home: Path, symbol: str,
     settings = load_settings()
     assets = build_batch_assets(settings) + build_forecast_assets(settings)
     (tmp_path / "dagster").mkdir()
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dagster"))) as instance:
+    with instance_at(tmp_path / "dagster") as instance:
         result = materialize(
             assets,
             selection=FORECAST_ASSETS,
@@ -118,7 +118,7 @@ def test_demo_forecasts_every_symbol_with_enough_history_and_skips_the_rest(home
     for path in sorted(eth.glob("year=*/month=*/part-0.parquet"))[:-13]:
         path.unlink()
     (tmp_path / "dagster").mkdir()
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dagster"))) as instance:
+    with instance_at(tmp_path / "dagster") as instance:
         runs = {run.symbol: run for run in materialize_forecasts(instance, load_settings(), config=SMALL)}
         assert runs["BTCUSDT"].success is True and runs["BTCUSDT"].days > days_needed()
         assert {name for name, _ in runs["BTCUSDT"].checks} == {"mape_1d_below_threshold", "not_worse_than_naive"}

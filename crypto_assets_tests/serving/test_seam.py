@@ -21,7 +21,7 @@ from crypto_assets_tests.serving.helpers import (
     write_batch_layer,
     write_microbatch,
 )
-from crypto_assets_tests.test_dagster_assets import instance_at
+from crypto_assets_tests.conftest import instance_at
 from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, log_dir, read_records
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

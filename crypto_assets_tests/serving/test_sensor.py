@@ -16,7 +16,7 @@ from crypto_assets_tests.serving.helpers import (
     utc,
     write_microbatch,
 )
-from crypto_assets_tests.test_dagster_assets import instance_at
+from crypto_assets_tests.conftest import instance_at
 from streaming_sensor.sensor import SENSOR_NAME
 
 T0 = utc(2026, 1, 5, 12)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance
-from dagster._core.instance.ref import InstanceRef
+from dagster import AssetKey
 from polars.testing import assert_frame_equal
 from pyspark.sql import SparkSession
 
@@ -38,7 +37,7 @@ from crypto_assets.batch.sources.discovery import discover_sources
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import SourceSpec, load_settings
 from crypto_assets.spark.engine import SparkEngine
-from crypto_assets_tests.conftest import write_config
+from crypto_assets_tests.conftest import instance_at, write_config
 
 pytestmark = pytest.mark.slow  # a Spark session, the real data on both engines and two Dagster runs
 
@@ -136,7 +135,7 @@ def materialize_with_engine(engine: str, shared_data: Path, home: Path, monkeypa
     kinds = build_definitions(settings).get_assets_def("daily_filled").specs_by_key[AssetKey("daily_filled")].kinds
     assert engine in kinds and "parquet" in kinds
     (home / "dagster").mkdir()
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster"))) as instance:
+    with instance_at(home / "dagster") as instance:
         result = materialize_batch_range(instance, settings, "2021-03-01", "2021-09-01")
         assert result.success
         errors = [e for e in result.get_asset_check_evaluations() if not e.passed and e.severity.value == "ERROR"]
