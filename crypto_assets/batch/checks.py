@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from crypto_assets.batch.transforms.filled import MA_WINDOWS
-from crypto_assets.batch.transforms.gaps import MINUTE, missing_ranges
+from crypto_assets.batch.transforms.gaps import MINUTE, gaps_between_sorted, missing_ranges
 from crypto_assets.batch.transforms.order import is_sorted_by
 
 
@@ -87,10 +87,12 @@ def symbol_spans(minutes: pl.DataFrame) -> pl.DataFrame:
 
 def minute_gaps(minutes: pl.DataFrame, spans: pl.DataFrame | None = None) -> pl.DataFrame:
     """Missing minute ranges between consecutive candles of each symbol (``gap_end`` inclusive)."""
-    spans = symbol_spans(minutes) if spans is None else spans
+    if is_sorted_by(minutes, ["symbol", "open_time"], strict=True):  # as ingested: one pass
+        ranges = gaps_between_sorted(minutes.lazy())
+    else:
+        ranges = missing_ranges(minutes.lazy(), (symbol_spans(minutes) if spans is None else spans).lazy())
     return (
-        missing_ranges(minutes.lazy(), spans.lazy())
-        .select("symbol", "gap_start", (pl.col("gap_end") - MINUTE).alias("gap_end"), pl.col("minutes").alias("missing_minutes"))
+        ranges.select("symbol", "gap_start", (pl.col("gap_end") - MINUTE).alias("gap_end"), pl.col("minutes").alias("missing_minutes"))
         .collect()
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -23,7 +24,7 @@ from crypto_assets.batch.backfill.transforms import (
     unfilled_ranges,
     within_ranges,
 )
-from crypto_assets.batch.transforms.gaps import merge_ranges, missing_ranges
+from crypto_assets.batch.transforms.gaps import gaps_between_sorted, merge_ranges, missing_ranges
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.layout import Month
 
@@ -65,6 +66,23 @@ def test_missing_ranges_keep_several_spans_of_a_symbol_apart():
     minutes = candles("A", [1, 12])
     gaps = missing_ranges(minutes.lazy(), spans(("A", 0, 3), ("A", 10, 14))).collect()
     assert as_tuples(gaps) == [("A", 0, 1, 1), ("A", 2, 3, 1), ("A", 10, 12, 2), ("A", 13, 14, 1)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gaps_of_sorted_minutes_in_one_pass_equal_the_general_search(seed):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for symbol in ("A", "B", "C"):
+        present = np.flatnonzero(rng.random(3000) > rng.choice([0.01, 0.3, 0.9]))
+        frames.append(candles(symbol, present.tolist()))
+    minutes = pl.concat(frames)  # (symbol, open_time) order, as ingested
+    spans = checks.symbol_spans(minutes).lazy()
+    general = missing_ranges(minutes.lazy(), spans).collect()
+    one_pass = gaps_between_sorted(minutes.lazy()).collect()
+    assert one_pass.equals(general) and general.height > 0
+    # The check takes the one-pass route for the dataset's order and the general one otherwise.
+    shuffled = minutes.sample(fraction=1.0, shuffle=True, seed=seed)
+    assert checks.minute_gaps(minutes).equals(checks.minute_gaps(shuffled))
 
 
 def test_the_completeness_check_reports_the_same_gaps_as_before():
