@@ -15,7 +15,8 @@ One invocation measures, on the same data and in the same run:
 
 Every measured stage runs in its own fresh subprocess (this script re-invoked with ``--stage``), which prints
 its seconds and ``getrusage(RUSAGE_SELF).ru_maxrss`` as JSON, so one stage's memory never pollutes another's.
-Fast stages are repeated ``--repeat`` times (a fresh process each time) and the median is reported.
+Fast stages are repeated ``--repeat`` times (a fresh process each time) and the median is reported; repetitions
+go round robin over the stages, so machine noise falls on both sides of each comparison.
 
     PYTHONPATH=. python bench/batch_bench.py                 # full scale, ~4 minutes
     PYTHONPATH=. python bench/batch_bench.py --scale small   # seconds, for a smoke test
@@ -948,16 +949,23 @@ def run_all(args) -> int:
     )
     results: dict[str, dict] = {}
     t_all = time.perf_counter()
-    for stage in order:
-        kind = STAGES[stage][0]
-        repeats = 1 if kind == "setup" else (args.repeat_slow if kind == "slow" else args.repeat)
-        runs = []
-        for rep in range(repeats):
+    repeats = {
+        stage: 1 if STAGES[stage][0] == "setup" else (args.repeat_slow if STAGES[stage][0] == "slow" else args.repeat)
+        for stage in order
+    }
+    runs: dict[str, list[dict]] = {stage: [] for stage in order}
+    # Round robin: repetition r of every stage before repetition r + 1 of any, so a noisy minute on a shared
+    # machine falls on the direct stages and the Dagster run alike instead of on one side of the comparison.
+    for rep in range(max(repeats.values())):
+        for stage in order:
+            if rep >= repeats[stage]:
+                continue
             res = run_child(args, stage, rep)
-            runs.append(res)
-            print(f"  {stage:<22} run {rep + 1}/{repeats}: {res['seconds']:7.2f} s  peak RSS {res['maxrss_mb']:7,.0f} MB",
+            runs[stage].append(res)
+            print(f"  {stage:<24} run {rep + 1}/{repeats[stage]}: {res['seconds']:7.2f} s  peak RSS {res['maxrss_mb']:7,.0f} MB",
                   flush=True)  # fmt: skip
-        results[stage] = summarize(runs) if kind != "setup" else runs[0]
+    for stage in order:
+        results[stage] = summarize(runs[stage]) if STAGES[stage][0] != "setup" else runs[stage][0]
     text = report(args, results)
     elapsed = time.perf_counter() - t_all
     print("\n" + text + f"\n\nbenchmark wall time: {elapsed:.0f} s", flush=True)
