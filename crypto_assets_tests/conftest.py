@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,9 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 # The CLI sets this for its Dagster processes; the dagster-CLI subprocess test runs Dagster the same way.
 tune_event_writes()
+
+# Started with SIGINT ignored (nohup, `&` in a script), this process would end up ignoring SIGTERM after its
+# first in-process Dagster run (Dagster maps SIGTERM to SIGINT's handler), and so would every child a test
+# starts and then asks to stop. Tests run with Python's usual handler whatever launched them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,18 @@ def test_dagster_cli_materializes_a_partition_range_in_a_subprocess(shared_data,
             assert partitions == {"2023-08-01", "2023-09-01", "2023-10-01", "2023-11-01"}, asset
     daily = pl.read_parquet(home / "lake/daily_raw/symbol=ETHUSDT/year=2023/month=10/part-0.parquet")
     assert daily["date"].min().isoformat() == "2023-10-07"
+
+
+def test_an_in_process_run_leaves_sigterm_as_it_found_it(project_home, tmp_path):
+    """Dagster maps SIGTERM to SIGINT's handler around a run; with SIGINT ignored (nohup, `&`) the process and
+    every child it starts would then ignore SIGTERM."""
+    project_home(scale="tiny")
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with instance_at(tmp_path / "dagster") as instance:
+            assert run_range(instance, "2025-12-01", "2025-12-01").success
+        assert signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, term)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
-from crypto_assets.dagster_home import tune_event_writes
+from crypto_assets.dagster_home import sigterm_kept, tune_event_writes
 from crypto_assets.settings import Settings
 
 BATCH = AssetSelection.groups("batch")
@@ -34,12 +34,13 @@ def materialize_batch_range(
     tune_event_writes()
     defs = build_definitions(settings)
     default_first, default_last = whole_history(settings)
-    return materialize(
-        list(defs.assets),
-        selection=BATCH,
-        instance=instance,
-        resources=defs.resources,
-        tags={RANGE_START_TAG: first or default_first, RANGE_END_TAG: last or default_last},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=False,
-    )
+    with sigterm_kept():
+        return materialize(
+            list(defs.assets),
+            selection=BATCH,
+            instance=instance,
+            resources=defs.resources,
+            tags={RANGE_START_TAG: first or default_first, RANGE_END_TAG: last or default_last},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )

@@ -7,6 +7,9 @@ benchmarked run is a run as users get it.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DAGSTER_YAML = """\
@@ -53,3 +56,19 @@ def prepare_dagster_home(home: Path) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     tune_event_writes()
     return home
+
+
+@contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Run Dagster in process without losing this process's SIGTERM disposition.
+
+    Around an in-process run Dagster points SIGTERM at whatever handles SIGINT, and leaves it so. Started
+    under ``nohup`` or ``&`` (SIGINT ignored), the process would then ignore SIGTERM, and so would every child
+    it starts afterwards: they could no longer be stopped with ``terminate()`` or ``crypto-assets down``.
+    """
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)

@@ -32,6 +32,7 @@ def materialize_forecasts(
     instance: DagsterInstance, settings: Settings, config: dict | None = None, log_level: str = "INFO"
 ) -> list[ForecastRun]:
     """One run per symbol with enough history; ``config`` is ForecastConfig run config for both CV assets."""
+    from crypto_assets.dagster_home import sigterm_kept
     from crypto_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
@@ -44,18 +45,19 @@ def materialize_forecasts(
         if days < days_needed():
             runs.append(ForecastRun(symbol, days, None, f"{days} days of history; cross-validation needs {days_needed()}"))
             continue
-        result = materialize(
-            list(defs.assets),
-            selection=FORECAST,
-            partition_key=symbol,
-            instance=instance,
-            resources=defs.resources,
-            run_config={
-                "loggers": {"console": {"config": {"log_level": log_level}}},
-                **({"ops": {name: {"config": config} for name in ("forecasts", "forecast_metrics")}} if config else {}),
-            },
-            raise_on_error=False,
-        )
+        with sigterm_kept():
+            result = materialize(
+                list(defs.assets),
+                selection=FORECAST,
+                partition_key=symbol,
+                instance=instance,
+                resources=defs.resources,
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": log_level}}},
+                    **({"ops": {name: {"config": config} for name in ("forecasts", "forecast_metrics")}} if config else {}),
+                },
+                raise_on_error=False,
+            )
         checks = tuple((e.check_name, e.passed) for e in result.get_asset_check_evaluations())
         runs.append(ForecastRun(symbol, days, result.success, "run succeeded" if result.success else "run FAILED", checks))
     return runs

@@ -18,6 +18,7 @@ from crypto_assets.serving.processes import (
     ProcessRecord,
     free_port,
     port_open,
+    stop_process,
     write_record,
 )
 from crypto_assets.serving.speed_store import batch_dirs, compacted_file
@@ -132,8 +133,7 @@ def test_status_reports_components_layers_and_lag(lake, capsys):
         code, out, _ = run(capsys, "status")
         assert code == 0 and "exchange-replay    running" in out and "latest micro-batch 2" in out
     finally:
-        server.terminate()
-        server.wait()
+        stop_process(server, timeout=10)
 
 
 def test_storage_shows_usage_and_reclaims_superseded_microbatches_and_orphaned_temp_files(lake, capsys):
