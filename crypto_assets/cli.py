@@ -13,12 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from crypto_assets.settings import (
-    Settings,
-    SettingsError,
-    load_settings,
-    validate_symbol,
-)
+from crypto_assets.settings import Settings, SettingsError, load_settings, validate_symbol
 
 DEFAULT_PORT = 3000
 

@@ -4,10 +4,9 @@ A single-run backfill of the whole history records one materialization per month
 events. Dagster's SQLite storage writes each in its own connections and transactions (run shard, then the
 cross-run index), with a fresh engine each time, so a run spent more time storing events than transforming
 data. Dagster hands a step's partition events over as one batch when ``DAGSTER_EVENT_BATCH_SIZE`` is set; this
-storage writes such a batch with one transaction on each shard and updates each asset's row once per
-batch. A planned check of a range run gets one row
-per partition, each with the same serialized event: serialized once here. Everything else, reads included,
-is Dagster's own ``SqliteEventLogStorage``.
+storage writes such a batch with one transaction on each shard and updates each asset's row once per batch. A
+planned check of a range run gets one row per partition, each with the same serialized event: serialized once
+here. Everything else, reads included, is Dagster's own ``SqliteEventLogStorage``.
 """
 
 from __future__ import annotations
@@ -15,11 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dagster._core.event_api import EventLogEntry
-from dagster._core.events import (
-    ASSET_CHECK_EVENTS,
-    ASSET_EVENTS,
-    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
-)
+from dagster._core.events import ASSET_EVENTS
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
@@ -27,12 +22,10 @@ from dagster._serdes import serialize_value
 
 
 def _is_plain_asset_event(event: EventLogEntry) -> bool:
-    """Asset events that store_event mirrors into the index and nothing else."""
+    """Asset events, which store_event mirrors into the index and nothing else (check and run-status events
+    take other paths there)."""
     dagster_event = event.dagster_event
-    if dagster_event is None or dagster_event.asset_key is None:
-        return False
-    kind = dagster_event.event_type
-    return kind in ASSET_EVENTS and kind not in ASSET_CHECK_EVENTS and kind not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+    return dagster_event is not None and dagster_event.asset_key is not None and dagster_event.event_type in ASSET_EVENTS
 
 
 def _row_key(event: EventLogEntry) -> tuple:
@@ -54,10 +47,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         run: list[EventLogEntry] = []  # consecutive plain asset events of one run, kept in order
         for event in events:
-            if run and not (_is_plain_asset_event(event) and event.run_id == run[0].run_id):
+            plain = _is_plain_asset_event(event)
+            if run and not (plain and event.run_id == run[0].run_id):
                 self._store_asset_events(run)
                 run = []
-            if _is_plain_asset_event(event):
+            if plain:
                 run.append(event)
             else:  # check, run-status and other events: Dagster's own path
                 self.store_event(event)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dagster import AssetSelection, DagsterInstance, materialize
 
+from crypto_assets.dagster_home import sigterm_kept
 from crypto_assets.forecast.options import DEFAULT_OPTIONS
 from crypto_assets.forecast.store import read_history
 from crypto_assets.settings import Settings
@@ -32,7 +33,6 @@ def materialize_forecasts(
     instance: DagsterInstance, settings: Settings, config: dict | None = None, log_level: str = "INFO"
 ) -> list[ForecastRun]:
     """One run per symbol with enough history; ``config`` is ForecastConfig run config for both CV assets."""
-    from crypto_assets.dagster_home import sigterm_kept
     from crypto_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
