@@ -13,29 +13,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from crypto_assets.dagster_home import DagsterHomeError, dagster_home_for, postgres_option
 from crypto_assets.settings import Settings, SettingsError, load_settings, validate_symbol
 
 DEFAULT_PORT = 3000
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The project settings of this process, resolved once and handed to the command as ``args.settings``."""
     if getattr(args, "home", None):
         os.environ["CRYPTO_ASSETS_HOME"] = str(Path(args.home).resolve())
     return load_settings()
 
 
-def _dagster_home(settings: Settings) -> Path:
-    """A persistent DAGSTER_HOME (runs, event log, schedules) under the project home unless one is set."""
-    from crypto_assets.dagster_home import prepare_dagster_home
-
-    # Exported, so the webserver, daemon and run workers started from here share it and its settings.
-    return prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster"))
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from crypto_assets.batch import synthetic
 
-    settings = _settings(args)
+    settings = args.settings
     out = Path(args.out) if args.out else settings.synthetic_dir
     series = synthetic.SCALES[args.scale]
     with tqdm(total=len(series), unit="file", desc=f"generating {args.scale}") as bar:
@@ -92,7 +86,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from crypto_assets.batch.sources.errors import SourceFormatError
     from crypto_assets.settings import SourceSpec
 
-    settings = _settings(args)
+    settings = args.settings
     symbol = validate_symbol(args.symbol) if args.symbol else None
     new_files, problems = discover_sources([SourceSpec(p, symbol) for p in args.paths], settings.symbol_names)
     latest = datetime.now(UTC) + timedelta(days=1)
@@ -178,8 +172,8 @@ def _serve(port: int) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    _dagster_home(settings)
+    settings = args.settings
+    dagster_home_for(settings, args.dagster_postgres)
     ok = _materialize_all(settings)
     if ok and not args.no_forecasts:
         ok = _materialize_forecasts(settings)
@@ -189,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    _dagster_home(_settings(args))
+    dagster_home_for(args.settings, args.dagster_postgres)
     return _serve(args.port)
 
 
@@ -215,10 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-forecasts", action="store_true", help="only the batch graph")
     demo.add_argument("--serve", action="store_true", help="then serve the Dagster UI")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    postgres_option(demo)
     demo.set_defaults(func=cmd_demo)
 
     ui = sub.add_parser("ui", help="serve the Dagster UI and daemon on 127.0.0.1")
     ui.add_argument("--port", type=int, default=DEFAULT_PORT)
+    postgres_option(ui)
     ui.set_defaults(func=cmd_ui)
 
     from crypto_assets.batch.backfill import commands as backfill_commands
@@ -234,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        args.settings = _settings(args)
         return args.func(args)
-    except SettingsError as exc:
+    except (SettingsError, DagsterHomeError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 
 from crypto_assets.dagster_home import tune_event_writes, write_dagster_yaml
 
@@ -23,9 +22,10 @@ def shared_data() -> Path:
 
 
 def instance_at(path: Path) -> DagsterInstance:
-    """A real, persistent (SQLite) Dagster instance in ``path``, configured as the CLI configures DAGSTER_HOME."""
+    """A real, persistent Dagster instance in ``path`` (stock SQLite storage), configured as the CLI configures
+    DAGSTER_HOME: Dagster's public ``local_temp`` reads the dagster.yaml there."""
     write_dagster_yaml(path)
-    return DagsterInstance.from_ref(InstanceRef.from_dir(str(path)))
+    return DagsterInstance.local_temp(str(path))
 
 
 def write_config(home: Path, sources: list[str] | None = None, extra: str = "") -> Path:

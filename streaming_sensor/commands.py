@@ -31,10 +31,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from streaming_sensor.broker import start_broker, topic_names
 
-    settings = _settings(args)
+    settings = args.settings
     port = args.port or settings.kafka.broker_port
     _logging(False)
     broker = start_broker(port, topic_names(settings.kafka), settings.kafka.partitions, quiet=not args.broker_logs)
@@ -56,11 +55,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.settings import validate_symbol
     from streaming_sensor.producer import ProducerOptions, StreamProducer
 
-    settings = _settings(args)
+    settings = args.settings
     _logging(args.verbose)
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else None
     options = ProducerOptions.from_settings(
@@ -90,12 +88,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from streaming_sensor.stream_job import build_session, checkpoint_dir, start_stream
 
     from streaming_sensor.batch_writer import LogMismatch
 
-    settings = _settings(args)
+    settings = args.settings
     _logging(args.verbose)
     spark = build_session(settings)
     try:

@@ -1,61 +1,112 @@
-"""The Dagster instance the project runs on: its dagster.yaml and the settings of its event writes.
+"""The Dagster instance the CLI runs on when it owns one: a DAGSTER_HOME with a ``dagster.yaml`` of documented
+keys only (Dagster's stock SQLite storage, or its PostgreSQL storage for shared deployments).
 
-The CLI, the tests and the benchmarks all prepare a DAGSTER_HOME through :func:`prepare_dagster_home`, so a
-benchmarked run is a run as users get it.
+A deployment that brings its own instance keeps it: the code location needs nothing from the instance beyond
+what every Dagster instance offers.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-DAGSTER_YAML = """\
-# Written by crypto-assets on first start; edit freely (see Dagster's dagster.yaml reference).
+POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"  # read by dagster.yaml, so the password is never written to a file
+MARKER = "# Written by crypto-assets"  # a dagster.yaml starting with it is rewritten; remove the line to keep edits
+
+SQLITE_YAML = f"""\
+{MARKER}: Dagster's stock SQLite storage under this directory.
+# Delete the line above to keep your own edits (see Dagster's dagster.yaml reference).
 telemetry:
   enabled: false
-# Dagster's SQLite event log (same files and schema), writing a range run's per-partition
-# materializations in one transaction: crypto_assets/dagster_home/event_log.py.
-event_log_storage:
-  module: crypto_assets.dagster_home.event_log
-  class: BatchedSqliteEventLogStorage
-  config:
-    base_dir: {event_log_dir}
+"""
+
+POSTGRES_YAML = f"""\
+{MARKER}: Dagster's PostgreSQL storage (runs, event log, schedules), from ${POSTGRES_URL_ENV}.
+# Delete the line above to keep your own edits (see Dagster's dagster.yaml reference).
+telemetry:
+  enabled: false
+storage:
+  postgres:
+    postgres_url:
+      env: {POSTGRES_URL_ENV}
 """
 
 EVENT_BATCH_SIZE = 1000  # events of one step handed to the storage at once (a step's months fit in one)
 
 
 def tune_event_writes() -> None:
-    """Environment read by every Dagster process that creates or executes a run (CLI, webserver, daemon, run
-    workers inherit it):
+    """Dagster's environment settings for event writes, read by every Dagster process that creates or executes
+    a run (CLI, webserver, daemon and run workers inherit them; a deployment may set them too):
 
     * one planned event per asset for a single-run range backfill instead of one per month partition; per
       Dagster, partitions of a failed range run are then not individually marked as failed;
-    * a step's per-partition materializations stored as one batch (see ``event_log.py``).
+    * a step's per-partition materializations handed to the event log storage as one batch, which Dagster's
+      PostgreSQL storage inserts in one statement (its SQLite storage stores them one by one).
     """
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
 
 
-def write_dagster_yaml(home: Path) -> Path:
-    """``home/dagster.yaml`` unless one exists (a user's own instance configuration is kept)."""
+class DagsterHomeError(ValueError):
+    """The instance asked for cannot be configured (e.g. PostgreSQL over a user's own dagster.yaml)."""
+
+
+def write_dagster_yaml(home: Path, postgres: bool = False) -> Path:
+    """``home/dagster.yaml`` for the stock SQLite (default) or PostgreSQL storage.
+
+    A file this module wrote is rewritten to match; a user's own file is kept as it is, and asking for
+    PostgreSQL over one that does not use it is an error rather than a silent switch of databases.
+    """
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML.format(event_log_dir=home.resolve() / "history" / "runs"))
+    wanted = POSTGRES_YAML if postgres else SQLITE_YAML
+    if config.exists() and not config.read_text().startswith(MARKER):
+        if postgres and "postgres" not in config.read_text():
+            raise DagsterHomeError(
+                f"{config} is your own and does not configure PostgreSQL storage: add a `storage: postgres:` "
+                f"block (see the README) or remove the file"
+            )
+        return config
+    if not config.exists() or config.read_text() != wanted:
+        tmp = config.with_name(".dagster.yaml.tmp")
+        tmp.write_text(wanted)
+        tmp.replace(config)
     return config
 
 
-def prepare_dagster_home(home: Path) -> Path:
-    """Make ``home`` this process's DAGSTER_HOME, configured as above; returns its resolved path."""
+def prepare_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
+    """Make ``home`` this process's DAGSTER_HOME, configured as above; returns its resolved path.
+
+    ``postgres_url`` (or ``$DAGSTER_POSTGRES_URL``) selects Dagster's PostgreSQL storage; the URL stays in the
+    environment of this process and the Dagster processes it starts.
+    """
     home = home.resolve()
-    write_dagster_yaml(home)
+    if postgres_url:
+        os.environ[POSTGRES_URL_ENV] = postgres_url
+    write_dagster_yaml(home, postgres=bool(os.environ.get(POSTGRES_URL_ENV)))
     os.environ["DAGSTER_HOME"] = str(home)
     tune_event_writes()
     return home
+
+
+def dagster_home_for(settings, postgres_url: str | None = None) -> Path:
+    """The CLI's persistent DAGSTER_HOME (runs, event log, schedules): ``$DAGSTER_HOME`` if set, else
+    ``<home>/dagster``. Exported, so the webserver, daemon and run workers started from here share it."""
+    return prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster"), postgres_url)
+
+
+def postgres_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dagster-postgres",
+        metavar="URL",
+        help=f"keep Dagster's runs, event log and schedules in PostgreSQL, e.g. "
+        f"postgresql://user:password@127.0.0.1:5432/dagster (default: ${POSTGRES_URL_ENV} if set, else SQLite "
+        f"files under DAGSTER_HOME)",
+    )
 
 
 @contextmanager

@@ -37,10 +37,9 @@ def _market(args: argparse.Namespace, settings):
 
 
 def cmd_exchange_replay(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.exchange.replay import MarketError, ReplayServer
 
-    settings = _settings(args)
+    settings = args.settings
     try:
         market = _market(args, settings)
     except MarketError as exc:

@@ -12,6 +12,8 @@ import sys
 from dataclasses import asdict
 from datetime import date
 
+from crypto_assets.dagster_home import postgres_option
+
 
 def _day(text: str) -> date:
     try:
@@ -28,11 +30,10 @@ def _print(text: str) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.output import render
     from crypto_assets.serving.store import read_view
 
-    settings = _settings(args)
+    settings = args.settings
     symbol = settings.symbol(args.symbol.upper()).name
     if args.start and args.end and args.end < args.start:
         print(f"error: --to {args.end} is before --from {args.start}", file=sys.stderr)
@@ -52,11 +53,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.lake_sql import SqlError, describe_tables, run_sql
     from crypto_assets.serving.output import render
 
-    settings = _settings(args)
+    settings = args.settings
     if args.tables or not args.query:
         tables = describe_tables(settings.lake_dir)
         if args.format == "table":
@@ -74,14 +74,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.status import (
         component_states,
         layer_freshness,
         render_status,
     )
 
-    settings = _settings(args)
+    settings = args.settings
     components = component_states(settings)
     freshness = layer_freshness(settings)
     if args.json:
@@ -92,7 +91,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.storage import (
         human_bytes,
         reclaim,
@@ -101,7 +99,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
         usage,
     )
 
-    settings = _settings(args)
+    settings = args.settings
     if args.reclaim:
         freed, done = reclaim(settings)
         for line in done:
@@ -113,10 +111,9 @@ def cmd_storage(args: argparse.Namespace) -> int:
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.reports import make_server, reports_dir
 
-    settings = _settings(args)
+    settings = args.settings
     port = args.port or settings.serving.reports_port
     server = make_server(reports_dir(settings.home), port)
     print(f"forecast reports on http://127.0.0.1:{port}/ (from {reports_dir(settings.home)})", flush=True)
@@ -130,24 +127,27 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
 
-    from crypto_assets.cli import _dagster_home, _settings
+    from crypto_assets.dagster_home import dagster_home_for
     from crypto_assets.serving.system import plan_for, run_system
 
+    settings = args.settings
     if args.sensor_interval is not None:
+        # Exported for the Dagster processes `up` starts, which resolve the settings themselves.
         os.environ["CRYPTO_ASSETS_SERVING_SENSOR_MIN_INTERVAL_SECONDS"] = str(args.sensor_interval)
-    settings = _settings(args)
-    _dagster_home(settings)
+        serving = dataclasses.replace(settings.serving, sensor_min_interval_seconds=args.sensor_interval)
+        settings = dataclasses.replace(settings, serving=serving)
+    dagster_home_for(settings, args.dagster_postgres)
     plan = plan_for(settings, args.port, args.exchange, materialize=not args.skip_batch, speed_layer=not args.no_speed)
     return run_system(settings, plan)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from crypto_assets.cli import _settings
     from crypto_assets.serving.system import stop_recorded
 
-    return stop_recorded(_settings(args).home)
+    return stop_recorded(args.settings.home)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -201,6 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--skip-batch", action="store_true", help="do not materialize the batch graph first")
     up.add_argument("--no-speed", action="store_true", help="start no broker, producer or stream")
     up.add_argument("--sensor-interval", type=int, help="seconds between sensor evaluations (default: serving setting)")
+    postgres_option(up)
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the processes a `crypto-assets up` started (from their pid files)")

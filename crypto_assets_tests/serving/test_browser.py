@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.instance.ref import InstanceRef
 
 from crypto_assets.serving.processes import free_port, port_open, read_process_records, stop_process
 from crypto_assets_tests.conftest import REPO
@@ -139,7 +138,7 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
     first, last = month_start(now.replace(day=1) - timedelta(days=1)), month_start(now)
     started = time.time()
 
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance, sync_playwright() as playwright:
+    with DagsterInstance.local_temp(str(dagster_home)) as instance, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(UI_TIMEOUT_MS)

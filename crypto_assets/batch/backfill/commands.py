@@ -39,11 +39,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     from crypto_assets.batch.backfill.gaps import symbol_starts
     from crypto_assets.batch.backfill.guard import synthetic_mix_reason
-    from crypto_assets.cli import _settings
     from crypto_assets.exchange.client import ExchangeClient, ExchangeError
     from crypto_assets.settings import validate_symbol
 
-    settings = _settings(args)
+    settings = args.settings
     if args.to_day <= args.from_day:
         print(f"error: --to ({args.to_day}) must be after --from ({args.from_day}); --to is exclusive", file=sys.stderr)
         return 2
