@@ -68,3 +68,12 @@ tune_event_writes()
 # starts and then asks to stop. Tests run with Python's usual handler whatever launched them.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def postgres_url():
+    """A real PostgreSQL server for this test (initdb/pg_ctl on a free port), removed afterwards."""
+    from crypto_assets_tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

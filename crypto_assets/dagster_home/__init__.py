@@ -78,6 +78,15 @@ def write_dagster_yaml(home: Path, postgres: bool = False) -> Path:
     return config
 
 
+def psycopg2_url(url: str) -> str:
+    """``url`` with the psycopg2 driver named: dagster-postgres speaks psycopg2, while SQLAlchemy 2.1 opens a
+    bare ``postgresql://`` URL with psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url
+
+
 def prepare_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
     """Make ``home`` this process's DAGSTER_HOME, configured as above; returns its resolved path.
 
@@ -85,8 +94,9 @@ def prepare_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
     environment of this process and the Dagster processes it starts.
     """
     home = home.resolve()
+    postgres_url = postgres_url or os.environ.get(POSTGRES_URL_ENV)
     if postgres_url:
-        os.environ[POSTGRES_URL_ENV] = postgres_url
+        os.environ[POSTGRES_URL_ENV] = psycopg2_url(postgres_url)
     write_dagster_yaml(home, postgres=bool(os.environ.get(POSTGRES_URL_ENV)))
     os.environ["DAGSTER_HOME"] = str(home)
     tune_event_writes()

@@ -10,6 +10,8 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
+    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     StaticPartitionsDefinition,
@@ -34,6 +36,20 @@ CHECKS = (
     ("batch_precedence", "closed days are the batch view's rows unchanged; the speed layer only extends them"),
     ("moving_averages_continuous", "MA7/MA30 equal a plain reference across the seam and the batch view's own"),
 )
+
+
+def on_batch_updates() -> AutomationCondition:
+    """Refresh every symbol's view once after the batch view (daily_filled) is updated, by a backfill or the
+    daily refresh, so the view is current with or without the speed layer (whose micro-batches trigger it
+    through their own sensor); and build a view that was never built once the batch view is complete (a
+    daemon started after the batch graph ran). Not while daily_filled or the view itself is being written."""
+    batch_view = AssetSelection.assets(DAILY_FILLED)
+    never_built = AutomationCondition.missing() & ~AutomationCondition.any_deps_missing().allow(batch_view)
+    return (
+        (AutomationCondition.any_deps_updated().allow(batch_view) | never_built).since_last_handled()
+        & ~AutomationCondition.any_deps_in_progress().allow(batch_view)
+        & ~AutomationCondition.in_progress()
+    ).with_label("on_batch_updates")
 
 
 def symbol_partitions(settings: Settings) -> StaticPartitionsDefinition:
@@ -85,6 +101,7 @@ def build_serving_assets(settings: Settings) -> list:
         "where both have a day. Each row says its source (batch | speed) and as_of; MA7/MA30 are recomputed "
         "across the seam. Superseded micro-batches are compacted or expired on every run.",
         check_specs=[AssetCheckSpec(name, asset=UNIFIED_VIEW, description=text) for name, text in CHECKS],
+        automation_condition=on_batch_updates(),
     )
     def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         symbol = context.partition_key
