@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl
 
+from crypto_assets.lake.microbatch_log import read_records
 from crypto_assets.serving.processes import free_port, read_process_records, stop_process
 from crypto_assets.serving.store import view_file
-from streaming_sensor.microbatch_log import read_records
 
 
 @dataclass
@@ -177,7 +177,7 @@ def main() -> int:
         ("latency max (s)", [f"{max(latencies(r)):.1f}" if latencies(r) else "n/a" for r in results]),
         ("  of which stream commit, median (s)", [f"{statistics.median(r.commit_lags):.1f}" if r.commit_lags else "n/a" for r in results]),
         ("  rewrite spacing, median (s)", [
-            f"{statistics.median(b[0] - a[0] for a, b in zip(r.writes, r.writes[1:])):.1f}" if len(r.writes) > 1 else "n/a"
+            f"{statistics.median(b[0] - a[0] for a, b in zip(r.writes, r.writes[1:], strict=False)):.1f}" if len(r.writes) > 1 else "n/a"
             for r in results
         ]),
         ("system start-up (s)", [f"{r.startup_seconds:.0f}" for r in results]),

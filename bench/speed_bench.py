@@ -51,9 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from crypto_assets.lake.microbatch_log import read_records  # noqa: E402
 from streaming_sensor.broker import start_broker, topic_name  # noqa: E402
 from streaming_sensor.kafka_source import KafkaStreamReader, positions  # noqa: E402
-from streaming_sensor.microbatch_log import read_records  # noqa: E402
 from streaming_sensor.stream_job import batch_offsets  # noqa: E402
 
 SYMBOL = "BTCUSDT"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import shutil
 import sys
@@ -17,6 +18,12 @@ from crypto_assets.dagster_home import DagsterHomeError, dagster_home_for, postg
 from crypto_assets.settings import Settings, SettingsError, load_settings, validate_symbol
 
 DEFAULT_PORT = 3000
+COMMANDS = (
+    "crypto_assets.batch.backfill.commands",
+    "crypto_assets.exchange.commands",
+    "streaming_sensor.commands",
+    "crypto_assets.serving.commands",
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -217,13 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     postgres_option(ui)
     ui.set_defaults(func=cmd_ui)
 
-    from crypto_assets.batch.backfill import commands as backfill_commands
-    from crypto_assets.exchange import commands as exchange_commands
-    from crypto_assets.serving import commands as serving_commands
-    from streaming_sensor import commands as streaming_commands
-
-    for package in (backfill_commands, exchange_commands, streaming_commands, serving_commands):
-        package.register(sub)
+    # Each domain adds its subcommands; the speed layer builds on this package, so it is loaded by name.
+    for package in COMMANDS:
+        importlib.import_module(package).register(sub)
     return parser
 
 

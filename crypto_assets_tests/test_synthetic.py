@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +54,10 @@ def test_scales_define_expected_series() -> None:
         assert [s.symbol for s in SCALES[scale]] == ["BTCUSDT", "ETHUSDT"]
         for s in SCALES[scale]:
             assert s.start.tzinfo is not None and s.end.tzinfo is not None
-            assert s.end == datetime(2025, 12, 14, tzinfo=timezone.utc)
+            assert s.end == datetime(2025, 12, 14, tzinfo=UTC)
     full_btc, full_eth = SCALES["full"]
-    assert full_btc.start == datetime(2012, 1, 1, tzinfo=timezone.utc)
-    assert full_eth.start == datetime(2017, 8, 17, tzinfo=timezone.utc)
+    assert full_btc.start == datetime(2012, 1, 1, tzinfo=UTC)
+    assert full_eth.start == datetime(2017, 8, 17, tzinfo=UTC)
     assert 1 < full_btc.start_price < 20 and 100 < full_eth.start_price < 1000
 
 
@@ -187,7 +187,7 @@ def test_intraday_seasonality(name: str, request: pytest.FixtureRequest) -> None
 
 
 def test_short_series_with_unknown_symbol() -> None:
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     series = SyntheticSeries("SOLUSDT", start, start + timedelta(days=3), 120.0)
     frame = generate_minutes(series, seed=1)
     assert 0.99 * 3 * 1440 < frame.height <= 3 * 1440 + 10
@@ -195,7 +195,7 @@ def test_short_series_with_unknown_symbol() -> None:
 
 
 def test_rejects_bad_series() -> None:
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     with pytest.raises(ValueError):
         generate_minutes(SyntheticSeries("BTCUSDT", start, start, 100.0))
     with pytest.raises(ValueError):

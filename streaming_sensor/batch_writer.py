@@ -1,4 +1,4 @@
-"""Writes one micro-batch of the stream job per the speed-layer contract (:mod:`streaming_sensor.microbatch_log`).
+"""Writes one micro-batch of the stream job per the speed-layer contract (:mod:`crypto_assets.lake.microbatch_log`).
 
 Files first (atomically, fixed row order so a replayed batch rewrites byte-identical files), then one log
 line. Every batch is logged, also one that wrote no rows (all its events late, bad or superseded), so the
@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.atomic import write_parquet_atomic, write_text_atomic
-from streaming_sensor.microbatch_log import (
+from crypto_assets.lake.microbatch_log import (
     CANDLES_1M,
     DAILY,
     SPEED_CANDLE_SCHEMA,

@@ -88,9 +88,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from streaming_sensor.stream_job import build_session, checkpoint_dir, start_stream
-
     from streaming_sensor.batch_writer import LogMismatch
+    from streaming_sensor.stream_job import build_session, checkpoint_dir, start_stream
 
     settings = args.settings
     _logging(args.verbose)

@@ -10,7 +10,7 @@ Failure handling:
   event, a silent connection (watchdog), or before the exchange's 24-hour limit. Pings are answered by the
   WebSocket client.
 * Every stretch of exchange time not captured (disconnect -> first event after reconnect, producer stopped,
-  messages dropped) is written to :mod:`streaming_sensor.missed` for the batch layer to backfill.
+  messages dropped) is written to :mod:`crypto_assets.lake.missed` for the batch layer to backfill.
 * A producer that dies without stopping (SIGKILL, OOM, power) records nothing itself. So every
   ``state_seconds`` it writes, atomically, the newest event time per symbol that Kafka acknowledged
   (:func:`state_path`); at start, a state not marked as cleanly stopped opens a "producer crashed" stretch per
@@ -40,9 +40,9 @@ from typing import NamedTuple
 from aiokafka.partitioner import DefaultPartitioner
 
 from crypto_assets.lake.atomic import write_text_atomic
+from crypto_assets.lake.missed import MissedLog, MissedStretch, open_stretches, stretches_path
 from crypto_assets.settings import Settings, validate_symbol
 from streaming_sensor.broker import ensure_topics, topic_name
-from streaming_sensor.missed import MissedLog, MissedStretch, open_stretches, stretches_path
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from dagster import (
     sensor,
 )
 
+from crypto_assets.lake.microbatch_log import latest_batch_id, read_records
 from crypto_assets.settings import Settings
-from streaming_sensor.microbatch_log import latest_batch_id, read_records
 
 SENSOR_NAME = "unified_view_on_new_microbatches"
 UNIFIED_VIEW = AssetKey("unified_view")

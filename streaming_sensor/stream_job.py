@@ -31,6 +31,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from crypto_assets.lake.atomic import write_text_atomic
+from crypto_assets.lake.microbatch_log import read_records_tail
+from crypto_assets.lake.missed import MissedLog
 from crypto_assets.settings import Settings
 from streaming_sensor.batch_writer import BatchWriter, LogMismatch
 from streaming_sensor.broker import topic_names
@@ -38,8 +40,6 @@ from streaming_sensor.candles import parse_delay
 from streaming_sensor.events import parse_events
 from streaming_sensor.folding import CandleFolder, state_dir
 from streaming_sensor.kafka_source import RESET_FROM, SOURCE_NAME, KafkaSource, positions, range_starts
-from streaming_sensor.microbatch_log import read_records_tail
-from streaming_sensor.missed import MissedLog
 
 log = logging.getLogger(__name__)
 

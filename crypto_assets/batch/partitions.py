@@ -22,3 +22,7 @@ def monthly_partitions(history_start: date) -> MonthlyPartitionsDefinition:
 
 def window_bounds(window: TimeWindow) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
+
+# Dagster's run tags of a single-run backfill over a range of partitions.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"

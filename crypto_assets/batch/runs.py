@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
+from crypto_assets.batch import defs as batch_defs
+from crypto_assets.batch.defs import BATCH
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, monthly_partitions
 from crypto_assets.dagster_home import sigterm_kept, tune_event_writes
 from crypto_assets.settings import Settings
 
-BATCH = AssetSelection.groups("batch")
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+__all__ = ["BATCH", "RANGE_END_TAG", "RANGE_START_TAG", "materialize_batch_range", "whole_history"]
 
 
 def whole_history(settings: Settings) -> tuple[str, str]:
     """First and last month partition keys of the batch graph."""
-    from crypto_assets.batch.partitions import monthly_partitions
-
     partitions = monthly_partitions(settings.history_start)
     return partitions.get_first_partition_key(), partitions.get_last_partition_key()
 
@@ -29,10 +28,8 @@ def materialize_batch_range(
     log_level: str = "INFO",
 ) -> ExecuteInProcessResult:
     """Materialize every batch asset for the months ``first``..``last`` (default: the whole history)."""
-    from crypto_assets.definitions import build_definitions
-
     tune_event_writes()
-    defs = build_definitions(settings)
+    defs = batch_defs.build_defs(settings)
     default_first, default_last = whole_history(settings)
     with sigterm_kept():
         return materialize(

@@ -26,7 +26,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ class SyntheticSeries:
 
 
 def _utc(year: int, month: int, day: int) -> datetime:
-    return datetime(year, month, day, tzinfo=timezone.utc)
+    return datetime(year, month, day, tzinfo=UTC)
 
 
 _DATA_END = _utc(2025, 12, 14)
@@ -178,7 +178,7 @@ def _rng(series: SyntheticSeries, seed: int) -> np.random.Generator:
 
 def _epoch_seconds(moment: datetime) -> int:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # documented contract is UTC anyway
+        moment = moment.replace(tzinfo=UTC)  # documented contract is UTC anyway
     return int(moment.timestamp())
 
 

@@ -159,7 +159,7 @@ def _prophet_frame(
     # Longest training windows first: they are the slowest, so the pool ends evenly.
     order = np.argsort(-cut_idx, kind="stable")
     folds = [(series.ds[: cut_idx[i] + 1], series.y[: cut_idx[i] + 1]) for i in order]
-    by_cut = dict(zip(order.tolist(), _prophet_folds(folds, options, executor)))
+    by_cut = dict(zip(order.tolist(), _prophet_folds(folds, options, executor), strict=True))
     pred = np.stack([by_cut[i][0] for i in range(len(cut_idx))])
     train_end = np.array([by_cut[i][1] for i in range(len(cut_idx))], dtype="datetime64[D]")
     return _frame(series, PROPHET, cut_idx, options.cv_horizons, pred, train_end)

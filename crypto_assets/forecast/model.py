@@ -58,7 +58,7 @@ def _inverse(values: np.ndarray, options: ForecastOptions) -> np.ndarray:
 
 
 def fit_arrays(ds: np.ndarray, y: np.ndarray, options: ForecastOptions) -> Prophet:
-    """Fit Prophet on plain arrays; used by fit_prophet and by CV workers."""
+    """Fit Prophet on plain arrays; used by forecast and by CV workers."""
     quiet_stan_logging()
     frame = pd.DataFrame({"ds": pd.to_datetime(ds), "y": _transform(y, options)})
     model = Prophet(**options.prophet_kwargs())
@@ -82,23 +82,6 @@ def predict_arrays(
 def future_days(last_ds: np.datetime64 | date, horizon_days: int) -> np.ndarray:
     start = np.datetime64(last_ds, "D")
     return start + np.arange(1, horizon_days + 1)
-
-
-def fit_prophet(history: pl.DataFrame, options: ForecastOptions = DEFAULT_OPTIONS) -> Prophet:
-    series = to_series(history, require_positive=options.log_price)
-    return fit_arrays(series.ds, series.y, options)
-
-
-def forecast_from_model(
-    model: Prophet,
-    history: pl.DataFrame,
-    options: ForecastOptions = DEFAULT_OPTIONS,
-    *,
-    include_history: bool = False,
-) -> pl.DataFrame:
-    """Next horizon_days after the last ds (plus in-sample fit when asked)."""
-    series = to_series(history, require_positive=options.log_price)
-    return _forecast_frame(model, series, options, include_history)
 
 
 def forecast(

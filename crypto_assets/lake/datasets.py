@@ -13,7 +13,6 @@ import polars as pl
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.layout import Month, existing_partitions, partition_path
 
-
 WRITE_THREADS = min(4, (os.cpu_count() or 1) + 1)
 
 

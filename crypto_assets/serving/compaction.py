@@ -17,6 +17,13 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.atomic import write_parquet_atomic
+from crypto_assets.lake.microbatch_log import (
+    CANDLES_1M,
+    DAILY,
+    BatchRecord,
+    latest_batch_id,
+    log_dir,
+)
 from crypto_assets.serving.speed_store import (
     PART,
     batch_dirs,
@@ -25,13 +32,6 @@ from crypto_assets.serving.speed_store import (
     speed_lock,
 )
 from crypto_assets.serving.unified import CANDLE_KEY, DAILY_KEY, latest_per_key
-from streaming_sensor.microbatch_log import (
-    CANDLES_1M,
-    DAILY,
-    BatchRecord,
-    latest_batch_id,
-    log_dir,
-)
 
 KEYS = {CANDLES_1M: (CANDLE_KEY, pl.col("open_time").dt.date()), DAILY: (DAILY_KEY, pl.col("date"))}
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.layout import DATASET_PATTERN, PART_FILE
-from crypto_assets.serving.speed_store import committed_files, scan_files, speed_lock
-from streaming_sensor.microbatch_log import (
+from crypto_assets.lake.microbatch_log import (
     CANDLES_1M,
     DAILY,
     SPEED,
     latest_batch_id,
     speed_root,
 )
+from crypto_assets.serving.speed_store import committed_files, scan_files, speed_lock
 
 
 class SqlError(ValueError):

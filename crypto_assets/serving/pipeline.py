@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.atomic import write_parquet_atomic
+from crypto_assets.lake.microbatch_log import CANDLES_1M, latest_batch_id
 from crypto_assets.serving.compaction import CompactionResult, compact_speed
 from crypto_assets.serving.speed_store import read_speed
 from crypto_assets.serving.store import read_batch_minutes, read_batch_view, view_file
@@ -24,7 +25,6 @@ from crypto_assets.serving.unified import (
     unify,
 )
 from crypto_assets.settings import validate_symbol
-from streaming_sensor.microbatch_log import CANDLES_1M, latest_batch_id
 
 
 @dataclass

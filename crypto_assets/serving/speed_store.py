@@ -1,4 +1,4 @@
-"""Reading the speed layer's micro-batches (see :mod:`streaming_sensor.microbatch_log`) and their compacted form.
+"""Reading the speed layer's micro-batches (see :mod:`crypto_assets.lake.microbatch_log`) and their compacted form.
 
 Compaction folds committed micro-batches into one file per dataset, ``<lake>/speed/_compacted/<dataset>/
 part-0.parquet``, and removes their directories. Readers hold a shared lock and compaction an exclusive one,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming_sensor.microbatch_log import (
+from crypto_assets.lake.microbatch_log import (
     CANDLES_1M,
     DAILY,
     SPEED_CANDLE_SCHEMA,

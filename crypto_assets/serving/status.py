@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import polars as pl
 
 from crypto_assets.batch.pipeline import MINUTE_RAW, latest_date
+from crypto_assets.lake.microbatch_log import read_records_tail
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
 from crypto_assets.serving.store import (
     month_files,
@@ -19,7 +20,6 @@ from crypto_assets.serving.store import (
 )
 from crypto_assets.serving.unified import SPEED, seam_of
 from crypto_assets.settings import Settings
-from streaming_sensor.microbatch_log import read_records_tail
 
 COMPONENTS = ("exchange-replay", "broker", "producer", "stream", "reports", "dagster-webserver", "dagster-daemon")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, LOG_DIR, SPEED
 from crypto_assets.serving.compaction import (
     compact_speed,
     compaction_bound,
@@ -20,7 +21,6 @@ from crypto_assets.serving.compaction import (
 from crypto_assets.serving.pipeline import batch_seams
 from crypto_assets.serving.speed_store import COMPACTED, PART
 from crypto_assets.settings import Settings
-from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, LOG_DIR, SPEED
 
 TEMP_PREFIX = ".tmp-"
 ORPHAN_AGE_SECONDS = 3600  # younger temp files may belong to a write in progress

@@ -16,7 +16,7 @@ from crypto_assets.batch.pipeline import DAILY_FILLED, MINUTE_RAW
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.layout import PART_FILE, Month
-from crypto_assets.serving.unified import AS_OF, UNIFIED_SCHEMA
+from crypto_assets.serving.unified import AS_OF
 from crypto_assets.settings import validate_symbol
 
 UNIFIED_VIEW = "unified_view"
@@ -66,7 +66,3 @@ def read_batch_minutes(lake: Path, symbol: str, after: date | None) -> pl.LazyFr
     files = [p for month, p in month_files(lake, MINUTE_RAW, symbol) if first is None or month >= first]
     frame = _with_as_of(files, MINUTE_SCHEMA)
     return frame if after is None else frame.filter(pl.col("open_time").dt.date() > after)
-
-
-def empty_view() -> pl.DataFrame:
-    return pl.DataFrame(schema=UNIFIED_SCHEMA)

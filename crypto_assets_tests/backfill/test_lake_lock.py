@@ -29,8 +29,7 @@ from crypto_assets_tests.backfill.conftest import (
     punch_hole,
     recording,
 )
-from crypto_assets_tests.conftest import REPO
-from crypto_assets_tests.conftest import instance_at
+from crypto_assets_tests.conftest import REPO, instance_at
 
 
 class NoExchange:

@@ -10,10 +10,10 @@ from crypto_assets.batch.backfill.missed_sensor import SENSOR_NAME
 from crypto_assets.batch.runs import RANGE_END_TAG, RANGE_START_TAG, materialize_batch_range
 from crypto_assets.definitions import build_definitions
 from crypto_assets.exchange.replay import ReplayServer
+from crypto_assets.lake.missed import MissedLog
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.backfill.conftest import HOLE, OUTAGE_MINUTES, SYMBOL, april, recording
 from crypto_assets_tests.conftest import instance_at
-from streaming_sensor.missed import MissedLog
 
 SYMBOLS = f'[[symbols]]\nname = "{SYMBOL}"\nstart = "2021-03-26"\n'
 

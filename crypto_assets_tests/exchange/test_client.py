@@ -275,7 +275,7 @@ def test_weight_used_by_another_client_on_the_same_ip_is_respected(market_2021):
             with client_for(small, weight_limit=20, weight_window_seconds=window) as client:
                 send = client._send
 
-                def recording(target, send=send):
+                def recording(target, send=send, answers=answers):
                     status, headers, body = send(target)
                     answers.append((status, int(headers[USED_WEIGHT_HEADER])))
                     return status, headers, body

@@ -16,7 +16,7 @@ from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
-from streaming_sensor.microbatch_log import (
+from crypto_assets.lake.microbatch_log import (
     CANDLES_1M,
     DAILY,
     SPEED_CANDLE_SCHEMA,
@@ -50,7 +50,7 @@ def minute_rows(symbol: str, start: datetime, count: int, price: float, step: fl
 
 def daily_minutes(symbol: str, days: list[date], closes: list[float], per_day: int = 3) -> pl.DataFrame:
     """A few minutes per day whose last close is the given one (so the daily close is known by hand)."""
-    frames = [minute_rows(symbol, utc(d.year, d.month, d.day), per_day, close) for d, close in zip(days, closes)]
+    frames = [minute_rows(symbol, utc(d.year, d.month, d.day), per_day, close) for d, close in zip(days, closes, strict=True)]
     return pl.concat(frames)
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from crypto_assets.lake.microbatch_log import latest_batch_id
 from crypto_assets.serving.processes import free_port, port_open, read_process_records, stop_process
 from crypto_assets_tests.conftest import REPO
-from streaming_sensor.microbatch_log import latest_batch_id
 from streaming_sensor.sensor import SENSOR_NAME
 
 pytestmark = pytest.mark.slow

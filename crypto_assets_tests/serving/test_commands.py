@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from crypto_assets.cli import main
+from crypto_assets.lake.microbatch_log import CANDLES_1M
 from crypto_assets.serving.pipeline import build_unified_view
 from crypto_assets.serving.processes import (
     ProcessRecord,
@@ -30,7 +31,6 @@ from crypto_assets_tests.serving.helpers import (
     write_batch_layer,
     write_microbatch,
 )
-from streaming_sensor.microbatch_log import CANDLES_1M
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = date(2024, 1, 1)

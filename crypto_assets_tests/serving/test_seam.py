@@ -10,9 +10,11 @@ from dagster import AssetKey, materialize
 
 from crypto_assets.batch.checks import reference_moving_average
 from crypto_assets.definitions import build_definitions
+from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, log_dir, read_records
 from crypto_assets.serving.speed_store import batch_dirs, compacted_file
 from crypto_assets.serving.store import read_view
 from crypto_assets.settings import load_settings
+from crypto_assets_tests.conftest import instance_at
 from crypto_assets_tests.serving.helpers import (
     daily_minutes,
     minute_rows,
@@ -21,8 +23,6 @@ from crypto_assets_tests.serving.helpers import (
     write_batch_layer,
     write_microbatch,
 )
-from crypto_assets_tests.conftest import instance_at
-from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, log_dir, read_records
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = date(2024, 1, 1)

@@ -10,13 +10,13 @@ from dagster._core.test_utils import create_run_for_test
 
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import load_settings
+from crypto_assets_tests.conftest import instance_at
 from crypto_assets_tests.serving.helpers import (
     minute_rows,
     speed_candles,
     utc,
     write_microbatch,
 )
-from crypto_assets_tests.conftest import instance_at
 from streaming_sensor.sensor import SENSOR_NAME
 
 T0 = utc(2026, 1, 5, 12)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
 from crypto_assets_tests.conftest import REPO, write_config
 from streaming_sensor.kafka_source import KafkaStreamReader, positions
-from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
 from streaming_sensor.producer import ProducerOptions, StreamProducer
 from streaming_sensor.stream_job import batch_offsets
 

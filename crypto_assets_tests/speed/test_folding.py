@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from crypto_assets.lake.microbatch_log import batch_file, read_records
 from streaming_sensor.batch_writer import BatchWriter, LogMismatch
 from streaming_sensor.folding import KEEP_SNAPSHOTS, CandleFolder, snapshot_ids, state_dir
 from streaming_sensor.kafka_source import RESET_FROM, TOPIC_IDS, canonical, offset_ranges, split_limit
-from streaming_sensor.microbatch_log import batch_file, read_records
 from streaming_sensor.stream_job import batch_offsets, batch_reset, bind_log
 
 M = 60_000

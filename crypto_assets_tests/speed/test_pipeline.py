@@ -15,6 +15,8 @@ import pytest
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, batch_file, latest_batch_id, read_records
+from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
@@ -30,8 +32,6 @@ from crypto_assets_tests.speed.harness import (
 )
 from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
 from streaming_sensor.kafka_source import TOPIC_IDS, KafkaStreamReader, positions
-from streaming_sensor.microbatch_log import CANDLES_1M, DAILY, batch_file, latest_batch_id, read_records
-from streaming_sensor.missed import read_stretches
 from streaming_sensor.producer import ProducerOptions
 
 PREFIX = "e2e"

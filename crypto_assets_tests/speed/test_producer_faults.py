@@ -19,10 +19,17 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
-from crypto_assets_tests.speed.harness import SYMBOL, kafka_ends, producer_thread, speed_config, start_command, stop_process
+from crypto_assets_tests.speed.harness import (
+    SYMBOL,
+    kafka_ends,
+    producer_thread,
+    speed_config,
+    start_command,
+    stop_process,
+)
 from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
-from streaming_sensor.missed import read_stretches
 from streaming_sensor.producer import ProducerOptions, read_state
 
 START = datetime(2021, 3, 26, 3, 0, tzinfo=UTC)

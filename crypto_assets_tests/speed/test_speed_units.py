@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.lake.microbatch_log import batch_file, read_records
+from crypto_assets.lake.missed import MissedLog, open_stretches, read_stretches
 from streaming_sensor.batch_writer import BatchWriter
 from streaming_sensor.candles import DAY_MS, CandleBook, event_order, parse_delay
-from streaming_sensor.microbatch_log import batch_file, read_records
-from streaming_sensor.missed import MissedLog, open_stretches, read_stretches
 from streaming_sensor.producer import (
     Malformed,
     MessageParser,

@@ -25,10 +25,10 @@ from dagster import (
     sensor,
 )
 
-from crypto_assets.batch.runs import RANGE_END_TAG, RANGE_START_TAG
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG
 from crypto_assets.lake.layout import Month
+from crypto_assets.lake.missed import MissedStretch, stretches_path
 from crypto_assets.settings import Settings
-from streaming_sensor.missed import MissedStretch, stretches_path
 
 SENSOR_NAME = "backfill_missed_stretches"
 MIN_INTERVAL_SECONDS = 60

@@ -24,8 +24,7 @@ from dagster import (
 )
 
 from crypto_assets.batch.backfill.assets import COVERED_UNTIL
-from crypto_assets.batch.partitions import monthly_partitions
-from crypto_assets.batch.runs import RANGE_END_TAG, RANGE_START_TAG
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, monthly_partitions
 from crypto_assets.lake.layout import Month
 from crypto_assets.settings import Settings
 

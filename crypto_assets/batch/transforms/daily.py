@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-MINUTES_PER_DAY = 1440
-
 DAILY_SCHEMA = pl.Schema(
     {
         "symbol": pl.String,
