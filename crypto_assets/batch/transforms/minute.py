@@ -46,41 +46,96 @@ def epoch_to_datetime(value: pl.Expr) -> pl.Expr:
     return pl.from_epoch(micros.floor().cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
 
 
+# '2021-03-26 03:00:00', ISO 'T' form, optional seconds, fraction and zone: 'Z', 'UTC', '+02:00', '+0200', '+02'.
+TEXT_TIME = r"^\s*(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(:\d{2})?(\.\d+)?\s*(.*?)\s*$"
+UTC_NAMES = ("Z", "UTC", "GMT")
+OFFSET = r"^([+-])(\d{2}):?(\d{2})?$"
+MAX_OFFSET_MINUTES = 14 * 60
+
+
 def text_to_datetime(value: pl.Expr) -> pl.Expr:
-    """'2021-03-26 03:00:00' or ISO 'T' form, read as UTC."""
-    normalized = value.str.strip_chars().str.replace("T", " ", literal=True).str.slice(0, 19)
-    return normalized.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False).dt.replace_time_zone("UTC")
+    """Date-time text as UTC: an explicit offset is applied, no zone at all means UTC. Null when not readable."""
+    return _parse_text_time(value).struct.field("open_time")
+
+
+def _parse_text_time(value: pl.Expr) -> pl.Expr:
+    """A struct of ``open_time`` (UTC) and ``time_problem`` (why the zone cannot be trusted, else null)."""
+    parts = value.str.extract_groups(TEXT_TIME)
+    seconds = parts.struct.field("3").fill_null(":00")
+    naive = (parts.struct.field("1") + " " + parts.struct.field("2") + seconds).str.strptime(
+        pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False
+    )
+    fraction = parts.struct.field("4").str.slice(1, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
+    zone = parts.struct.field("5")
+    offset = zone.str.extract_groups(OFFSET)
+    sign = pl.when(offset.struct.field("1") == "-").then(-1).otherwise(1)
+    hours = offset.struct.field("2").cast(pl.Int64, strict=False)
+    minutes = offset.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
+    offset_minutes = (
+        pl.when(zone.is_in(UTC_NAMES) | (zone == "")).then(0)
+        .when(hours.is_not_null() & (minutes < 60)).then(sign * (hours * 60 + minutes))
+    )  # fmt: skip
+    usable = offset_minutes.is_not_null() & (offset_minutes.abs() <= MAX_OFFSET_MINUTES)
+    utc = naive + pl.duration(microseconds=fraction) - pl.duration(minutes=offset_minutes)
+    has_zone = zone.is_not_null() & (zone != "")
+    problem = (
+        pl.when(naive.is_null()).then(None)
+        .when(has_zone & zone.str.contains("[A-Za-z]") & ~usable)
+        .then(pl.lit("open_time: ambiguous time zone '") + zone + pl.lit("' (write an offset such as +02:00, or UTC)"))
+        .when(has_zone & ~usable).then(pl.lit("open_time: impossible UTC offset '") + zone + pl.lit("'"))
+        # A file that writes offsets on some rows leaves it open what the rows without one mean.
+        .when(~has_zone & has_zone.any())
+        .then(pl.lit("open_time: no UTC offset, unlike other rows of this file (ambiguous)"))
+    )  # fmt: skip
+    open_time = pl.when(usable & problem.is_null()).then(utc).dt.replace_time_zone("UTC")
+    return pl.struct(open_time.alias("open_time"), problem.alias("time_problem"))
 
 
 def parse_open_time(frame: pl.LazyFrame, epoch: bool) -> pl.LazyFrame:
-    parse = epoch_to_datetime if epoch else text_to_datetime
-    return frame.with_columns(parse(pl.col("time_raw")).alias("open_time"))
+    """Add ``open_time``; text times also get ``time_problem``, the reason a readable time cannot be trusted."""
+    if epoch:
+        return frame.with_columns(epoch_to_datetime(pl.col("time_raw")).alias("open_time"))
+    return frame.with_columns(_parse_text_time(pl.col("time_raw")).alias("_parsed")).unnest("_parsed")
 
 
 def _problem(condition: pl.Expr, text: str) -> pl.Expr:
     return pl.when(condition).then(pl.lit(text))
 
 
+# Beyond any real market: prices above 1e12 or volumes above 1e16 per minute are a unit or parsing slip.
+MAX_PRICE = 1e12
+MAX_VOLUME = 1e16
+
+
+def _value_problems(name: str, limit: float) -> list[pl.Expr]:
+    c = pl.col(name)
+    return [
+        _problem(c.is_null(), f"{name}: missing or not a number"),
+        _problem(c.is_nan(), f"{name}: NaN"),
+        _problem(c.is_infinite(), f"{name}: not finite"),
+        _problem(c.is_finite() & (c > limit), f"{name}: absurdly large (above {limit:.0e})"),
+    ]
+
+
 def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
     """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
     t = pl.col("open_time")
+    has_time_problem = "time_problem" in frame.collect_schema().names()
     problems = [
-        _problem(t.is_null(), "open_time: unparseable timestamp"),
+        pl.col("time_problem") if has_time_problem else None,
+        _problem(t.is_null() & (pl.col("time_problem").is_null() if has_time_problem else True),
+                 "open_time: unparseable timestamp"),  # fmt: skip
         _problem(t.is_not_null() & ((t < EARLIEST_TIME) | (t > latest_time)), "open_time: out of range"),
         _problem(t.is_not_null() & (t.dt.truncate("1m") != t), "open_time: not on a minute boundary"),
         _problem(pl.col("extra_fields"), "row: more fields than the header"),
     ]
+    problems = [p for p in problems if p is not None]
     for name in PRICES:
         c = pl.col(name)
-        problems += [
-            _problem(c.is_null(), f"{name}: missing or not a number"),
-            _problem(c.is_nan(), f"{name}: NaN"),
-            _problem(c <= 0, f"{name}: zero or negative price"),
-        ]
+        problems += [*_value_problems(name, MAX_PRICE), _problem(c <= 0, f"{name}: zero or negative price")]
     v = pl.col("volume")
     problems += [
-        _problem(v.is_null(), "volume: missing or not a number"),
-        _problem(v.is_nan(), "volume: NaN"),
+        *_value_problems("volume", MAX_VOLUME),
         _problem(v < 0, "volume: negative"),
         _problem(pl.col("high") < pl.col("low"), "high < low"),
         _problem((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high")), "open outside [low, high]"),
@@ -95,8 +150,36 @@ def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.filter(~pl.all_horizontal(pl.col("time_raw", *PRICES, "volume").is_null()))
 
 
+def _time_as_written(frame: pl.LazyFrame) -> pl.Expr:
+    """The time as the file wrote it: the text itself, or an epoch number without a spurious '.0'."""
+    raw = pl.col("time_raw")
+    if frame.collect_schema()["time_raw"] == pl.String:
+        return raw
+    number = pl.when(raw.is_finite() & (raw == raw.floor()) & (raw.abs() < 9e18)).then(
+        raw.cast(pl.Int64, strict=False).cast(pl.String)
+    ).otherwise(raw.cast(pl.String))
+    return pl.coalesce(pl.col("time_text"), number) if "time_text" in frame.collect_schema().names() else number
+
+
 def quarantine_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
-    return frame.filter(pl.col("reason").is_not_null()).select(QUARANTINE_SCHEMA.names())
+    """Rows with a reason, as QUARANTINE_SCHEMA.
+
+    A time that could not be read or is out of range is shown as written (in the reason) and its ``open_time``
+    is left empty: an epoch number such as 253402300799 (year 9999 in seconds) would otherwise show as
+    whatever its misread unit makes of it.
+    """
+    bad = frame.filter(pl.col("reason").is_not_null())
+    if "time_raw" in bad.collect_schema().names():
+        reason = pl.col("reason")
+        written = _time_as_written(bad)
+        untrusted = reason.str.contains("open_time: (unparseable|out of range|ambiguous|impossible|no UTC offset)")
+        bad = bad.with_columns(
+            pl.when(reason.str.contains("open_time:") & written.is_not_null())
+            .then(pl.concat_str(reason, pl.lit("; open_time as written: '"), written, pl.lit("'")))
+            .otherwise(reason).alias("reason"),
+            pl.when(untrusted).then(None).otherwise(pl.col("open_time")).alias("open_time"),
+        )  # fmt: skip
+    return bad.select(QUARANTINE_SCHEMA.names())
 
 
 DEDUP_ORDER = ["symbol", "open_time", "source_rank", "line"]
