@@ -179,6 +179,18 @@ def _read_bounded(handle: IO[bytes], path: Path, what: str, packed: int, size: i
     return data
 
 
+def _check_gzip_size(path: Path) -> None:
+    """Check the size gzip records at its end (mod 4 GiB; the bounded read of the whole text catches a lie)."""
+    packed = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(max(packed - 4, 0))
+        unpacked = int.from_bytes(handle.read(4), "little")
+    if unpacked > _unpack_limit(packed):
+        # A truncated file ends in arbitrary bytes: unpack within the limit to tell which error it is.
+        with gzip.open(path, "rb") as handle:
+            _read_bounded(handle, path, "gzip data", packed)
+
+
 def _check_not_nested(path: Path, head: bytes, what: str) -> None:
     if head.startswith(ZIP_MAGIC) or head.startswith(GZIP_MAGIC):
         raise SourceFormatError(path, 0, "archive", f"{what} is itself compressed (nested archive); unpack it first")
@@ -196,6 +208,7 @@ def read_head(path: Path) -> tuple[bytes, str | None]:
                 _check_not_nested(path, head, f"member {member.filename!r}")
                 return head, member.filename
         if container == "gzip":
+            _check_gzip_size(path)
             with gzip.open(path, "rb") as handle:
                 head = _read_bounded(handle, path, "gzip data", path.stat().st_size, HEAD_BYTES)
             _check_not_nested(path, head, "the gzip data")

@@ -84,7 +84,7 @@ def _parse_text_time(value: pl.Expr) -> pl.Expr:
         .then(pl.lit("open_time: ambiguous time zone '") + zone + pl.lit("' (write an offset such as +02:00, or UTC)"))
         .when(has_zone & ~usable).then(pl.lit("open_time: impossible UTC offset '") + zone + pl.lit("'"))
         # A file that writes offsets on some rows leaves it open what the rows without one mean.
-        .when(~has_zone & has_zone.any())
+        .when(~has_zone & (has_zone & usable).any())
         .then(pl.lit("open_time: no UTC offset, unlike other rows of this file (ambiguous)"))
     )  # fmt: skip
     open_time = pl.when(usable & problem.is_null()).then(utc).dt.replace_time_zone("UTC")
@@ -121,12 +121,13 @@ def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
     """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
     t = pl.col("open_time")
     has_time_problem = "time_problem" in frame.collect_schema().names()
+    in_range = (t >= EARLIEST_TIME) & (t <= latest_time)
     problems = [
         pl.col("time_problem") if has_time_problem else None,
         _problem(t.is_null() & (pl.col("time_problem").is_null() if has_time_problem else True),
                  "open_time: unparseable timestamp"),  # fmt: skip
-        _problem(t.is_not_null() & ((t < EARLIEST_TIME) | (t > latest_time)), "open_time: out of range"),
-        _problem(t.is_not_null() & (t.dt.truncate("1m") != t), "open_time: not on a minute boundary"),
+        _problem(t.is_not_null() & ~in_range, "open_time: out of range"),
+        _problem(in_range & (t.dt.truncate("1m") != t), "open_time: not on a minute boundary"),
         _problem(pl.col("extra_fields"), "row: more fields than the header"),
     ]
     problems = [p for p in problems if p is not None]
@@ -146,8 +147,11 @@ def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
 
 
 def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """An empty line is not a record: it carries nothing to keep or to quarantine."""
-    return frame.filter(~pl.all_horizontal(pl.col("time_raw", *PRICES, "volume").is_null()))
+    """An empty (or all-space) line is not a record: it carries nothing to keep or to quarantine."""
+    time = pl.col("time_raw")
+    if frame.collect_schema()["time_raw"] == pl.String:  # a line of spaces is blank too
+        time = pl.when(time.str.strip_chars() != "").then(time)
+    return frame.filter(~pl.all_horizontal(time.is_null(), *[pl.col(c).is_null() for c in (*PRICES, "volume")]))
 
 
 def _time_as_written(frame: pl.LazyFrame) -> pl.Expr:
