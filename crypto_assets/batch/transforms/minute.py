@@ -53,31 +53,47 @@ OFFSET = r"^([+-])(\d{2}):?(\d{2})?$"
 MAX_OFFSET_MINUTES = 14 * 60
 
 
-def text_to_datetime(value: pl.Expr) -> pl.Expr:
-    """Date-time text as UTC: an explicit offset is applied, no zone at all means UTC. Null when not readable."""
-    return _parse_text_time(value).struct.field("open_time")
+def _parse_text_time(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``open_time`` (UTC) and ``time_problem`` (why the written zone cannot be trusted, else null).
 
-
-def _parse_text_time(value: pl.Expr) -> pl.Expr:
-    """A struct of ``open_time`` (UTC) and ``time_problem`` (why the zone cannot be trusted, else null)."""
-    parts = value.str.extract_groups(TEXT_TIME)
-    seconds = parts.struct.field("3").fill_null(":00")
-    naive = (parts.struct.field("1") + " " + parts.struct.field("2") + seconds).str.strptime(
-        pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False
+    The common form ('2021-03-26 03:00:00') is read directly; only other rows go through the regex (it skips
+    nulls). Each step is its own column so Polars computes it once per row, not once per use.
+    """
+    text = pl.col("time_raw").str.strip_chars()
+    frame = frame.with_columns(
+        text.str.slice(0, 19).str.replace("T", " ", literal=True)
+        .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False).alias("_fast"),
+        (text.str.len_bytes() == 19).alias("_plain"),
+    )  # fmt: skip
+    plain = pl.col("_fast").is_not_null() & pl.col("_plain")
+    parts = ("_date", "_hm", "_s", "_frac", "_zone")
+    frame = frame.with_columns(
+        pl.when(~plain).then(text).str.extract_groups(TEXT_TIME).struct.rename_fields(list(parts)).alias("_p"),
+        plain.alias("_plain"),
+    ).unnest("_p")
+    frame = frame.with_columns(
+        pl.when(pl.col("_plain")).then(pl.col("_fast")).otherwise(
+            (pl.col("_date") + " " + pl.col("_hm") + pl.col("_s").fill_null(":00"))
+            .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
+        ).alias("_naive"),
+        pl.when(pl.col("_plain")).then(pl.lit("")).otherwise(pl.col("_zone")).alias("_zone"),
     )
-    fraction = parts.struct.field("4").str.slice(1, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
-    zone = parts.struct.field("5")
-    offset = zone.str.extract_groups(OFFSET)
-    sign = pl.when(offset.struct.field("1") == "-").then(-1).otherwise(1)
-    hours = offset.struct.field("2").cast(pl.Int64, strict=False)
-    minutes = offset.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
-    offset_minutes = (
+    frame = frame.with_columns(
+        pl.col("_zone").str.extract_groups(OFFSET).struct.rename_fields(["_sign", "_oh", "_om"]).alias("_o"),
+        (pl.col("_zone").is_not_null() & (pl.col("_zone") != "")).alias("_has_zone"),
+    ).unnest("_o")
+    hours = pl.col("_oh").cast(pl.Int64, strict=False)
+    minutes = pl.col("_om").cast(pl.Int64, strict=False).fill_null(0)
+    sign = pl.when(pl.col("_sign") == "-").then(-1).otherwise(1)
+    zone = pl.col("_zone")
+    frame = frame.with_columns(
         pl.when(zone.is_in(UTC_NAMES) | (zone == "")).then(0)
         .when(hours.is_not_null() & (minutes < 60)).then(sign * (hours * 60 + minutes))
+        .alias("_offset")
     )  # fmt: skip
-    usable = offset_minutes.is_not_null() & (offset_minutes.abs() <= MAX_OFFSET_MINUTES)
-    utc = naive + pl.duration(microseconds=fraction) - pl.duration(minutes=offset_minutes)
-    has_zone = zone.is_not_null() & (zone != "")
+    usable = pl.col("_offset").is_not_null() & (pl.col("_offset").abs() <= MAX_OFFSET_MINUTES)
+    frame = frame.with_columns(usable.alias("_usable"))
+    has_zone, usable, naive = pl.col("_has_zone"), pl.col("_usable"), pl.col("_naive")
     problem = (
         pl.when(naive.is_null()).then(None)
         .when(has_zone & zone.str.contains("[A-Za-z]") & ~usable)
@@ -87,15 +103,20 @@ def _parse_text_time(value: pl.Expr) -> pl.Expr:
         .when(~has_zone & (has_zone & usable).any())
         .then(pl.lit("open_time: no UTC offset, unlike other rows of this file (ambiguous)"))
     )  # fmt: skip
-    open_time = pl.when(usable & problem.is_null()).then(utc).dt.replace_time_zone("UTC")
-    return pl.struct(open_time.alias("open_time"), problem.alias("time_problem"))
+    fraction = pl.col("_frac").str.slice(1, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
+    utc = naive + pl.duration(microseconds=fraction) - pl.duration(minutes=pl.col("_offset"))
+    frame = frame.with_columns(problem.alias("time_problem"))
+    frame = frame.with_columns(
+        pl.when(usable & pl.col("time_problem").is_null()).then(utc).dt.replace_time_zone("UTC").alias("open_time")
+    )
+    return frame.drop(*parts, "_fast", "_plain", "_naive", "_sign", "_oh", "_om", "_has_zone", "_offset", "_usable")
 
 
 def parse_open_time(frame: pl.LazyFrame, epoch: bool) -> pl.LazyFrame:
     """Add ``open_time``; text times also get ``time_problem``, the reason a readable time cannot be trusted."""
     if epoch:
         return frame.with_columns(epoch_to_datetime(pl.col("time_raw")).alias("open_time"))
-    return frame.with_columns(_parse_text_time(pl.col("time_raw")).alias("_parsed")).unnest("_parsed")
+    return _parse_text_time(frame)
 
 
 def _problem(condition: pl.Expr, text: str) -> pl.Expr:
