@@ -249,6 +249,7 @@ CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
         "BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode(), "__MACOSX/._BTCUSDT.csv": b"\0\5\26\7"}), Rows(4)
     ),
     "zip_stored_member": ("BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode()}, zipfile.ZIP_STORED), Rows(4)),
+    "zip_under_csv_name": ("BTCUSDT_1m.csv", zipped({"BTCUSDT.csv": BODY.encode()}), Rows(4, times=GOOD_TIMES)),
     "gzip_under_csv_name": ("BTCUSDT_1m.csv", gzip.compress(BODY.encode()), Rows(4, times=GOOD_TIMES)),
     "gzip_truncated": ("BTCUSDT_1m.csv", gzip.compress(BODY.encode() * 40)[:-30], Error("archive", 0, "truncated")),
     "gzip_bomb": ("BTCUSDT_1m.csv", gzip.compress(b"\n" * 64 * 1024**2), Error("archive", 0, "not unpacked")),
@@ -352,6 +353,9 @@ CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
     "volume_inf": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "Infinity"), *GOOD[1:]), Rows(3, {2: "volume: not finite"})),
     "volume_nan_text": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "nan"), *GOOD[1:]), Rows(3, {2: "volume: NaN"})),
     "price_empty_field": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51827.72", ""), *GOOD[1:]), Rows(3, {2: "close: missing"})),
+    "negative_zero_volume_and_tiny_price": (
+        "BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1e-8,1e-8,1e-8,1e-8,-0.0", *GOOD[1:]), Rows(4)
+    ),
     "short_row": ("BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1,2", *GOOD[1:]), Rows(3, {2: "low: missing"})),
 }
 
@@ -377,6 +381,17 @@ def test_corpus_kind_has_its_outcome(tmp_path, kind):
         assert text in reasons[line], reasons[line]
     if outcome.times is not None:
         assert good["open_time"].to_list() == list(outcome.times)
+
+
+def test_a_directory_source_picks_up_gzip_files_too(tmp_path):
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    (tmp_path / "BTCUSDT_1m.csv.gz").write_bytes(gzip.compress(BODY.encode()))
+    (tmp_path / "notes.txt").write_text("not a source")
+    found, problems = discover_sources([SourceSpec(str(tmp_path))], ["BTCUSDT"])
+    assert [f.path.name for f in found] == ["BTCUSDT_1m.csv.gz"] and not problems
+    assert good_and_bad(found[0])[0].height == 4
 
 
 def test_the_corpus_covers_at_least_40_kinds_beside_the_cases_above():
