@@ -503,3 +503,30 @@ def test_a_dagster_run_with_a_corrupt_source_succeeds_and_names_it_in_sources_cl
     assert f"{corrupt}:0: archive: corrupt zip archive" in clean.metadata["unreadable_files"].value
     stored = pl.scan_parquet(str(home / "lake/minute_raw/**/*.parquet")).collect()
     assert stored["open_time"].to_list() == [*GOOD_TIMES, datetime(2021, 3, 26, 4, 4, tzinfo=UTC)]
+
+
+def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
+    """Random times, offsets and spellings against Python's own datetime arithmetic (seeded, so repeatable)."""
+    import random
+    from datetime import timedelta
+
+    from crypto_assets.batch.transforms.minute import parse_open_time
+
+    rng = random.Random(10)
+    texts, expected = [], []
+    for _ in range(2000):
+        local = datetime(2012, 1, 1) + timedelta(minutes=rng.randrange(15 * 525_600))
+        minutes = rng.choice([0, 0, rng.randrange(-14 * 60, 14 * 60 + 1), rng.choice([-300, 60, 120, 330, 345, 525])])
+        sign, hh, mm = "-" if minutes < 0 else "+", abs(minutes) // 60, abs(minutes) % 60
+        zone = rng.choice([f"{sign}{hh:02d}:{mm:02d}", f"{sign}{hh:02d}{mm:02d}"] + ([f"{sign}{hh:02d}"] if not mm else []))
+        if minutes == 0:
+            zone = rng.choice([zone, "Z", " UTC", "+00:00"])
+        sep = rng.choice([" ", "T"])
+        seconds = rng.choice([":00", "", ":00.000"])
+        texts.append(f"{local:%Y-%m-%d}{sep}{local:%H:%M}{seconds}{zone}")
+        expected.append((local - timedelta(minutes=minutes)).replace(tzinfo=UTC))
+    frame = pl.LazyFrame({"time_raw": texts})
+    parsed = parse_open_time(frame, epoch=False).collect()
+    assert parsed["time_problem"].null_count() == len(texts)
+    mismatches = [(t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want]
+    assert not mismatches, mismatches[:5]
