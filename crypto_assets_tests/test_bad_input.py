@@ -170,3 +170,363 @@ def test_conflicting_duplicates_keep_the_first_listed_source(tmp_path):
     ingest_window(sources, tmp_path / "lake", ["BTCUSDT"], *WINDOW, latest_time=LATEST)
     stored = pl.read_parquet(tmp_path / "lake/minute_raw/symbol=BTCUSDT/year=2021/month=03/part-0.parquet")
     assert stored["volume"].to_list() == [73.9024]
+
+
+# -- the corpus: one entry per kind of bad input, each with its outcome -----------------------------------------
+#
+# An outcome is either a SourceFormatError naming the file, its line and field (``Error``), or the rows read:
+# how many are good and, per quarantined line, a piece of its reason (``Rows``). Every good row of a file is
+# counted, so a kind that loses one fails.
+
+import gzip  # noqa: E402
+import io  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from crypto_assets.batch.sources import formats  # noqa: E402
+from crypto_assets.batch.transforms.minute import quarantine_rows  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Error:
+    field: str
+    line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Rows:
+    good: int
+    bad: dict[int, str] = field(default_factory=dict)
+    times: tuple[datetime, ...] | None = None  # the good rows' open_time, when the kind is about time
+
+
+def zipped(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def crc_corrupt_zip() -> bytes:
+    """A stored (uncompressed) member with one byte of its data changed: only the CRC can tell."""
+    data = bytearray(zipped({"BTCUSDT.csv": csv(HEADER, *GOOD).encode()}, zipfile.ZIP_STORED))
+    at = data.index(b"51696.7")
+    data[at] = ord("9")
+    return bytes(data)
+
+
+BODY = csv(HEADER, *GOOD)
+GOOD_TIMES = tuple(datetime(2021, 3, 26, 3, m, tzinfo=UTC) for m in range(4))
+KLINE_ROWS = [f"{1616727600000 + 60_000 * i},51800,51900,51700,51850,1.5,0,0,0,0,0,0" for i in range(4)]
+KAGGLE = "Timestamp,Open,High,Low,Close,Volume"
+KAGGLE_ROWS = [f"{1616727600 + 60 * i},51800,51900,51700,51850,1.5" for i in range(4)]
+ROW = "51800,51900,51700,51850,1.5"
+
+
+def at(time: str) -> str:
+    return f"{time},{ROW}"
+
+
+CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
+    # archives
+    "zip_zero_bytes": ("BTCUSDT-1m.zip", b"", Error("archive", 0, "file is empty")),
+    "zip_not_a_zip": ("BTCUSDT-1m.zip", BODY, Error("archive", 0, "not a zip archive")),
+    "zip_truncated": ("BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode() * 50})[:300], Error("archive", 0, "corrupt")),
+    "zip_crc_corrupt": ("BTCUSDT-1m.zip", crc_corrupt_zip(), Error("archive", 0, "corrupt zip archive")),
+    "zip_empty_archive": ("BTCUSDT-1m.zip", zipped({}), Error("archive", 0, "the archive is empty")),
+    "zip_two_csv_members": (
+        "BTCUSDT-1m.zip", zipped({"a.csv": BODY.encode(), "b.csv": BODY.encode()}), Error("archive", 0, "found 2")
+    ),
+    "zip_nested_zip": (
+        "BTCUSDT-1m.zip", zipped({"inner.zip": zipped({"BTCUSDT.csv": BODY.encode()})}), Error("archive", 0, "nested archive")
+    ),
+    "zip_member_is_gzip": (
+        "BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": gzip.compress(BODY.encode())}), Error("archive", 0, "nested archive")
+    ),
+    "zip_no_csv_member": ("BTCUSDT-1m.zip", zipped({"readme.txt": b"hello"}), Error("archive", 0, "found none")),
+    "zip_with_macos_metadata": (
+        "BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode(), "__MACOSX/._BTCUSDT.csv": b"\0\5\26\7"}), Rows(4)
+    ),
+    "zip_stored_member": ("BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode()}, zipfile.ZIP_STORED), Rows(4)),
+    "zip_under_csv_name": ("BTCUSDT_1m.csv", zipped({"BTCUSDT.csv": BODY.encode()}), Rows(4, times=GOOD_TIMES)),
+    "gzip_under_csv_name": ("BTCUSDT_1m.csv", gzip.compress(BODY.encode()), Rows(4, times=GOOD_TIMES)),
+    "gzip_truncated": ("BTCUSDT_1m.csv", gzip.compress(BODY.encode() * 40)[:-30], Error("archive", 0, "truncated")),
+    "gzip_bomb": ("BTCUSDT_1m.csv", gzip.compress(b"\n" * 64 * 1024**2), Error("archive", 0, "not unpacked")),
+    # encodings and text form
+    "utf16_le_bom": ("BTCUSDT_1m.csv", BODY.encode("utf-16"), Rows(4, times=GOOD_TIMES)),
+    "utf16_be_no_bom": ("BTCUSDT_1m.csv", BODY.encode("utf-16-be"), Rows(4, times=GOOD_TIMES)),
+    "utf32_bom": ("BTCUSDT_1m.csv", BODY.encode("utf-32"), Rows(4)),
+    "utf8_bom": ("BTCUSDT_1m.csv", "\ufeff" + BODY, Rows(4)),
+    "utf8_bom_headerless_dump": ("BTCUSDT_1m.csv", "\ufeff" + csv(*KLINE_ROWS), Rows(4)),
+    "latin1_header": (
+        "BTCUSDT_1m.csv", csv("Timestamp,Open,High,Low,Close,Volume_(BTC),Volume_(\u20ac)", *[r + ",1" for r in KAGGLE_ROWS]).encode("cp1252"), Rows(4)
+    ),
+    "crlf_line_ends": ("BTCUSDT_1m.csv", BODY.replace("\n", "\r\n"), Rows(4, times=GOOD_TIMES)),
+    "cr_only_line_ends": ("BTCUSDT_1m.csv", BODY.replace("\n", "\r"), Rows(4, times=GOOD_TIMES)),
+    "semicolon_separator": ("BTCUSDT_1m.csv", BODY.replace(",", ";"), Rows(4, times=GOOD_TIMES)),
+    "tab_separator": ("BTCUSDT_1m.csv", BODY.replace(",", "\t"), Rows(4, times=GOOD_TIMES)),
+    "decimal_commas": (
+        "BTCUSDT_1m.csv", csv(HEADER.replace(",", ";"), "2021-03-26 03:00:00;51800,5;51900;51700;51850;1"), Error("decimal", 0, "decimal comma")
+    ),
+    "quoted_fields_and_header": (
+        "BTCUSDT_1m.csv", csv('"timestamp","open","high","low","close","volume"', *[
+            ",".join(f'"{v}"' for v in g.split(",")) for g in GOOD]), Rows(4, times=GOOD_TIMES)  # fmt: skip
+    ),
+    "binary_garbage": ("BTCUSDT_1m.csv", bytes(range(256)) * 40, Error("header", 1, "")),
+    # headers
+    "duplicate_price_column": (
+        "BTCUSDT_1m.csv", csv(HEADER + ",close", *[g + ",1" for g in GOOD]), Error("header", 1, "'close' appears 2 times (columns 5, 7)")
+    ),
+    "duplicate_ignored_column": (
+        "BTCUSDT_1m.csv", csv(KAGGLE + ",note,note", *[r + ",a,b" for r in KAGGLE_ROWS]), Rows(4, times=GOOD_TIMES)
+    ),
+    "header_longer_than_4kb": (
+        "BTCUSDT_1m.csv", csv(HEADER + "".join(f",extra_column_number_{i}" for i in range(300)),
+                              *[g + ",0" * 300 for g in GOOD]), Rows(4, times=GOOD_TIMES)  # fmt: skip
+    ),
+    "line_1_without_end": ("BTCUSDT_1m.csv", "x" * (formats.HEAD_BYTES + 10), Error("header", 1, "no line break")),
+    "no_volume_column": ("BTCUSDT_1m.csv", csv("timestamp,open,high,low,close", GOOD[0]), Error("header", 1, "no volume")),
+    "header_only": ("BTCUSDT_1m.csv", csv(HEADER), Rows(0)),
+    # blank lines and odd first rows
+    "blank_line_after_header": ("BTCUSDT_1m.csv", csv(HEADER, "", *GOOD), Rows(4, times=GOOD_TIMES)),
+    "blank_lines_before_header": ("BTCUSDT_1m.csv", csv("", "", HEADER, *GOOD), Rows(4, times=GOOD_TIMES)),
+    "space_only_lines": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0], "   ", GOOD[1], "\t", *GOOD[2:]), Rows(4)),
+    "blank_line_after_kaggle_header": ("BTCUSDT_1m.csv", csv(KAGGLE, "", *KAGGLE_ROWS), Rows(4, times=GOOD_TIMES)),
+    "odd_first_row_in_exchange_csv": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("1616727540"), *GOOD), Rows(4, {2: "open_time: unparseable"}, GOOD_TIMES)
+    ),
+    "odd_first_row_in_kaggle_csv": (
+        "BTCUSDT_1m.csv", csv(KAGGLE, at("2021-03-26 02:59"), *KAGGLE_ROWS),
+        Rows(4, {2: "as written: '2021-03-26 02:59'"}, GOOD_TIMES),
+    ),
+    "odd_first_row_in_headerless_dump": (
+        "BTCUSDT_1m.csv", csv("1616727540000,1,2,0.5,1.5", *KLINE_ROWS), Rows(4, {1: "close_time" if False else "volume: missing"}, GOOD_TIMES)
+    ),
+    # times
+    "offset_plus_two_hours": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 05:00:00+02:00"), at("2021-03-26T05:01:00+0200")),
+        Rows(2, times=GOOD_TIMES[:2]),
+    ),
+    "offset_z_and_utc": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26T03:00:00Z"), at("2021-03-26 03:01:00 UTC")), Rows(2, times=GOOD_TIMES[:2])),
+    "offset_negative_across_midnight": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-25 22:00:00-05:00")), Rows(1, times=GOOD_TIMES[:1])
+    ),
+    "offset_half_hour": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 08:30:00+05:30")), Rows(1, times=GOOD_TIMES[:1])),
+    "zone_abbreviation_is_ambiguous": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 04:00:00 CET"), *GOOD[1:]),
+        Rows(3, {2: "open_time: ambiguous time zone 'CET'"}),
+    ),
+    "offsets_mixed_with_plain_times": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 05:00:00+02:00"), GOOD[1]),
+        Rows(1, {3: "no UTC offset, unlike other rows"}, GOOD_TIMES[:1]),
+    ),
+    "impossible_offset": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00+25:00"), *GOOD[1:]), Rows(3, {2: "impossible UTC offset"})),
+    "fraction_of_zero_seconds": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00.000")), Rows(1, times=GOOD_TIMES[:1])),
+    "fraction_off_the_minute": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00.500"), *GOOD[1:]), Rows(3, {2: "not on a minute boundary"})
+    ),
+    "time_without_seconds": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00")), Rows(1, times=GOOD_TIMES[:1])),
+    "year_9999_epoch_seconds": (
+        "BTCUSDT_1m.csv", csv(KAGGLE, at("253402300740"), *KAGGLE_ROWS[1:]),
+        Rows(3, {2: "out of range; open_time as written: '253402300740'"}),
+    ),
+    "year_9999_text": (
+        "BTCUSDT_1m.csv", csv(HEADER, at("9999-12-31 23:59:00"), *GOOD[1:]),
+        Rows(3, {2: "out of range; open_time as written: '9999-12-31 23:59:00'"}),
+    ),
+    "epoch_not_a_number": (
+        "BTCUSDT_1m.csv", csv(KAGGLE, at("yesterday"), *KAGGLE_ROWS[1:]),
+        Rows(3, {2: "unparseable timestamp; open_time as written: 'yesterday'"}),
+    ),
+    "epoch_infinite": ("BTCUSDT_1m.csv", csv(KAGGLE, at("inf"), *KAGGLE_ROWS[1:]), Rows(3, {2: "as written: 'inf'"})),
+    # values
+    "price_inf": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51926.17", "inf"), *GOOD[1:]), Rows(3, {2: "high: not finite"})),
+    "price_minus_inf": (
+        "BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51696.7,51926", "-inf,51926", 1), *GOOD[1:]), Rows(3, {2: "open: not finite"})
+    ),
+    "price_1e308": (
+        "BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1e308,1e308,1e308,1e308,1", *GOOD[1:]),
+        Rows(3, {2: "open: absurdly large"}),
+    ),
+    "volume_1e308": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "1e308"), *GOOD[1:]), Rows(3, {2: "volume: absurdly large"})),
+    "volume_inf": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "Infinity"), *GOOD[1:]), Rows(3, {2: "volume: not finite"})),
+    "volume_nan_text": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "nan"), *GOOD[1:]), Rows(3, {2: "volume: NaN"})),
+    "price_empty_field": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51827.72", ""), *GOOD[1:]), Rows(3, {2: "close: missing"})),
+    "negative_zero_volume_and_tiny_price": (
+        "BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1e-8,1e-8,1e-8,1e-8,-0.0", *GOOD[1:]), Rows(4)
+    ),
+    "short_row": ("BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1,2", *GOOD[1:]), Rows(3, {2: "low: missing"})),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORPUS))
+def test_corpus_kind_has_its_outcome(tmp_path, kind):
+    name, content, outcome = CORPUS[kind]
+    source = write(tmp_path, name, content)
+    if isinstance(outcome, Error):
+        with pytest.raises(SourceFormatError) as raised:
+            rows_of(source)
+        error = raised.value
+        assert (error.field, error.line) == (outcome.field, outcome.line), str(error)
+        assert str(source.path) in str(error) and outcome.text in str(error)
+        return
+    rows = rows_of(source)
+    good = rows.filter(pl.col("reason").is_null())
+    bad = quarantine_rows(rows.lazy()).collect()  # as stored in the quarantine dataset
+    assert good.height == outcome.good, bad.select("line", "reason").rows()
+    reasons = dict(zip(bad["line"].to_list(), bad["reason"].to_list(), strict=True))
+    assert set(reasons) == set(outcome.bad), reasons
+    for line, text in outcome.bad.items():
+        assert text in reasons[line], reasons[line]
+    if outcome.times is not None:
+        assert good["open_time"].to_list() == list(outcome.times)
+
+
+def test_a_directory_source_picks_up_gzip_files_too(tmp_path):
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    (tmp_path / "BTCUSDT_1m.csv.gz").write_bytes(gzip.compress(BODY.encode()))
+    (tmp_path / "notes.txt").write_text("not a source")
+    found, problems = discover_sources([SourceSpec(str(tmp_path))], ["BTCUSDT"])
+    assert [f.path.name for f in found] == ["BTCUSDT_1m.csv.gz"] and not problems
+    assert good_and_bad(found[0])[0].height == 4
+
+
+def test_the_corpus_covers_at_least_40_kinds_beside_the_cases_above():
+    assert len(CORPUS) >= 40
+
+
+def test_the_whole_corpus_in_one_ingest_keeps_every_good_row(tmp_path):
+    """Every kind at once, with a good file among them: the bad files are reported, the rest is stored."""
+    sources = []
+    for i, kind in enumerate(sorted(CORPUS)):
+        name, content, _ = CORPUS[kind]
+        (tmp_path / kind).mkdir()
+        sources.append(SourceFile(write(tmp_path / kind, name, content).path, "BTCUSDT", i))
+    neighbour = write(tmp_path, "BTCUSDT_good.csv", csv(HEADER, at("2021-03-26 04:00:00")))
+    sources.append(SourceFile(neighbour.path, "BTCUSDT", len(sources)))
+    result = ingest_window(sources, tmp_path / "lake", ["BTCUSDT"], *WINDOW, latest_time=LATEST)
+    errors = {kind for kind, report in zip(sorted(CORPUS), result.sources, strict=False) if report.error}
+    assert errors == {kind for kind, (_, _, outcome) in CORPUS.items() if isinstance(outcome, Error)}
+    stored = pl.read_parquet(tmp_path / "lake/minute_raw/symbol=BTCUSDT/year=2021/month=03/part-0.parquet")
+    # 03:00..03:03 from the corpus (duplicated across kinds) and 04:00 from the good neighbour.
+    assert stored["open_time"].to_list() == [*GOOD_TIMES, datetime(2021, 3, 26, 4, 0, tzinfo=UTC)]
+
+
+def test_quarantine_shows_a_year_9999_row_as_written_not_as_1978(tmp_path):
+    source = write(tmp_path, "BTCUSDT_9999.csv", csv(KAGGLE, at("253402300740"), KAGGLE_ROWS[1]))
+    result = ingest_window([source], tmp_path / "lake", ["BTCUSDT"], *WINDOW, latest_time=LATEST)
+    assert result.quarantined == 1 and result.minute.rows == 1
+    unparsed = pl.read_parquet(tmp_path / "lake/quarantine/symbol=BTCUSDT/unparsed.parquet")
+    assert unparsed["open_time"].to_list() == [None]
+    assert "'253402300740'" in unparsed["reason"][0]
+    assert not list((tmp_path / "lake/quarantine").rglob("year=1978"))
+
+
+# -- whole runs: a bad file beside a good one, on the command line and under [[sources]] -------------------------
+
+BOMB_SCRIPT = """
+import resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from crypto_assets.batch.minute_ingest import read_source
+from crypto_assets.batch.sources.discovery import SourceFile
+from crypto_assets.batch.sources.errors import SourceFormatError
+try:
+    read_source(SourceFile(Path(sys.argv[1]), "BTCUSDT", 0), datetime(2030, 1, 1, tzinfo=UTC))[0].collect()
+    print("read")
+except SourceFormatError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory) -> Path:
+    """About 1 MB of zip that unpacks to 1 GiB of newlines."""
+    path = tmp_path_factory.mktemp("bomb") / "BTCUSDT-1m-2021-03.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("BTCUSDT-1m-2021-03.csv", "w", force_zip64=True) as member:
+        chunk = b"\n" * (1 << 24)
+        for _ in range(64):
+            member.write(chunk)
+    return path
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(zip_bomb):
+    import subprocess
+    import sys
+
+    from crypto_assets_tests.conftest import REPO
+
+    assert zip_bomb.stat().st_size < 2 * 1024**2
+    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(zip_bomb)], capture_output=True, text=True, cwd=REPO, check=True)
+    message, rss_mb = done.stdout.strip().splitlines()
+    assert "expands to 1.0 GiB" in message and "not unpacked" in message and str(zip_bomb) in message
+    assert int(rss_mb) < 600, f"peak RSS {rss_mb} MB"
+
+
+def test_ingest_command_stores_the_good_file_beside_corrupt_archives_and_a_zip_bomb(tmp_path, project_home, zip_bomb, capsys):
+    from crypto_assets.cli import main
+
+    home = project_home()
+    good = write(tmp_path, "BTCUSDT_good.csv", BODY).path
+    truncated = write(tmp_path, "BTCUSDT-1m-2021-04.zip", zipped({"BTCUSDT.csv": BODY.encode() * 50})[:300]).path
+    crc = write(tmp_path, "BTCUSDT-1m-2021-05.zip", crc_corrupt_zip()).path
+    empty = write(tmp_path, "BTCUSDT-1m-2021-06.zip", b"").path
+    code = main(["ingest", str(truncated), str(good), str(zip_bomb), str(crc), str(empty)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err
+    for bad in (truncated, zip_bomb, crc, empty):
+        assert f"error: {bad}:0: archive: " in err
+    stored = pl.scan_parquet(str(home / "lake/minute_raw/**/*.parquet")).collect()
+    assert stored["open_time"].to_list() == list(GOOD_TIMES)
+
+
+def test_a_dagster_run_with_a_corrupt_source_succeeds_and_names_it_in_sources_clean(tmp_path, project_home):
+    from crypto_assets.batch.runs import materialize_batch_range
+    from crypto_assets.settings import load_settings
+    from crypto_assets_tests.conftest import instance_at
+
+    good = write(tmp_path, "BTCUSDT_good.csv", BODY).path
+    corrupt = write(tmp_path, "BTCUSDT-1m-2021-03.zip", crc_corrupt_zip()).path
+    gzipped = write(tmp_path, "BTCUSDT_gz.csv", gzip.compress(csv(HEADER, at("2021-03-26 05:04:00+01:00")).encode())).path
+    home = project_home([str(good), str(corrupt), str(gzipped)])
+    with instance_at(tmp_path / "dagster") as instance:
+        result = materialize_batch_range(instance, load_settings(), "2021-03-01", "2021-03-01")
+        assert result.success
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[-1] == "minute_raw"}
+    clean = checks["sources_clean"]
+    assert not clean.passed and clean.severity.value == "WARN"
+    assert f"{corrupt}:0: archive: corrupt zip archive" in clean.metadata["unreadable_files"].value
+    stored = pl.scan_parquet(str(home / "lake/minute_raw/**/*.parquet")).collect()
+    assert stored["open_time"].to_list() == [*GOOD_TIMES, datetime(2021, 3, 26, 4, 4, tzinfo=UTC)]
+
+
+def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
+    """Random times, offsets and spellings against Python's own datetime arithmetic (seeded, so repeatable)."""
+    import random
+    from datetime import timedelta
+
+    from crypto_assets.batch.transforms.minute import parse_open_time
+
+    rng = random.Random(10)
+    texts, expected = [], []
+    for _ in range(2000):
+        local = datetime(2012, 1, 1) + timedelta(minutes=rng.randrange(15 * 525_600))
+        minutes = rng.choice([0, 0, rng.randrange(-14 * 60, 14 * 60 + 1), rng.choice([-300, 60, 120, 330, 345, 525])])
+        sign, hh, mm = "-" if minutes < 0 else "+", abs(minutes) // 60, abs(minutes) % 60
+        zone = rng.choice([f"{sign}{hh:02d}:{mm:02d}", f"{sign}{hh:02d}{mm:02d}"] + ([f"{sign}{hh:02d}"] if not mm else []))
+        if minutes == 0:
+            zone = rng.choice([zone, "Z", " UTC", "+00:00"])
+        sep = rng.choice([" ", "T"])
+        seconds = rng.choice([":00", "", ":00.000"])
+        texts.append(f"{local:%Y-%m-%d}{sep}{local:%H:%M}{seconds}{zone}")
+        expected.append((local - timedelta(minutes=minutes)).replace(tzinfo=UTC))
+    frame = pl.LazyFrame({"time_raw": texts})
+    parsed = parse_open_time(frame, epoch=False).collect()
+    assert parsed["time_problem"].null_count() == len(texts)
+    mismatches = [(t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want]
+    assert not mismatches, mismatches[:5]

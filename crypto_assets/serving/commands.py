@@ -65,7 +65,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
             _print(render(tables, args.format))
         return 0
     try:
-        result = run_sql(settings.lake_dir, args.query)
+        result = run_sql(settings.lake_dir, args.query, allow_file_access=args.allow_file_access)
     except SqlError as exc:
         print(f"sql error: {exc}", file=sys.stderr)
         return 2
@@ -174,6 +174,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sql.add_argument("query", nargs="?", help="a SELECT statement")
     sql.add_argument("--tables", action="store_true", help="list the tables and their columns")
+    sql.add_argument(
+        "--allow-file-access", action="store_true",
+        help="also allow Polars SQL's file functions (read_csv('path'), read_parquet, ...), which read any file "
+        "you can; off by default, so a query reads only the lake's tables",
+    )  # fmt: skip
     _output_options(sql)
     sql.set_defaults(func=cmd_sql)
 

@@ -3,10 +3,16 @@
 Month-partitioned datasets (``<dataset>/symbol=S/year=Y/month=M``) and per-symbol ones (``<dataset>/symbol=S``)
 are found by their layout, so a new dataset is queryable without code. The speed layer's micro-batches are
 ``speed_candles_1m`` and ``speed_daily`` (every committed version of each row, with ``batch_id``).
+
+Only those tables are readable by default: Polars SQL's file functions (``read_csv('/any/path')``,
+``read_parquet``, ``read_json``, ...) would read any file the user can, so a query naming one is refused
+unless the caller opts in (``crypto-assets sql --allow-file-access``). Every failure is a one-line
+:class:`SqlError`.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -24,7 +30,26 @@ from crypto_assets.serving.speed_store import committed_files, scan_files, speed
 
 
 class SqlError(ValueError):
-    """The query could not be planned or run; the message says why."""
+    """The query could not be planned or run, or is not allowed; the one-line message says why."""
+
+
+# Polars SQL's table functions that read files. Any token of this form is refused, wherever it stands (inside a
+# quoted name, a string or a comment too): cheaper to be strict than to out-guess the SQL parser's quoting.
+FILE_FUNCTION = re.compile(r"read_\w*", re.IGNORECASE)
+
+
+def check_lake_only(query: str) -> None:
+    """Refuse a query that would read files outside the lake's tables."""
+    found = FILE_FUNCTION.search(query)
+    if found:
+        raise SqlError(
+            f"{found.group(0)}(...) reads files outside the lake and is off; query the lake's tables "
+            "(crypto-assets sql --tables), or pass --allow-file-access to read other files"
+        )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n\nResolved plan")[0].split())
 
 
 def dataset_files(root: Path) -> list[Path]:
@@ -52,15 +77,21 @@ def reading(lake: Path) -> AbstractContextManager:
     return speed_lock(lake, exclusive=False) if speed_root(lake).is_dir() else nullcontext()
 
 
-def run_sql(lake: Path, query: str) -> pl.DataFrame:
+def run_sql(lake: Path, query: str, allow_file_access: bool = False) -> pl.DataFrame:
+    """Run ``query`` over the lake's tables; raises :class:`SqlError` with a one-line message."""
+    if not allow_file_access:
+        check_lake_only(query)
     with reading(lake):
         tables = lake_tables(lake)
         try:
             return pl.SQLContext(frames=tables).execute(query, eager=False).collect()
         except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
-            raise SqlError(f"{exc}\nknown tables: {', '.join(tables) or 'none (the lake is empty)'}") from exc
-        except (pl.exceptions.ColumnNotFoundError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as exc:
-            raise SqlError(str(exc).split("\n\nResolved plan")[0]) from exc
+            known = ", ".join(tables) or "none (the lake is empty)"
+            raise SqlError(f"{_one_line(exc)} (known tables: {known})") from exc
+        except (pl.exceptions.PolarsError, OSError, ValueError, TypeError) as exc:
+            raise SqlError(_one_line(exc)) from exc
+        except pl.exceptions.PanicException as exc:  # a Polars bug on an odd query must not print a traceback
+            raise SqlError(f"the query failed inside Polars: {_one_line(exc)}") from exc
 
 
 def describe_tables(lake: Path) -> pl.DataFrame:

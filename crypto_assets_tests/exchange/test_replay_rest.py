@@ -174,7 +174,9 @@ def test_a_lake_serves_what_was_ingested(btc_2021, tmp_path, recorded_2021):
 
 
 def post_faults(replay: ReplayServer, body: dict) -> dict:
-    request = urllib.request.Request(f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), method="POST")
+    request = urllib.request.Request(
+        f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -213,3 +215,47 @@ def test_rest_faults_through_the_control_endpoint_as_a_plain_client_sees_them(re
     time.sleep(1.1)
     assert raw()[0] == 200
     assert replay.status()["rest_cut_counts"] == {"dropped": 1, "malformed": 1, "truncated": 1}
+
+
+def control_post(replay: ReplayServer, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", replay.rest_port, timeout=10)
+    try:
+        conn.putrequest("POST", path, skip_host="Host" in headers)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 415),  # what a browser's cross-site "simple" POST can send
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, 415),
+        ({"Content-Type": "application/json", "Host": "evil.example:8080"}, 403),  # DNS rebinding
+        ({"Content-Type": "application/json", "Host": "127.0.0.1.evil.example"}, 403),
+        ({"Content-Type": "application/json", "Host": ""}, 403),
+    ],
+)
+def test_control_posts_need_json_and_a_loopback_host(replay, headers, status):
+    for path in ("/_replay/faults", "/_replay/faults/clear"):
+        body = json.dumps({"rest_429": 5}).encode()
+        code, answer = control_post(replay, path, body, headers)
+        assert code == status and "error" in answer, (path, answer)
+        assert get(f"{replay.rest_url}/_replay/faults")[2]["rest_429"] == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "LOCALHOST:1234"])
+def test_control_posts_from_a_local_client_are_accepted(replay, host):
+    headers = {"Content-Type": "application/json; charset=utf-8", "Host": host}
+    code, answer = control_post(replay, "/_replay/faults", json.dumps({"rest_delay_ms": 1}).encode(), headers)
+    assert code == 200 and answer["rest_delay_ms"] == 1
+    code, answer = control_post(replay, "/_replay/faults/clear", b"", headers)
+    assert code == 200 and answer["rest_delay_ms"] == 0

@@ -198,7 +198,9 @@ def replay(market_2021):
 
 
 def post_faults(replay: ReplayServer, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), method="POST")
+    request = urllib.request.Request(
+        f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())

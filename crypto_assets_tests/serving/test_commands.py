@@ -105,6 +105,44 @@ def test_sql_queries_every_dataset_of_the_lake(lake, capsys):
     assert code == 2 and "nope" in err and "Resolved plan" not in err
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM read_csv('{secret}')",
+        "SELECT * FROM \"read_csv\"('{secret}')",
+        "SELECT * FROM READ_CSV /* a comment */ ('{secret}')",
+        "SELECT d.* FROM daily_filled d JOIN read_parquet('{parquet}') p ON d.symbol = p.symbol",
+        "SELECT symbol FROM daily_filled WHERE symbol IN (SELECT * FROM read_json('{secret}'))",
+        "SELECT * FROM read_ndjson('{secret}')",
+        "SELECT * FROM read_ipc('{secret}')",
+    ],
+)
+def test_sql_reads_only_the_lake_unless_file_access_is_allowed(lake, capsys, tmp_path, query):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    parquet = next(lake.rglob("*.parquet"))
+    code, out, err = run(capsys, "sql", query.format(secret=secret, parquet=parquet))
+    assert code == 2 and "hunter2" not in out + err
+    assert err.startswith("sql error: ") and "reads files outside the lake and is off" in err
+    assert "--allow-file-access" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sql_file_access_is_an_explicit_opt_in_and_errors_stay_one_line(lake, capsys, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    code, out, _ = run(capsys, "sql", f"SELECT * FROM read_csv('{secret}')", "--allow-file-access", "--format", "csv")
+    assert code == 0 and "hunter2" in out
+    for query in (
+        f"SELECT * FROM read_csv('{tmp_path / 'missing.csv'}')",
+        f"SELECT * FROM read_ipc('{secret}')",
+        "SELECT CAST(symbol AS INT) FROM daily_filled",
+        "SELECT date +",
+    ):
+        code, _, err = run(capsys, "sql", query, "--allow-file-access")
+        assert code == 2 and err.startswith("sql error: ") and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+
+
 def test_status_reports_components_layers_and_lag(lake, capsys):
     home = lake.parent
     port = free_port()

@@ -10,7 +10,7 @@ from pathlib import Path
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.settings import SourceSpec, validate_symbol
 
-SUPPORTED_SUFFIXES = (".csv", ".zip")
+SUPPORTED_SUFFIXES = (".csv", ".zip", ".gz")  # the content decides how a file is read
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@
 * Every ``/api/`` answer carries ``X-MBX-USED-WEIGHT-1M``; over the budget → 429, sending again before
   Retry-After → 418 (see :mod:`.limits`). Errors are Binance's JSON, e.g. ``{"code":-1121,"msg":"Invalid symbol."}``.
 * Control (not Binance): ``GET /_replay/status``, ``GET|POST /_replay/faults``, ``POST /_replay/faults/clear``.
+  A control POST must be ``Content-Type: application/json`` with a loopback ``Host`` (else 415 / 403), so a web
+  page in the user's browser cannot set faults.
 * Faults (:mod:`.faults`): 418 bans, 429s, 5xx answers, connections cut before the answer or halfway through
   its body, bodies that are not JSON, and slow answers.
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from http import HTTPStatus
@@ -155,7 +158,7 @@ class RestApi:
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         core = self.core
         if path.startswith("/_replay/"):
-            return self._control(method, path, body)
+            return self._control(method, path, headers, body)
         if not path.startswith("/api/"):
             return _error(404, -1000, f"Unknown path {path}.")
         if method != "GET":
@@ -261,8 +264,12 @@ class RestApi:
 
     # -- control --------------------------------------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: bytes) -> Reply:
+    def _control(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         core = self.core
+        if method == "POST":
+            refused = control_refusal(headers)
+            if refused is not None:
+                return refused
         if path == "/_replay/status" and method == "GET":
             return _json(200, core.status())
         if path == "/_replay/faults" and method == "GET":
@@ -281,3 +288,38 @@ class RestApi:
             return _json(200, core.faults.as_dict())
         return _json(404, {"error": f"no control endpoint {method} {path}"})
 
+
+LOOPBACK_HOSTS = {"localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host: str) -> str:
+    """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:80' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def control_refusal(headers: dict[str, str]) -> Reply | None:
+    """Why a POST to a control endpoint is refused, or None.
+
+    A web page open in the user's browser can send a cross-site POST to 127.0.0.1, but only as a "simple"
+    request (a form's content type, no preflight) and, through DNS rebinding, with its own host name: requiring
+    ``application/json`` and a loopback Host header shuts both doors.
+    """
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        return _json(415, {"error": f"control requests must be Content-Type: application/json, not {content_type or 'none'!r}"})
+    host = _host_name(headers.get("host", ""))
+    if not _is_loopback(host):
+        return _json(403, {"error": f"control requests must name a loopback Host (127.0.0.1, localhost, [::1]), not {host or 'none'!r}"})
+    return None
