@@ -157,19 +157,23 @@ def snapshot_copy(source: Path, target: Path) -> tuple[str, int, str | None]:
     and the warning says so.
     """
     changed = ""
-    for attempt in range(COPY_ATTEMPTS):
+    for _ in range(COPY_ATTEMPTS):
         before = _signature(source)
-        quiet_for = time.time() - before[1] / 1e9
-        if quiet_for < QUIET_SECONDS:
-            time.sleep(QUIET_SECONDS - quiet_for)
-            before = _signature(source)
         digest, size = _copy_hashing(source, target)
         after = _signature(source)
         if before == after and size == after[0]:
-            return digest, size, None
-        changed = f"{before[0]:,} -> {after[0]:,} bytes during the copy"
+            # A writer may pause between writes: a file modified moments ago must stay still a little longer.
+            quiet_for = time.time() - after[1] / 1e9
+            if quiet_for >= QUIET_SECONDS:
+                return digest, size, None
+            time.sleep(QUIET_SECONDS - quiet_for)
+            settled = _signature(source)
+            if settled == after:
+                return digest, size, None
+            after = settled
+        changed = f"{before[0]:,} -> {after[0]:,} bytes"
     warning = (
-        f"{source} changed while it was read ({changed}, {COPY_ATTEMPTS} tries); ingested a snapshot of "
+        f"{source} changed while it was read ({changed}; {COPY_ATTEMPTS} tries); ingested a snapshot of "
         f"{size:,} bytes (sha256 {digest[:12]}). Ingest it again once it is complete: rows already in stay."
     )
     return digest, size, warning
