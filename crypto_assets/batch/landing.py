@@ -61,13 +61,17 @@ class Manifest:
     entries: list[LandingEntry] = field(default_factory=list)
 
     @classmethod
-    def load(cls, landing: Path) -> Manifest:
+    def load(cls, landing: Path, tidy: bool = False) -> Manifest:
+        """The manifest; with ``tidy`` (only under the lake's lock) copies it does not list are removed."""
         path = landing / MANIFEST
         manifest = cls(landing)
         if path.is_file():
             data = json.loads(path.read_text())
             manifest.entries = [LandingEntry(**e) for e in data.get("entries", [])]
-        manifest._adopt_unlisted()
+            if tidy:
+                manifest._remove_unlisted()
+        else:
+            manifest._adopt_unlisted()
         return manifest
 
     def save(self) -> None:
@@ -91,17 +95,25 @@ class Manifest:
         """The landed files as sources ranked by precedence: the latest ingest first (rank 0)."""
         return [SourceFile(self.path_of(e), e.symbol, rank) for rank, e in enumerate(self.latest_first())]
 
+    def _unlisted(self) -> list[Path]:
+        known = {e.file for e in self.entries}
+        return [
+            p for p in self.landing.iterdir()
+            if p.is_file() and p.name not in known and "__" in p.name and p.suffix.lower() in SUPPORTED_SUFFIXES
+            and not p.name.startswith(TEMP_PREFIX)
+        ]  # fmt: skip
+
+    def _remove_unlisted(self) -> None:
+        """A copy the manifest does not list was left by an ingest killed before it recorded the copy: that
+        ingest never happened, and its rerun lands the file again."""
+        for path in self._unlisted():
+            path.unlink(missing_ok=True)
+
     def _adopt_unlisted(self) -> None:
         """Files landed before the manifest existed join it, oldest first, as already merged."""
         if not self.landing.is_dir():
             return
-        known = {e.file for e in self.entries}
-        unlisted = sorted(
-            (p for p in self.landing.iterdir()
-             if p.is_file() and p.name not in known and "__" in p.name and p.suffix.lower() in SUPPORTED_SUFFIXES
-             and not p.name.startswith(TEMP_PREFIX)),
-            key=lambda p: (p.stat().st_mtime_ns, p.name),
-        )  # fmt: skip
+        unlisted = sorted(self._unlisted(), key=lambda p: (p.stat().st_mtime_ns, p.name))
         for path in unlisted:
             digest, size = _hash_file(path)
             self.entries.append(

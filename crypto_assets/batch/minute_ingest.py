@@ -177,7 +177,7 @@ def ingest_files(
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
         removed = remove_stray_temps(_lake_roots(lake, landing))
-        manifest = Manifest.load(landing)
+        manifest = Manifest.load(landing, tidy=True)
         landed, failed = [], []
         for source in files:
             try:
@@ -204,11 +204,19 @@ def rebuild_minute_raw(lake: Path, landing: Path, symbols: Sequence[str], latest
             for symbol in symbols:
                 for path in sorted((lake / dataset / f"symbol={symbol}").rglob("*.parquet")):
                     path.unlink()
-        manifest = Manifest.load(landing)
+        manifest = Manifest.load(landing, tidy=True)
         for entry in manifest.entries:
             entry.merged = False
         for entry in sorted(manifest.entries, key=lambda e: e.order):
             _merge_pending(manifest, lake, symbols, latest_time, None, only=[entry])
+        # Fetched candles of months no file touches.
+        for symbol in symbols:
+            folder = lake / EXCHANGE_MINUTES / f"symbol={symbol}"
+            months = sorted(
+                Month(int(p.parent.parent.name.removeprefix("year=")), int(p.parent.name.removeprefix("month=")))
+                for p in folder.glob("year=*/month=*/part-0.parquet")
+            )
+            _merge_months([], lake, [symbol], months, latest_time, None)
 
 
 def _merge_pending(
