@@ -223,3 +223,26 @@ def test_an_unreadable_file_is_not_landed_and_its_neighbours_are(tmp_path, bad):
     assert str(broken) in result.failed_sources[0].error
     assert [e.original for e in Manifest.load(home / "landing").entries] == [str(good)]
     assert stored(home).height == 1
+
+
+def test_the_minute_raw_asset_shows_conflicts_in_its_metadata_and_sources_clean(project_home, tmp_path):
+    from dagster import materialize
+
+    from crypto_assets.definitions import build_definitions
+    from crypto_assets.settings import load_settings
+    from crypto_assets_tests.conftest import instance_at
+
+    home = project_home()
+    ingest(home, write_csv(tmp_path / "BTCUSDT_b.csv", "2021-03-26 03:00:00,10,12,9,11,1", "2021-03-26 03:01:00,11,12,10,11,2"))
+    ingest(home, write_csv(tmp_path / "BTCUSDT_a.csv", "2021-03-26 03:01:00,11,13,10,12,3"))
+    defs = build_definitions(load_settings())
+    assets = [a for a in defs.assets if a.key.to_user_string() == "minute_raw"]
+    with instance_at(tmp_path / "dagster") as instance:
+        result = materialize(assets, instance=instance, resources=defs.resources, partition_key="2021-03-01")
+    assert result.success
+    assert stored(home)["volume"].to_list() == [1.0, 3.0], "the later ingest wins, whatever the file names"
+    metadata = result.asset_materializations_for_node("minute_raw")[0].metadata
+    assert metadata["conflicts"].value == 1 and "kept ingest #2: " in metadata["conflicts_by_source"].value
+    (clean,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "sources_clean"]
+    assert not clean.passed and clean.metadata["conflicts"].value == 1
+    assert conflicts(home).height == 1  # materializing again records the same losing version once
