@@ -22,7 +22,7 @@ go round robin over the stages, so machine noise falls on both sides of each com
     PYTHONPATH=. python bench/batch_bench.py --scale small   # seconds, for a smoke test
 
 The library is only called, never modified. Inside a stage the script wraps a few library functions
-(``read_layout``, ``clean_minutes``, ``write_months``) with timers to split a stage into steps; the wrappers
+(``read_layout``, ``merge_ranked``, ``write_months``) with timers to split a stage into steps; the wrappers
 call the originals unchanged.
 """
 
@@ -221,8 +221,8 @@ def stage_ingest(args) -> dict:
         ),
         patched(
             minute_ingest,
-            "clean_minutes",
-            steps.wrap("sort + dedupe (clean_minutes)", minute_ingest.clean_minutes),
+            "merge_ranked",
+            steps.wrap("sort + merge + dedupe (merge_ranked)", minute_ingest.merge_ranked),
         ),
         patched(
             minute_ingest,
