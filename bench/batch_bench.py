@@ -4,7 +4,10 @@
 One invocation measures, on the same data and in the same run:
 
 1. ``ingest``: CSV -> ``minute_raw`` (+ quarantine) with :func:`crypto_assets.batch.minute_ingest.ingest_window`
-   over 2012-01-01 .. 2026-01-01: rows/s and peak RSS;
+   over 2012-01-01 .. 2026-01-01: rows/s and peak RSS, next to ``floor``, the least any ingest must do (a bare
+   ``polars.read_csv`` of the same CSVs plus one LZ4 parquet write per symbol), run in the same rounds; and
+   ``ingest_one``: ``crypto-assets ingest``'s merge of one two-month file into the lake holding the whole
+   history, which must rewrite only that file's months;
 2. ``daily_raw``, ``daily_filled``, ``prophet_input``: the pipeline steps of :mod:`crypto_assets.batch.pipeline`
    over the same window ("daily aggregation of the whole history" is ``build_daily_raw`` alone);
 3. ``dagster``: the six batch assets (exchange backfill off) materialized as ONE single-run backfill over the
@@ -15,7 +18,7 @@ One invocation measures, on the same data and in the same run:
    parquet, groupby daily aggregation, calendar reindex + ffill, rolling MA7/MA30), timed step by step.
 
 Every measured stage runs in its own fresh subprocess (this script re-invoked with ``--stage``), which prints
-its seconds and ``getrusage(RUSAGE_SELF).ru_maxrss`` as JSON, so one stage's memory never pollutes another's.
+its seconds (and, for the ingest stages, its CPU seconds) and ``getrusage(RUSAGE_SELF).ru_maxrss`` as JSON, so one stage's memory never pollutes another's.
 Fast stages are repeated ``--repeat`` times (a fresh process each time) and the median is reported; repetitions
 go round robin over the stages, so machine noise falls on both sides of each comparison.
 
@@ -23,7 +26,7 @@ go round robin over the stages, so machine noise falls on both sides of each com
     PYTHONPATH=. python bench/batch_bench.py --scale small   # seconds, for a smoke test
 
 The library is only called, never modified. Inside a stage the script wraps a few library functions
-(``read_layout``, ``clean_minutes``, ``write_months``) with timers to split a stage into steps; the wrappers
+(``read_layout``, ``merge_ranked``, ``write_months``) with timers to split a stage into steps; the wrappers
 call the originals unchanged.
 """
 
@@ -55,14 +58,17 @@ RESULT_MARKER = "BENCH_RESULT "
 
 # Targets from the issue: (label, comparison, value).
 TARGET_INGEST_ROWS_PER_S = 2_000_000
-TARGET_INGEST_RSS_MB = 3 * 1024
+TARGET_INGEST_RSS_MB = 2 * 1024
+TARGET_FLOOR_RATIO = 2.0  # ingest seconds / read+write floor seconds, measured in the same round
 TARGET_DAILY_AGG_S = 2.0
 TARGET_DAGSTER_RATIO = 1.5
 
 # Stage name -> (kind, description). "slow" stages run --repeat-slow times, the others --repeat times.
 STAGES: dict[str, tuple[str, str]] = {
     "generate": ("setup", "synthetic Kaggle CSVs (cached by a sidecar)"),
+    "floor": ("slow", "read+write floor: bare polars.read_csv of the same CSVs + one LZ4 parquet write per symbol"),
     "ingest": ("slow", "polars: ingest_window CSV -> minute_raw, 2012-01 .. 2026-01"),
+    "ingest_one": ("slow", "polars: ingest_files of one ~1-month file into the lake holding the whole history"),
     "daily_raw": (
         "fast",
         "polars: build_daily_raw (daily aggregation of the whole history)",
@@ -109,6 +115,13 @@ DIRECT_STAGES = ("ingest", "minute_gaps", "daily_raw", "daily_filled", "prophet_
 def max_rss_mb() -> float:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads: less sensitive than wall time to a busy
+    machine's other processes (though not to their cache and memory-bandwidth pressure)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Steps:
@@ -191,6 +204,7 @@ def stage_generate(args) -> dict:
         progress=lambda symbol, rows: written.__setitem__(symbol, rows),
     )
     seconds = time.perf_counter() - t0
+    one_file(args)  # the ingest_one stage's input, made here so its reading never counts in that stage's RSS
     rows = 0
     for path in paths:
         rows += json.loads(path.with_name(path.name + ".meta.json").read_text())["rows"]
@@ -200,6 +214,76 @@ def stage_generate(args) -> dict:
         "cached": not any(written.values()),
         "bytes": sum(p.stat().st_size for p in paths),
         "files": [str(p) for p in paths],
+    }
+
+
+def stage_floor(args) -> dict:
+    """What any ingest must at least do: parse the CSVs and write their rows once, with the lake's codec."""
+    import polars as pl
+
+    out = reset_dir(args.workdir / "floor")
+    rss_before = max_rss_mb()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    rows = 0
+    for path, symbol, _ in source_files(args.workdir, args.scale):
+        frame = pl.read_csv(path)
+        frame.write_parquet(out / f"{symbol}.parquet", compression="lz4", statistics=True)
+        rows += frame.height
+        del frame
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "cpu_s": cpu_seconds() - cpu0, "rss_before_mb": rss_before, "rows": rows,
+            "rows_per_s": rows / seconds}  # fmt: skip
+
+
+def one_file(args) -> Path:
+    """A Kaggle-style CSV of BTCUSDT 2021-03-15 .. 2021-04-15 cut from the synthetic history (two months)."""
+    import polars as pl
+
+    path = args.workdir / f"one-file-{args.scale}" / "BTCUSDT_one_1m.csv"
+    if not path.is_file():
+        source = data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv"
+        first, last = datetime(2021, 3, 15, tzinfo=UTC).timestamp(), datetime(2021, 4, 15, tzinfo=UTC).timestamp()
+        rows = pl.scan_csv(source).filter(pl.col("Timestamp").is_between(first, last, closed="left")).collect()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_csv(path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+    old = time.time() - 3600  # a file that has been still for an hour: landing does not wait for it to settle
+    os.utime(path, (old, old))
+    return path
+
+
+def stage_ingest_one(args) -> dict:
+    """``crypto-assets ingest FILE`` into the lake the ``ingest`` stage left: it must touch only the file's months."""
+    from crypto_assets.batch import minute_ingest
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    lake, landing = lake_dir(args.workdir), reset_dir(args.workdir / "landing")
+    minute_files = sorted((lake / "minute_raw").rglob("*.parquet"))
+    assert len(minute_files) > 100, "run the ingest stage first: this stage needs the lake of the whole history"
+    before = {p: p.stat().st_mtime_ns for p in minute_files}
+    path = one_file(args)
+    files, problems = discover_sources([SourceSpec(str(path), "BTCUSDT")], list(SYMBOLS))
+    assert files and not problems, (files, problems)
+    rss_before = max_rss_mb()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    result = minute_ingest.ingest_files(files, lake, landing, list(SYMBOLS))
+    seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    assert not result.failed_sources, result.failed_sources
+    after = {p: p.stat().st_mtime_ns for p in sorted((lake / "minute_raw").rglob("*.parquet"))}
+    touched = sorted(str(p.relative_to(lake)) for p in after if after[p] != before.get(p))
+    assert set(after) == set(before), "the one-file ingest added or removed minute_raw files"
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rss_before_mb": rss_before,
+        "rows": result.rows_read,
+        "minute_files_in_lake": len(after),
+        "minute_files_written": len(result.minute.files),
+        "minute_files_touched": touched,
+        "duplicates_removed": result.duplicates_removed,
+        "conflicts": result.conflicts.height,
     }
 
 
@@ -222,8 +306,8 @@ def stage_ingest(args) -> dict:
         ),
         patched(
             minute_ingest,
-            "clean_minutes",
-            steps.wrap("sort + dedupe (clean_minutes)", minute_ingest.clean_minutes),
+            "merge_ranked",
+            steps.wrap("sort + merge + dedupe (merge_ranked)", minute_ingest.merge_ranked),
         ),
         patched(
             minute_ingest,
@@ -236,12 +320,14 @@ def stage_ingest(args) -> dict:
             steps.wrap("parquet write (write_months)", minute_ingest._write_unparsed),
         ),
     ):
-        t0 = time.perf_counter()
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
         result = minute_ingest.ingest_window(sources, lake, list(SYMBOLS), WINDOW_START, WINDOW_END)
         seconds = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
     assert not result.failed_sources, result.failed_sources
     return {
         "seconds": seconds,
+        "cpu_s": cpu,
         "rss_before_mb": rss_before,
         "rows": result.rows_read,
         "rows_per_s": result.rows_read / seconds,
@@ -747,6 +833,9 @@ def summarize(runs: list[dict]) -> dict:
     out["maxrss_mb"] = max(r["maxrss_mb"] for r in runs)
     if "rows_per_s" in out:
         out["rows_per_s"] = out["rows"] / out["seconds"]
+    if all("cpu_s" in r for r in runs):
+        out["cpu_all"] = [r["cpu_s"] for r in runs]
+        out["cpu_s"] = statistics.median(out["cpu_all"])
     if all("steps" in r for r in runs):
         names = list(runs[0]["steps"])
         out["steps"] = {n: statistics.median(r["steps"].get(n, 0.0) for r in runs) for n in names}
@@ -814,7 +903,9 @@ def report(args, results: dict[str, dict]) -> str:
 
     headers = ["stage", "median s", "min-max s", "runs", "peak RSS MB", "rows/s"]
     rows = []
-    for name, label in (("ingest", "ingest CSV -> minute_raw"), ("minute_gaps", "minute_gaps (gap report)"),
+    rows.append(stage_row("floor   bare read_csv + one LZ4 write per symbol", "floor"))
+    for name, label in (("ingest", "ingest CSV -> minute_raw"), ("ingest_one", "ingest one file into the history"),
+                        ("minute_gaps", "minute_gaps (gap report)"),
                         ("daily_raw", "daily_raw (daily aggregation)"), ("daily_filled", "daily_filled"),
                         ("prophet_input", "prophet_input")):  # fmt: skip
         rows.append(stage_row(f"polars  {label}", name))
@@ -842,7 +933,31 @@ def report(args, results: dict[str, dict]) -> str:
         rows.append(["pandas  total", fmt_s(sum(pandas)), "", "", "", ""])
     out += ["", "## Stages", "", table(headers, rows)]
 
-    # 2. Steps side by side
+    # 2. Ingest next to the read+write floor, round by round (a round's two processes ran back to back)
+    if "ingest" in r and "floor" in r:
+        i, f = r["ingest"], r["floor"]
+        rounds = list(zip(f["seconds_all"], i["seconds_all"], f.get("cpu_all", []) or [None] * f["repeats"],
+                          i.get("cpu_all", []) or [None] * i["repeats"]))  # fmt: skip
+        floor_rows = []
+        for n, (fs, is_, fc, ic) in enumerate(rounds, 1):
+            cpu = f"{fc:.2f} / {ic:.2f} = {ic / fc:.2f}x" if fc and ic else "-"
+            floor_rows.append([str(n), fmt_s(fs), fmt_s(is_), f"{is_ / fs:.2f}x", cpu])
+        ratio = statistics.median(b / a for a, b, _, _ in rounds)
+        floor_rows.append(["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""])
+        out += ["", "## Ingest vs the read+write floor (same rounds)", "",
+                "floor = bare `polars.read_csv` of the same CSVs + one LZ4 parquet write per symbol (no validation, "
+                "no months, no fsync); ingest = `ingest_window` into an empty lake.", "",
+                table(["round", "floor s", "ingest s", "ingest / floor", "CPU s floor / ingest"], floor_rows),
+                "", f"Peak RSS: floor {fmt_mb(f['maxrss_mb'])} MB, ingest {fmt_mb(i['maxrss_mb'])} MB."]  # fmt: skip
+    if "ingest_one" in r:
+        o = r["ingest_one"]
+        spread = f" (runs {min(o['seconds_all']):.2f}-{max(o['seconds_all']):.2f} s)" if o["repeats"] > 1 else ""
+        out += ["", "## One-file ingest into the whole history", "",
+                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT 2021-03-15 .. 2021-04-15) into the lake of "
+                f"{o['minute_files_in_lake']} minute_raw files: {o['seconds']:.2f} s{spread}, peak RSS "
+                f"{fmt_mb(o['maxrss_mb'])} MB; minute_raw files rewritten: {', '.join(o['minute_files_touched']) or 'none'}."]  # fmt: skip
+
+    # 3. Steps side by side
     pairs = [("ingest", "pandas_ingest"), ("daily_raw", "pandas_daily_raw"), ("daily_filled", "pandas_daily_filled"),
              ("prophet_input", "pandas_prophet_input")]  # fmt: skip
     step_rows = []
@@ -862,7 +977,7 @@ def report(args, results: dict[str, dict]) -> str:
         out += ["", "## Steps (medians), Polars library vs plain pandas", "",
                 table(["stage", "polars step", "s", "pandas step", "s"], step_rows)]  # fmt: skip
 
-    # 3. Dagster
+    # 4. Dagster
     if "dagster" in r:
         d = r["dagster"]
         failed = {k: v for k, v in d["checks"].items() if v != "passed"}
@@ -896,7 +1011,7 @@ def report(args, results: dict[str, dict]) -> str:
                     f"{postgres['seconds']:.1f} s, {postgres['seconds'] / direct_total:.2f}x the direct transforms; "
                     f"stock SQLite {d['seconds']:.1f} s, {d['seconds'] / direct_total:.2f}x."]  # fmt: skip
 
-    # 4. Targets
+    # 5. Targets
     target_rows = []
     if "ingest" in r:
         i = r["ingest"]
@@ -904,6 +1019,10 @@ def report(args, results: dict[str, dict]) -> str:
                             yes_no(i["rows_per_s"] >= TARGET_INGEST_ROWS_PER_S)])  # fmt: skip
         target_rows.append(["ingest peak RSS", f"{i['maxrss_mb']:,.0f} MB", f"< {TARGET_INGEST_RSS_MB:,} MB",
                             yes_no(i["maxrss_mb"] < TARGET_INGEST_RSS_MB)])  # fmt: skip
+        if "floor" in r:
+            ratio = statistics.median(b / a for a, b in zip(r["floor"]["seconds_all"], i["seconds_all"]))
+            target_rows.append(["ingest / read+write floor (median of rounds)", f"{ratio:.2f}x",
+                                f"<= {TARGET_FLOOR_RATIO:.1f}x", yes_no(ratio <= TARGET_FLOOR_RATIO)])  # fmt: skip
     if "daily_raw" in r:
         s = r["daily_raw"]["seconds"]
         target_rows.append(["daily aggregation of the whole history (build_daily_raw)", f"{s:.2f} s",

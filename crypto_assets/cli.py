@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import os
-import shutil
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
@@ -48,95 +45,51 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _copy_into_landing(source, landing: Path) -> Path:
-    """Keep ingested files in the project home so the lake can always be rebuilt from them.
-
-    The copy's name starts with its symbol, so later runs know the symbol without being told again, and
-    carries a content digest, so two files of the same name never overwrite each other and the same file
-    ingested twice is stored once.
-    """
-    digest = hashlib.sha256()
-    with source.path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    name = f"{source.symbol}__{source.path.stem}-{digest.hexdigest()[:12]}{source.path.suffix.lower()}"
-    landing.mkdir(parents=True, exist_ok=True)
-    target = landing / name
-    if target.exists():
-        return target
-    tmp = landing / f".tmp-{name}"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source.path, tmp)
-    except OSError:
-        shutil.copyfile(source.path, tmp)
-    os.replace(tmp, target)
-    return target
-
-
-def _time_span(source, latest: datetime):
-    """First and last valid minute of a file; raises SourceFormatError for an unreadable one."""
-    import polars as pl
-
-    from crypto_assets.batch.minute_ingest import read_source
-
-    frame, _ = read_source(source, latest)
-    valid = frame.filter(pl.col("reason").is_null())
-    return valid.select(pl.col("open_time").min().alias("first"), pl.col("open_time").max().alias("last")).collect().row(0)
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     from crypto_assets.batch.backfill.lock import LakeBusyError
-    from crypto_assets.batch.minute_ingest import ingest_window
-    from crypto_assets.batch.source_catalog import resolve_sources
+    from crypto_assets.batch.minute_ingest import ingest_files
     from crypto_assets.batch.sources.discovery import discover_sources
-    from crypto_assets.batch.sources.errors import SourceFormatError
     from crypto_assets.settings import SourceSpec
 
     settings = args.settings
     symbol = validate_symbol(args.symbol) if args.symbol else None
     new_files, problems = discover_sources([SourceSpec(p, symbol) for p in args.paths], settings.symbol_names)
-    latest = datetime.now(UTC) + timedelta(days=1)
-    spans = []
-    for source in tqdm(new_files, unit="file", desc="checking"):
-        try:
-            first, last = _time_span(source, latest)
-        except SourceFormatError as exc:
-            problems.append(exc)
-            continue
-        if first is None:
-            problems.append(SourceFormatError(source.path, 0, "rows", "no valid rows"))
-            continue
-        spans.append((first, last))
-        _copy_into_landing(source, settings.landing_dir)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    if not spans:
+    if not new_files:
         return 2
-
-    # Rebuild every month the new files touch from all sources, so overlapping files are merged once.
-    sources, unplaced, _ = resolve_sources(settings)
-    start = min(f for f, _ in spans).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = max(l for _, l in spans) + timedelta(minutes=1)
     try:
-        with tqdm(total=len(sources), unit="file", desc="ingesting") as bar:
-            result = ingest_window(
-                sources, settings.lake_dir, settings.symbol_names, start, end,
+        with tqdm(total=len(new_files), unit="file", desc="ingesting") as bar:
+            result = ingest_files(
+                new_files, settings.lake_dir, settings.landing_dir, settings.symbol_names,
                 progress=lambda _: bar.update(), on_wait=tqdm.write,
             )  # fmt: skip
     except LakeBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for landed in result.landed:
+        if landed.warning:
+            print(f"warning: {landed.warning}", file=sys.stderr)
+        if landed.already:
+            print(f"{landed.entry.original}: already ingested (ingest #{landed.entry.order}, same sha256); nothing to do")
+    if result.stray_temps_removed:
+        print(f"removed {result.stray_temps_removed} temporary file(s) left by an interrupted writer")
     print(
         f"minute_raw: {result.minute.rows:,} rows in {len(result.minute.files)} partitions "
         f"({result.minute.bytes_written / 1e6:.1f} MB); read {result.rows_read:,}, "
-        f"duplicates removed {result.duplicates_removed:,}, quarantined {result.quarantined:,}"
+        f"duplicates removed {result.duplicates_removed:,}, conflicts {result.conflicts.height:,}, "
+        f"quarantined {result.quarantined:,}"
     )
+    if result.conflicts.height:
+        print(f"conflicting versions (the later ingest won; losers kept in {settings.lake_dir / 'minute_conflicts'}):")
+        print("  " + result.conflict_summary().replace("\n", "\n  "))
     for report in result.failed_sources:
         print(f"error: {report.error}", file=sys.stderr)
     if result.quarantined:
         print(f"quarantined rows (with file, line and reason): {settings.lake_dir / 'quarantine'}")
-    return 1 if problems or result.failed_sources or unplaced else 0
+    if result.failed_sources and len(result.failed_sources) == len(new_files):
+        return 2
+    return 1 if problems or result.failed_sources else 0
 
 
 def _materialize_all(settings: Settings) -> bool:

@@ -29,13 +29,17 @@ def test_ingest_adds_good_files_and_names_the_broken_one(tmp_path, project_home,
     assert f"{broken}:1: header: unrecognised header" in captured.err
     assert "minute_raw: 100,000 rows" in captured.out
     landed = sorted(p.name for p in (home / "landing").iterdir())
-    assert len(landed) == 2 and all(n.split("__")[0] in {"BTCUSDT", "ETHUSDT"} for n in landed)
+    assert landed[-1] == "manifest.json"
+    assert len(landed) == 3 and all(n.split("__")[0] in {"BTCUSDT", "ETHUSDT"} for n in landed[:-1])
     stored = pl.scan_parquet(str(home / "lake/minute_raw/symbol=ETHUSDT/**/*.parquet")).collect()
     assert stored.height == 50_000
 
-    # Ingesting the same file again stores it once and leaves the lake as it was.
-    assert main(["ingest", str(shared_data / "binance_spot_1m" / "2022" / "ETHUSDT_1m.csv")]) == 0
+    # Ingesting the same file again stores it once, says so and leaves the lake as it was.
+    again = shared_data / "binance_spot_1m" / "2022" / "ETHUSDT_1m.csv"
+    assert main(["ingest", str(again)]) == 0
+    assert f"{again}: already ingested (ingest #" in capsys.readouterr().out
     assert sorted(p.name for p in (home / "landing").iterdir()) == landed
+    assert pl.scan_parquet(str(home / "lake/minute_raw/symbol=ETHUSDT/**/*.parquet")).collect().equals(stored)
 
 
 def test_demo_materializes_the_whole_history_in_one_run(project_home, monkeypatch, tmp_path, capsys):

@@ -79,7 +79,7 @@ def build_batch_assets(settings: Settings) -> list:
             ("unique_minutes", "no duplicate (symbol, open_time)"),
             ("ohlc_consistent", "OHLC values are consistent"),
             ("minutes_complete", "every minute is present; lists the gaps (WARN)"),
-            ("sources_clean", "every source file was readable and no row was quarantined (WARN)"),
+            ("sources_clean", "every source file was readable, no row was quarantined and no two sources disagreed (WARN)"),
         ),
     )
     def minute_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
@@ -98,8 +98,13 @@ def build_batch_assets(settings: Settings) -> list:
                                  f"{report.quarantined:,} quarantined")  # fmt: skip
 
         result = ingest_window(
-            sources, market.lake, cfg.symbol_names, start, end, progress=log_source, on_wait=context.log.info
+            sources, market.lake, cfg.symbol_names, start, end, progress=log_source, on_wait=context.log.info,
+            landing=cfg.landing_dir,
         )
+        conflicts = result.conflicts.height
+        if conflicts:
+            context.log.warning(f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n"
+                                f"{result.conflict_summary()}")  # fmt: skip
         frame = result.frame
         failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
         metadata = dataset_metadata(frame, result.minute, "open_time") | {
@@ -108,14 +113,22 @@ def build_batch_assets(settings: Settings) -> list:
             "rows_read": MetadataValue.int(result.rows_read),
             "duplicates_removed": MetadataValue.int(result.duplicates_removed),
             "quarantined_rows": MetadataValue.int(result.quarantined),
+            "conflicts": MetadataValue.int(conflicts),
+            "conflicts_by_source": MetadataValue.text(result.conflict_summary()),
+            "conflicts_path": MetadataValue.path(str(market.lake / "minute_conflicts")),
             "quarantine_path": MetadataValue.path(str(market.lake / "quarantine")),
             "path": MetadataValue.path(str(market.lake / "minute_raw")),
         }
         sources_clean = checks.CheckOutcome(
-            not failures and result.quarantined == 0,
-            "all source files readable, no quarantined rows",
+            not failures and result.quarantined == 0 and conflicts == 0,
+            "all source files readable, no quarantined rows, no conflicting versions of a minute",
             checks.Severity.WARN,
-            {"unreadable_files": "\n".join(failures) or "none", "quarantined_rows": result.quarantined},
+            {
+                "unreadable_files": "\n".join(failures) or "none",
+                "quarantined_rows": result.quarantined,
+                "conflicts": conflicts,
+                "conflicts_by_source": result.conflict_summary(),
+            },
         )
         return MaterializeResult(
             metadata=metadata,

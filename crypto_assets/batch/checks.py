@@ -116,11 +116,32 @@ def incomplete_days(gaps: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def partial_edge_days(minutes: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
+    """The first and last day of each symbol's data when they hold fewer than 1440 minutes.
+
+    Their daily candles cover only part of the day, so they differ from the exchange's."""
+    edges = spans.select(
+        "symbol",
+        pl.concat_list(pl.col("span_start").dt.date(), (pl.col("span_end") - MINUTE).dt.date()).list.unique().alias("date"),
+    ).explode("date")
+    counts = (
+        minutes.lazy()
+        .select("symbol", pl.col("open_time").dt.date().alias("date"))
+        .join(edges.lazy(), on=["symbol", "date"], how="semi")
+        .group_by("symbol", "date")
+        .len("minutes")
+        .collect()
+    )
+    return counts.filter(pl.col("minutes") < 1440).sort("symbol", "date")
+
+
 def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25) -> CheckOutcome:
-    """WARN: every day between a symbol's first and last minute has all 1440 minutes."""
+    """WARN: every day between a symbol's first and last minute has all 1440 minutes; names partial edge days."""
     spans = symbol_spans(minutes)
     gaps = minute_gaps(minutes, spans)
     short_days = incomplete_days(gaps, spans)
+    edges = partial_edge_days(minutes, spans)
+    edge_listing = ", ".join(f"{s} {d} ({n} min)" for s, d, n in edges.iter_rows())
     listing = "\n".join(
         f"| {r['symbol']} | {r['gap_start']:%Y-%m-%d %H:%M} | {r['gap_end']:%Y-%m-%d %H:%M} | {r['missing_minutes']} |"
         for r in gaps.sort("missing_minutes", descending=True).head(max_listed).iter_rows(named=True)
@@ -133,6 +154,8 @@ def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25) -> CheckOutcom
             "gaps": gaps.height,
             "missing_minutes": int(gaps["missing_minutes"].sum() or 0),
             "incomplete_days": short_days.height,
+            # Not gaps: a symbol's data may begin or end mid-day, and those days' candles are partial.
+            "partial_edge_days": edge_listing or "none",
             "largest_gaps": "| symbol | from | to | minutes |\n|---|---|---|---|\n" + listing if listing else "none",
         },
     )

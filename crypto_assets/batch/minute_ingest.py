@@ -1,7 +1,17 @@
-"""Build the ``minute_raw`` master dataset (and its ``quarantine``) for a time window from source files.
+"""Merge source files into the ``minute_raw`` master dataset (with ``quarantine`` and ``minute_conflicts``).
 
-This is the I/O shell around the pure transforms in :mod:`crypto_assets.batch.transforms.minute`: the Dagster
-asset and the ``crypto-assets ingest`` command both call :func:`ingest_window`.
+This is the I/O shell around the pure transforms in :mod:`crypto_assets.batch.transforms.minute` and
+:mod:`crypto_assets.batch.transforms.merge`. An ingest is a merge: it adds rows to the months it touches and
+never removes a row it was not given a replacement for. Where versions of a minute disagree, precedence is:
+
+1. files ingested with ``crypto-assets ingest``, the latest ingest first (the landing manifest's order);
+2. files configured under ``[[sources]]`` (or the synthetic default), in the order listed;
+3. what ``minute_raw`` held before;
+4. candles fetched from the exchange (``exchange_minutes``), which only fill minutes no file has.
+
+Every losing version that differs from the winner is kept in ``minute_conflicts`` with both sources named.
+The Dagster asset calls :func:`ingest_window`; ``crypto-assets ingest`` calls :func:`ingest_files`. Both hold
+the lake's ``minute_raw`` lock for the whole list-merge-write.
 """
 
 from __future__ import annotations
@@ -14,7 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.batch.backfill.lock import minute_raw_lock
-from crypto_assets.batch.backfill.store import exchange_sources
+from crypto_assets.batch.landing import Landed, LandingEntry, Manifest, land
+from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES, exchange_sources
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.batch.sources.formats import detect_layout, read_head, read_layout
@@ -22,18 +33,20 @@ from crypto_assets.batch.transforms.minute import (
     EARLIEST_TIME,
     MINUTE_SCHEMA,
     QUARANTINE_SCHEMA,
-    clean_minutes,
     drop_blank_lines,
     parse_open_time,
     quarantine_rows,
     with_reasons,
 )
-from crypto_assets.lake.atomic import write_parquet_atomic
-from crypto_assets.lake.datasets import WriteSummary, write_months
-from crypto_assets.lake.layout import months_between
+from crypto_assets.batch.transforms.merge import CONFLICT_SCHEMA, merge_ranked, name_conflicts, union_conflicts
+from crypto_assets.lake.atomic import remove_stray_temps, write_parquet_atomic
+from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
+from crypto_assets.lake.layout import Month, months_between
 
 MINUTE_DATASET = "minute_raw"
 QUARANTINE_DATASET = "quarantine"
+CONFLICTS_DATASET = "minute_conflicts"
+EARLIER_LAKE = "minute_raw (rows stored before this merge)"
 UNPARSED_FILE = "unparsed.parquet"
 
 
@@ -56,10 +69,20 @@ class IngestResult:
     rows_read: int = 0
     duplicates_removed: int = 0
     quarantined: int = 0
+    conflicts: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CONFLICT_SCHEMA))  # found now
+    landed: list[Landed] = field(default_factory=list)  # ingest_files: each file and whether it was new
+    stray_temps_removed: int = 0
 
     @property
     def failed_sources(self) -> list[SourceReport]:
         return [s for s in self.sources if s.error]
+
+    def conflict_summary(self, max_listed: int = 10) -> str:
+        """Conflicts per (losing source, kept source), for logs and metadata."""
+        if not self.conflicts.height:
+            return "none"
+        pairs = self.conflicts.group_by("source", "kept_source").len().sort("len", descending=True)
+        return "\n".join(f"{n:,} minute(s): kept {kept} over {lost}" for lost, kept, n in pairs.head(max_listed).iter_rows())
 
 
 def read_source(source: SourceFile, latest_time: datetime) -> tuple[pl.LazyFrame, str]:
@@ -76,6 +99,27 @@ def read_source(source: SourceFile, latest_time: datetime) -> tuple[pl.LazyFrame
     return frame, layout.format.value
 
 
+@dataclass
+class _Reader:
+    """One source of rows in a merge: its precedence (``rank``, lower wins) and how conflicts name it."""
+
+    path: Path
+    symbol: str
+    rank: int
+    label: str
+    read: Callable[[], tuple[pl.LazyFrame, str]]
+
+
+def _source_reader(source: SourceFile, label: str, latest_time: datetime) -> _Reader:
+    return _Reader(source.path, source.symbol, source.rank, label, lambda: read_source(source, latest_time))
+
+
+def _lake_roots(lake: Path, landing: Path | None) -> list[Path]:
+    """The folders only writers holding the minute_raw lock write to."""
+    roots = [lake / d for d in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET, EXCHANGE_MINUTES, EXCHANGE_EMPTY)]
+    return roots + ([landing] if landing is not None else [])
+
+
 def ingest_window(
     sources: Sequence[SourceFile],
     lake: Path,
@@ -86,95 +130,315 @@ def ingest_window(
     progress: Callable[[SourceReport], None] | None = None,
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    landing: Path | None = None,
 ) -> IngestResult:
-    """Rewrite minute_raw and quarantine for every (symbol, month) in [start, end).
+    """Merge the rows of ``sources`` into minute_raw for every (symbol, month) in [start, end).
 
-    A file that cannot be read at all is reported and skipped; its neighbours are still ingested. The
-    window's stored exchange candles (``exchange_minutes``) are read after the files, so backfilled minutes
-    survive a rebuild without ever replacing a file's row.
+    ``sources`` are ranked by precedence (``rank`` 0 wins); see the module docstring for the order the
+    project uses. Rows already in minute_raw stay unless a source has a version of the same minute; the
+    window's stored exchange candles fill only what no file and no stored row has. A file that cannot be read
+    at all is reported and skipped; its neighbours are still merged. With ``landing``, files from the landing
+    folder are named by their ingest in conflicts.
 
-    The ingest holds the lake's ``minute_raw`` lock, shared with the exchange backfill, so the two never
+    The merge holds the lake's ``minute_raw`` lock, shared with the exchange backfill, so the two never
     interleave: it waits up to ``lock_timeout`` seconds for a running backfill (telling ``on_wait``), then
     raises :class:`crypto_assets.batch.backfill.lock.LakeBusyError` naming the lock and its holder.
     """
+    latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        return _ingest_window(sources, lake, symbols, start, end, latest_time, progress)
+        removed = remove_stray_temps(_lake_roots(lake, landing))
+        labels = {}
+        if landing is not None:
+            manifest = Manifest.load(landing)
+            labels = {manifest.path_of(e): e.label() for e in manifest.entries}
+        readers = [_source_reader(s, labels.get(s.path, str(s.path)), latest_time) for s in sources]
+        result = _merge_months(readers, lake, symbols, months_between(start, end), latest_time, progress)
+        result.stray_temps_removed = len(removed)
+        return result
 
 
-def _ingest_window(
-    sources: Sequence[SourceFile],
+def ingest_files(
+    files: Sequence[SourceFile],
+    lake: Path,
+    landing: Path,
+    symbols: Sequence[str],
+    latest_time: datetime | None = None,
+    progress: Callable[[SourceReport], None] | None = None,
+    lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> IngestResult:
+    """Land ``files`` (independent checksummed copies, see :mod:`crypto_assets.batch.landing`) and merge them.
+
+    All under the lake's lock: removing a killed writer's temporary files, landing, and merging every landed
+    file not merged yet (this call's, and any a killed ingest left), each month touched once. The latest
+    ingest wins a conflicting minute. A file whose bytes were already ingested for its symbol is a no-op,
+    told in ``landed``.
+    """
+    latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
+    with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
+        removed = remove_stray_temps(_lake_roots(lake, landing))
+        manifest = Manifest.load(landing, tidy=True)
+        landed, failed = [], []
+        for source in files:
+            try:
+                landed.append(land(source, manifest))
+            except OSError as exc:
+                failed.append(SourceReport(str(source.path), source.symbol, error=f"{source.path}: {exc}"))
+        manifest.save()
+        result = _merge_pending(manifest, lake, symbols, latest_time, progress)
+        result.sources = failed + result.sources
+        result.landed = landed
+        result.stray_temps_removed = len(removed)
+        return result
+
+
+def rebuild_minute_raw(lake: Path, landing: Path, symbols: Sequence[str], latest_time: datetime | None = None) -> None:
+    """Rebuild minute_raw, quarantine and minute_conflicts from the landing folder and ``exchange_minutes``.
+
+    Replays the manifest's ingests in order, so it gives exactly the lake the sequence of ingests gave.
+    """
+    latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
+    with minute_raw_lock(lake, "minute_raw rebuild"):
+        remove_stray_temps(_lake_roots(lake, landing))
+        for dataset in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET):
+            for symbol in symbols:
+                for path in sorted((lake / dataset / f"symbol={symbol}").rglob("*.parquet")):
+                    path.unlink()
+        manifest = Manifest.load(landing, tidy=True)
+        for entry in manifest.entries:
+            entry.merged = False
+        for entry in sorted(manifest.entries, key=lambda e: e.order):
+            _merge_pending(manifest, lake, symbols, latest_time, None, only=[entry])
+        # Fetched candles of months no file touches.
+        for symbol in symbols:
+            folder = lake / EXCHANGE_MINUTES / f"symbol={symbol}"
+            months = sorted(
+                Month(int(p.parent.parent.name.removeprefix("year=")), int(p.parent.name.removeprefix("month=")))
+                for p in folder.glob("year=*/month=*/part-0.parquet")
+            )
+            _merge_months([], lake, [symbol], months, latest_time, None)
+
+
+def _merge_pending(
+    manifest: Manifest,
     lake: Path,
     symbols: Sequence[str],
-    start: datetime,
-    end: datetime,
-    latest_time: datetime | None,
+    latest_time: datetime,
     progress: Callable[[SourceReport], None] | None,
+    only: Sequence[LandingEntry] | None = None,
 ) -> IngestResult:
-    latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
-    months = months_between(start, end)
-    good_parts: list[pl.DataFrame] = []
-    bad_parts: list[pl.DataFrame] = []
-    unparsed: list[pl.DataFrame] = []
-    reports: list[SourceReport] = []
+    """Merge the landed files not merged yet into the months they touch, then mark them merged."""
+    pending = sorted(only if only is not None else manifest.pending, key=lambda e: e.order, reverse=True)
+    result = IngestResult(WriteSummary(), WriteSummary())
+    frames: dict[int, tuple[pl.DataFrame, str]] = {}
+    for entry in list(pending):
+        source = SourceFile(manifest.path_of(entry), entry.symbol, 0)
+        report = SourceReport(str(source.path), entry.symbol)
+        try:
+            if entry.symbol not in symbols:
+                raise SourceFormatError(entry.original, 0, "symbol", f"{entry.symbol} is not a configured symbol")
+            frame, report.format = read_source(source, latest_time)
+            collected = frame.collect()
+            if collected.filter(pl.col("reason").is_null()).height == 0:
+                raise SourceFormatError(entry.original, 0, "rows", "no valid rows")
+        except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
+            # A file that cannot be read adds nothing: it leaves the landing folder, and the error names it.
+            # Named by the user's file, not its landing copy.
+            text = str(exc) if isinstance(exc, SourceFormatError) else f"{entry.original}: {exc}"
+            report.error = text.replace(str(source.path), entry.original)
+            result.sources.append(report)
+            manifest.entries.remove(entry)
+            manifest.path_of(entry).unlink(missing_ok=True)
+            pending.remove(entry)
+            if progress:
+                progress(report)
+            continue
+        frames[entry.order] = (collected, report.format)
+    manifest.save()
+    if not pending:
+        return result
+
+    older = [e for e in manifest.latest_first() if e.merged and e not in pending]
+    for symbol in sorted({e.symbol for e in pending}):
+        mine = [e for e in pending if e.symbol == symbol]
+        times = pl.concat([frames[e.order][0].select("open_time") for e in mine]).filter(
+            pl.col("open_time").is_not_null() & (pl.col("open_time") >= EARLIEST_TIME) & (pl.col("open_time") <= latest_time)
+        )
+        months = sorted({Month(y, m) for y, m in times.select(
+            pl.col("open_time").dt.year().alias("y"), pl.col("open_time").dt.month().alias("m")).unique().iter_rows()})  # fmt: skip
+        readers = [
+            _Reader(manifest.path_of(e), symbol, rank, e.label(), lambda e=e: (frames[e.order][0].lazy(), frames[e.order][1]))
+            for rank, e in enumerate(mine)
+        ]
+        # Older files are read only to name the source of a stored row that a new file replaces.
+        candidates = [
+            _Reader(manifest.path_of(e), symbol, len(mine) + i, e.label(),
+                    lambda e=e: read_source(SourceFile(manifest.path_of(e), e.symbol, 0), latest_time))
+            for i, e in enumerate(o for o in older if o.symbol == symbol)
+        ]  # fmt: skip
+        part = _merge_months(readers, lake, [symbol], months or [], latest_time, progress, candidates, older)
+        result = _combine(result, part)
+    for entry in pending:
+        collected = frames[entry.order][0]
+        valid = collected.filter(pl.col("reason").is_null())
+        entry.rows = collected.height
+        entry.first = valid["open_time"].min().isoformat()
+        entry.last = valid["open_time"].max().isoformat()
+        entry.merged = True
+    manifest.save()
+    return result
+
+
+def _combine(a: IngestResult, b: IngestResult) -> IngestResult:
+    return IngestResult(
+        minute=a.minute.merge(b.minute),
+        quarantine=a.quarantine.merge(b.quarantine),
+        frame=pl.concat([a.frame, b.frame]),
+        sources=a.sources + b.sources,
+        rows_read=a.rows_read + b.rows_read,
+        duplicates_removed=a.duplicates_removed + b.duplicates_removed,
+        quarantined=a.quarantined + b.quarantined,
+        conflicts=pl.concat([a.conflicts, b.conflicts]),
+    )
+
+
+def _merge_months(
+    readers: Sequence[_Reader],
+    lake: Path,
+    symbols: Sequence[str],
+    months: Sequence[Month],
+    latest_time: datetime,
+    progress: Callable[[SourceReport], None] | None,
+    candidates: Sequence[_Reader] = (),
+    older: Sequence[LandingEntry] = (),
+) -> IngestResult:
+    """Merge ``readers`` (ranked), the stored months and the stored exchange candles; write every dataset.
+
+    ``candidates`` are earlier sources that may have given stored rows: read only when a stored row loses to
+    a different version, so the conflict can name where it came from.
+    """
+    if not months:
+        return IngestResult(WriteSummary(), WriteSummary())
+    start = datetime(months[0].year, months[0].month, 1, tzinfo=UTC)
+    last = months[-1].next()
+    end = datetime(last.year, last.month, 1, tzinfo=UTC)
     in_window = (pl.col("open_time") >= start) & (pl.col("open_time") < end)
     # Rows whose time is missing or impossible belong to no month; they are kept apart, per symbol.
     no_month = pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
 
-    readers = [(s.path, s.symbol, lambda s=s: read_source(s, latest_time)) for s in sources]
-    # Candles fetched from the exchange fill only what no file has: they rank after every file.
-    exchange_rank = max((s.rank for s in sources), default=-1) + 1
-    readers += exchange_sources(lake, symbols, months, exchange_rank, latest_time)
+    base_rank = max([r.rank for r in (*readers, *candidates)], default=-1) + 1
+    exchange_rank = base_rank + 1
+    labels = {r.rank: r.label for r in (*readers, *candidates)} | {base_rank: EARLIER_LAKE, exchange_rank: EXCHANGE_MINUTES}
+    exchange = [
+        _Reader(path, symbol, exchange_rank, EXCHANGE_MINUTES, read)
+        for path, symbol, read in exchange_sources(lake, symbols, months, exchange_rank, latest_time)
+    ]
 
-    for path, symbol, read in readers:
-        report = SourceReport(str(path), symbol)
-        try:
-            frame, report.format = read()
-            rows = frame.filter(in_window | no_month).collect()
-        except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
-            report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{path}: {exc}"
-            reports.append(report)
-            if progress:
-                progress(report)
-            continue
-        # Only the columns dedup needs travel on: the raw frame is twice as wide.
-        good_parts.append(rows.filter(pl.col("reason").is_null()).select(*MINUTE_SCHEMA.names(), "source_rank", "line", "reason"))
-        bad = quarantine_rows(rows.lazy()).collect()
-        bad_parts.append(bad.filter(~no_month))
-        unparsed.append(bad.filter(no_month))
-        report.rows, report.quarantined = rows.height, bad.height
-        reports.append(report)
-        if progress:
-            progress(report)
+    good_parts: list[pl.DataFrame] = []
+    bad_parts: list[pl.DataFrame] = []
+    unparsed: list[pl.DataFrame] = []
+    reports: list[SourceReport] = []
+    read_files: list[str] = []
 
-    good = pl.concat(good_parts) if good_parts else pl.DataFrame()
+    def read_all(batch: Sequence[_Reader], report_them: bool) -> None:
+        for reader in batch:
+            report = SourceReport(str(reader.path), reader.symbol)
+            try:
+                frame, report.format = reader.read()
+                rows = frame.filter(in_window | no_month).with_columns(pl.lit(reader.rank, pl.Int32).alias("source_rank")).collect()
+            except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
+                report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{reader.path}: {exc}"
+                if report_them:
+                    reports.append(report)
+                    if progress:
+                        progress(report)
+                continue
+            read_files.append(str(reader.path))
+            # Only the columns the merge needs travel on: the raw frame is twice as wide.
+            good_parts.append(rows.filter(pl.col("reason").is_null() & ~no_month).select(*MINUTE_SCHEMA.names(), "source_rank", "line"))
+            bad = quarantine_rows(rows.lazy()).collect()
+            bad_parts.append(bad.filter(~no_month))
+            unparsed.append(bad.filter(no_month))
+            report.rows, report.quarantined = rows.height, bad.height
+            if report_them:
+                reports.append(report)
+                if progress:
+                    progress(report)
+
+    read_all([*readers, *exchange], report_them=True)
+    stored = scan_months(lake, MINUTE_DATASET, symbols, months, MINUTE_SCHEMA).collect()
+    winners, conflicts, duplicates, pool_rows = _merge(good_parts, stored, base_rank)
+    if candidates and (conflicts["source_rank"] == base_rank).any():
+        lost = conflicts.filter(pl.col("source_rank") == base_rank).select(MINUTE_SCHEMA.names())
+        first, final = lost["open_time"].min(), lost["open_time"].max()
+        overlapping = [c for c, e in zip(candidates, older_for(candidates, older), strict=True)
+                       if e.span() is None or (e.span()[0] <= final and e.span()[1] >= first)]  # fmt: skip
+        count = len(good_parts)
+        read_all(overlapping, report_them=False)
+        # Their rows only name where a replaced stored row came from: only rows equal to one are kept, so they
+        # never change what is merged.
+        named = [p.join(lost, on=MINUTE_SCHEMA.names(), how="semi", nulls_equal=True) for p in good_parts[count:]]
+        good_parts = good_parts[:count] + named
+        winners, conflicts, duplicates, pool_rows = _merge(good_parts, stored, base_rank)
     del good_parts
-    good_rows = good.height
-    clean = clean_minutes(good) if good_rows else pl.DataFrame(schema=MINUTE_SCHEMA)
-    del good
-    quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    quarantine = quarantine.sort("symbol", "open_time", "source_file", "line")
+    named_conflicts = name_conflicts(conflicts, labels)
 
-    minute_summary = write_months(clean, lake, MINUTE_DATASET, "open_time", symbols, months)
+    quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    # Conflicts and quarantine first: a crash before minute_raw is written loses no losing version, and the
+    # rerun finds the same ones again.
+    earlier = scan_months(lake, CONFLICTS_DATASET, symbols, months, CONFLICT_SCHEMA).collect()
+    all_conflicts = union_conflicts(earlier, named_conflicts)
+    write_months(all_conflicts, lake, CONFLICTS_DATASET, "open_time", symbols, months)
+    kept_quarantine = scan_months(lake, QUARANTINE_DATASET, symbols, months, QUARANTINE_SCHEMA).collect()
+    kept_quarantine = kept_quarantine.filter(~pl.col("source_file").is_in(read_files))
+    quarantine = pl.concat([kept_quarantine, quarantine.select(QUARANTINE_SCHEMA.names())])
+    quarantine = quarantine.sort("symbol", "open_time", "source_file", "line")
     quarantine_summary = write_months(quarantine, lake, QUARANTINE_DATASET, "open_time", symbols, months)
-    quarantine_summary = quarantine_summary.merge(_write_unparsed(unparsed, lake, symbols))
+    quarantine_summary = quarantine_summary.merge(_write_unparsed(unparsed, lake, symbols, read_files))
+    minute_summary = write_months(winners, lake, MINUTE_DATASET, "open_time", symbols, months)
     return IngestResult(
         minute=minute_summary,
         quarantine=quarantine_summary,
         sources=reports,
         rows_read=sum(r.rows for r in reports),
-        duplicates_removed=good_rows - clean.height,
-        frame=clean,
+        duplicates_removed=duplicates,
+        frame=winners,
         quarantined=sum(r.quarantined for r in reports),
+        conflicts=named_conflicts,
     )
 
 
-def _write_unparsed(parts: list[pl.DataFrame], lake: Path, symbols: Sequence[str]) -> WriteSummary:
+def older_for(candidates: Sequence[_Reader], older: Sequence[LandingEntry]) -> list[LandingEntry]:
+    by_label = {e.label(): e for e in older}
+    return [by_label[c.label] for c in candidates]
+
+
+def _merge(good_parts: list[pl.DataFrame], stored: pl.DataFrame, base_rank: int) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
+    """The sources' good rows merged with the stored rows; (winners, conflicts, duplicates, source rows)."""
+    pool = pl.concat(good_parts) if good_parts else pl.DataFrame(schema={**MINUTE_SCHEMA, "source_rank": pl.Int32, "line": pl.Int64})
+    if stored.height and pool.height:
+        # A stored row some source still gives is that source's row, not a version of its own.
+        stored = stored.join(pool.select(MINUTE_SCHEMA.names()), on=MINUTE_SCHEMA.names(), how="anti", nulls_equal=True)
+    if stored.height:
+        stored = stored.with_columns(pl.lit(base_rank, pl.Int32).alias("source_rank"), pl.int_range(pl.len(), dtype=pl.Int64).alias("line"))
+        frame = pl.concat([pool, stored]) if pool.height else stored
+    else:
+        frame = pool
+    winners, conflicts, duplicates = merge_ranked(frame)
+    return winners, conflicts, duplicates, pool.height
+
+
+def _write_unparsed(parts: list[pl.DataFrame], lake: Path, symbols: Sequence[str], read_files: Sequence[str]) -> WriteSummary:
     """Rows without a usable time belong to no month; they are kept per symbol beside the months."""
     summary = WriteSummary()
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     for symbol in symbols:
-        rows = frame.filter(pl.col("symbol") == symbol).sort("source_file", "line")
         path = lake / QUARANTINE_DATASET / f"symbol={symbol}" / UNPARSED_FILE
+        kept = pl.read_parquet(path).filter(~pl.col("source_file").is_in(read_files)) if path.is_file() else None
+        rows = frame.filter(pl.col("symbol") == symbol)
+        if kept is not None:
+            rows = pl.concat([kept, rows.select(QUARANTINE_SCHEMA.names())])
+        rows = rows.sort("source_file", "line")
         if rows.height:
             summary.bytes_written += write_parquet_atomic(rows, path)
             summary.rows += rows.height

@@ -1,32 +1,44 @@
-"""Which files feed ``minute_raw``: configured sources, files added with ``ingest``, else the synthetic default."""
+"""Which files feed ``minute_raw``, in precedence order: files added with ``ingest`` (latest first), then
+configured sources (in the order listed), else the synthetic default."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from crypto_assets.batch import synthetic
+from crypto_assets.batch.landing import Manifest
 from crypto_assets.batch.sources.discovery import SourceFile, discover_sources
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.settings import Settings, SourceSpec
 
 
 def configured_specs(settings: Settings) -> list[SourceSpec]:
-    specs = list(settings.sources)
-    if settings.landing_dir.is_dir() and any(settings.landing_dir.iterdir()):
-        specs.append(SourceSpec(str(settings.landing_dir)))
-    return specs
+    return list(settings.sources)
+
+
+def landed_sources(settings: Settings) -> list[SourceFile]:
+    """The landing folder's files, the latest ingest first (rank 0)."""
+    if not settings.landing_dir.is_dir():
+        return []
+    return Manifest.load(settings.landing_dir).sources()
 
 
 def resolve_sources(
     settings: Settings, progress: Callable[[str, int], None] | None = None
 ) -> tuple[list[SourceFile], list[SourceFormatError], bool]:
-    """The source files, the files that could not be placed, and whether the synthetic default is in use."""
+    """The source files ranked by precedence, the files that could not be placed, and whether the synthetic
+    default is in use."""
+    landed = landed_sources(settings)
     specs = configured_specs(settings)
-    use_synthetic = not specs
+    use_synthetic = not specs and not landed
     if use_synthetic:
         paths = synthetic.generate_dataset(
             settings.synthetic_dir, scale=settings.synthetic_scale, seed=settings.synthetic_seed, progress=progress
         )
         specs = [SourceSpec(str(p)) for p in paths]
     found, problems = discover_sources(specs, settings.symbol_names)
-    return found, problems, use_synthetic
+    landed_paths = {s.path for s in landed}
+    configured = [s for s in found if s.path not in landed_paths]
+    ranked = landed + [replace(s, rank=len(landed) + i) for i, s in enumerate(configured)]
+    return ranked, problems, use_synthetic

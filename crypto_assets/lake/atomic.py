@@ -1,29 +1,44 @@
-"""Atomic file writes: a temporary file in the target directory, then a rename.
+"""Atomic, durable file writes: a temporary file in the target directory, fsync'ed, then a rename.
 
-A reader sees either the old file or the new one, never a half-written one, and a crash midway leaves only
-a stray ``.tmp-*`` file that the next write ignores.
+A reader sees either the old file or the new one, never a half-written one. The file is fsync'ed before the
+rename and its directory after it, so a commit survives a power cut as well as a crash. A process killed
+midway leaves only a stray ``.tmp-*`` file, which the next writer holding the lake's lock removes
+(:func:`remove_stray_temps`).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's) data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one durable rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name created by the writer itself, so the usual umask applies (mkstemp would give 0600).
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -42,3 +57,20 @@ def write_text_atomic(text: str, path: Path) -> int:
     with atomic_target(path) as tmp:
         tmp.write_text(text)
     return path.stat().st_size
+
+
+def remove_stray_temps(roots: Iterable[Path]) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``roots``; returns them.
+
+    Call it only while holding the lock of every writer of those folders: a live writer's temporary file
+    would otherwise be taken from under it.
+    """
+    removed = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in root.rglob(f"{TEMP_PREFIX}*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -243,3 +243,14 @@ def test_month_of_a_chunk_is_the_month_of_its_gaps():
     report = pl.DataFrame([("A", at(10), at(20), 10, False)], schema=GAP_SCHEMA, orient="row")
     (chunk,) = plan_chunks(report, 100)
     assert chunk.month == Month(2024, 2)
+
+
+def test_minutes_complete_names_the_partial_first_and_last_days():
+    start = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    full = [("BTCUSDT", start + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, 1.0) for i in range(3 * 1440)]
+    whole = [("ETHUSDT", datetime(2024, 1, 2, tzinfo=UTC) + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, 1.0) for i in range(1440)]
+    minutes = pl.DataFrame(full + whole, schema=MINUTE_SCHEMA, orient="row")
+    outcome = checks.minutes_complete(minutes)
+    assert outcome.passed  # edge days are no gap
+    assert outcome.metadata["partial_edge_days"] == "BTCUSDT 2024-01-01 (720 min), BTCUSDT 2024-01-04 (720 min)"
+    assert checks.minutes_complete(minutes.filter(pl.col("symbol") == "ETHUSDT")).metadata["partial_edge_days"] == "none"

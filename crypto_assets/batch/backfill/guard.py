@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from crypto_assets.batch.source_catalog import configured_specs
+from crypto_assets.batch.source_catalog import configured_specs, landed_sources
 from crypto_assets.settings import Settings
 
 
@@ -33,7 +33,7 @@ def synthetic_mix_reason(settings: Settings) -> str | None:
     It is skipped when ``minute_raw`` comes from the synthetic default (no ``[[sources]]`` and an empty landing
     directory) and ``exchange.rest_url`` is not a local replay server.
     """
-    if configured_specs(settings):
+    if configured_specs(settings) or landed_sources(settings):
         return None
     url = settings.exchange.rest_url
     if is_local_exchange(url):
