@@ -530,3 +530,35 @@ def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
     assert parsed["time_problem"].null_count() == len(texts)
     mismatches = [(t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want]
     assert not mismatches, mismatches[:5]
+
+
+def test_the_quick_good_row_check_agrees_with_the_reasons_on_random_rows():
+    """with_reasons builds reason text only for rows its boolean check flags: the two must agree on every row."""
+    import random
+    from datetime import timedelta
+
+    from crypto_assets.batch.transforms.minute import validation_rules, with_reasons
+
+    rng = random.Random(7)
+    specials = [None, float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1e308, 1e12, 1e13, 1e16, 1e17, 5e-9]
+
+    def value() -> float | None:
+        return rng.choice(specials) if rng.random() < 0.3 else rng.uniform(1, 3)
+
+    base = datetime(2021, 3, 26, tzinfo=UTC)
+    times = [None, datetime(2008, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC), base + timedelta(seconds=30)]
+    rows = [
+        {
+            "open_time": rng.choice(times) if rng.random() < 0.2 else base + timedelta(minutes=rng.randrange(10**5)),
+            "open": value(), "high": value(), "low": value(), "close": value(), "volume": value(),
+            "extra_fields": rng.random() < 0.05,
+            "time_problem": "open_time: ambiguous time zone 'CET'" if rng.random() < 0.05 else None,
+        }  # fmt: skip
+        for _ in range(20_000)
+    ]
+    frame = pl.DataFrame(rows, schema_overrides={"open_time": pl.Datetime("us", "UTC"), "time_problem": pl.String})
+    reason, good = validation_rules(frame.columns, LATEST)
+    full = frame.select(reason.alias("reason"), good.alias("good"))
+    assert (full["reason"].is_null() == full["good"]).all()
+    assert with_reasons(frame.lazy(), LATEST).collect()["reason"].to_list() == full["reason"].to_list()
+    assert 0 < full["good"].sum() < frame.height

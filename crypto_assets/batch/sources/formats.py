@@ -432,7 +432,7 @@ def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFr
 
     Only a file with such rows pays for this second, one-column read.
     """
-    empty = pl.Series("time_text", [None] * frame.height, dtype=pl.String)
+    empty = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("time_text")
     if not layout.epoch_time:
         return empty
     unread = frame.select(pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(PRICE_FIELDS).is_not_null())).to_series()
