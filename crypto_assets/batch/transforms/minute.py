@@ -141,14 +141,8 @@ def _value_problem(name: str, limit: float, negative: str) -> pl.Expr:
     )  # fmt: skip
 
 
-def _value_ok(name: str, limit: float, negative: str) -> pl.Expr:
-    """The value passes :func:`_value_problem` (NaN compares above every number in Polars, so it fails)."""
-    c = pl.col(name)
-    return ((c > 0) if negative == "price" else (c >= 0)) & (c <= limit)
-
-
-def validation_rules(names: list[str], latest_time: datetime) -> tuple[pl.Expr, pl.Expr]:
-    """(the reason text of a row, or null; whether the row keeps every rule) for a frame with columns ``names``."""
+def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
+    """The reason text of a row, or null, for a frame with columns ``names``."""
     t = pl.col("open_time")
     has_time_problem = "time_problem" in names
     in_range = (t >= EARLIEST_TIME) & (t <= latest_time)
@@ -169,45 +163,12 @@ def validation_rules(names: list[str], latest_time: datetime) -> tuple[pl.Expr, 
         _problem((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high")), "close outside [low, high]"),
     ]
     reason = pl.concat_str(problems, separator="; ", ignore_nulls=True)
-    # The same rules as plain booleans: a row is good when all hold (a null comparison counts as broken).
-    good = [
-        in_range,
-        t.dt.truncate("1m") == t,
-        ~pl.col("extra_fields"),
-        *[_value_ok(name, MAX_PRICE, "price") for name in PRICES],
-        _value_ok("volume", MAX_VOLUME, "volume"),
-        pl.col("high") >= pl.col("low"),
-        pl.col("open").is_between(pl.col("low"), pl.col("high")),
-        pl.col("close").is_between(pl.col("low"), pl.col("high")),
-    ]
-    if has_time_problem:
-        good.append(pl.col("time_problem").is_null())
-    return pl.when(reason != "").then(reason), pl.all_horizontal(g.fill_null(False) for g in good)
+    return pl.when(reason != "").then(reason)
 
 
 def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
-    """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row.
-
-    Every rule is first checked as a plain boolean, and only the rows that break one get their reason text
-    built: nearly all rows are good, and string work on them would cost more than the rest of validation.
-    """
-    names = frame.collect_schema().names()
-    reason, good = validation_rules(names, latest_time)
-    used = [c for c in names if c in {"open_time", "time_problem", "extra_fields", *PRICES, "volume"}]
-
-    def reasons_of_bad_rows(batch: pl.Series) -> pl.Series:
-        rows = batch.struct.unnest()
-        bad = ~rows["_good"]
-        out = pl.repeat(None, len(rows), dtype=pl.String, eager=True).alias("reason")
-        if not bad.any():
-            return out
-        texts = rows.filter(bad).select(reason).to_series()
-        return out.scatter(bad.arg_true(), texts)
-
-    checked = pl.struct(*used, good.alias("_good"))
-    return frame.with_columns(
-        checked.map_batches(reasons_of_bad_rows, return_dtype=pl.String, is_elementwise=True).alias("reason")
-    )
+    """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
+    return frame.with_columns(validation_rules(frame.collect_schema().names(), latest_time).alias("reason"))
 
 
 def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
