@@ -530,3 +530,50 @@ def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
     assert parsed["time_problem"].null_count() == len(texts)
     mismatches = [(t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want]
     assert not mismatches, mismatches[:5]
+
+
+def test_reasons_agree_with_a_plain_reference_on_random_rows():
+    """Random rows full of special values (null, NaN, inf, 1e308, -0.0, ...): a row is refused exactly when a
+    plain Python statement of the rules says so."""
+    import math
+    import random
+    from datetime import timedelta
+
+    from crypto_assets.batch.transforms.minute import EARLIEST_TIME, MAX_PRICE, MAX_VOLUME, with_reasons
+
+    rng = random.Random(7)
+    specials = [None, float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1e308, 1e12, 1e13, 1e16, 1e17, 5e-9]
+
+    def value() -> float | None:
+        return rng.choice(specials) if rng.random() < 0.3 else rng.uniform(1, 3)
+
+    base = datetime(2021, 3, 26, tzinfo=UTC)
+    times = [None, datetime(2008, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC), base + timedelta(seconds=30)]
+    rows = [
+        {
+            "open_time": rng.choice(times) if rng.random() < 0.2 else base + timedelta(minutes=rng.randrange(10**5)),
+            "open": value(), "high": value(), "low": value(), "close": value(), "volume": value(),
+            "extra_fields": rng.random() < 0.05,
+            "time_problem": "open_time: ambiguous time zone 'CET'" if rng.random() < 0.05 else None,
+        }  # fmt: skip
+        for _ in range(20_000)
+    ]
+
+    def fine(x: float | None, limit: float, price: bool) -> bool:
+        return x is not None and math.isfinite(x) and x <= limit and (x > 0 if price else x >= 0)
+
+    def good(r: dict) -> bool:
+        t = r["open_time"]
+        prices = [r[c] for c in ("open", "high", "low", "close")]
+        return (
+            t is not None and EARLIEST_TIME <= t <= LATEST and t.second == 0 and not r["extra_fields"]
+            and r["time_problem"] is None and all(fine(p, MAX_PRICE, True) for p in prices)
+            and fine(r["volume"], MAX_VOLUME, False) and r["low"] <= r["high"]
+            and r["low"] <= r["open"] <= r["high"] and r["low"] <= r["close"] <= r["high"]
+        )  # fmt: skip
+
+    frame = pl.DataFrame(rows, schema_overrides={"open_time": pl.Datetime("us", "UTC"), "time_problem": pl.String})
+    reasons = with_reasons(frame.lazy(), LATEST).collect()["reason"].to_list()
+    expected = [good(r) for r in rows]
+    assert [r is None for r in reasons] == expected
+    assert 0 < sum(expected) < len(rows)

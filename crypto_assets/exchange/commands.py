@@ -66,7 +66,7 @@ def cmd_exchange_replay(args: argparse.Namespace) -> int:
         print(server.banner, flush=True)
         print(
             f"replaying {market.description}: {', '.join(market.symbols)} from {server.clock.now():%Y-%m-%d %H:%M:%S} UTC "
-            f"at {args.speed:g}x; faults: POST {server.rest_url}/_replay/faults",
+            f"at {args.speed:g}x; faults: POST {server.rest_url}/_replay/faults (Content-Type: application/json)",
             file=sys.stderr, flush=True,
         )  # fmt: skip
         await server.serve_until_stopped()

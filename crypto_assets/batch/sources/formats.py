@@ -13,7 +13,7 @@ The container is told by its first bytes, not its name: a zip archive with one `
 decoded; other stray bytes only spoil the field they sit in. Fields may be separated by ``,``, ``;`` or tabs.
 
 Every reader returns the same columns: ``line`` (1-based line in the file), ``time_raw`` (epoch number as
-Float64 or text), ``time_text`` (the written text of an epoch time that is not a number, else null),
+Float64 or text), ``time_text`` (only when an epoch time did not read as a number: its written text),
 ``open..volume`` (Float64, null where a value is missing or not a number) and ``extra_fields`` (true when the
 row has more fields than the layout).
 
@@ -424,20 +424,20 @@ def _read_layout(path: Path, layout: Layout, member: str | None) -> pl.DataFrame
         *fields,
         pl.col(EXTRA).is_not_null().alias("extra_fields"),
     )
-    return frame.with_columns(_epoch_time_text(source, layout, frame, options))
+    text = _epoch_time_text(source, layout, frame, options)
+    return frame if text is None else frame.with_columns(text)
 
 
-def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFrame, options: dict) -> pl.Series:
+def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFrame, options: dict) -> pl.Series | None:
     """The written text of epoch times that did not read as a number, so quarantine can show them.
 
-    Only a file with such rows pays for this second, one-column read.
+    Only a file with such rows pays for this second, one-column read; other files get no ``time_text`` column.
     """
-    empty = pl.Series("time_text", [None] * frame.height, dtype=pl.String)
     if not layout.epoch_time:
-        return empty
+        return None
     unread = frame.select(pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(PRICE_FIELDS).is_not_null())).to_series()
     if not unread.any():
-        return empty
+        return None
     if isinstance(source, io.BytesIO):
         source.seek(0)
     texts = pl.read_csv(source, columns=[layout.time_index], infer_schema=False, **options)
@@ -445,4 +445,5 @@ def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFr
     joined = frame.select("line").join(
         texts.select(pl.col("line").cast(pl.Int64), pl.col(column).alias("time_text")), on="line", how="left"
     )
-    return joined["time_text"].zip_with(unread, empty)
+    empty = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
+    return joined["time_text"].zip_with(unread, empty).alias("time_text")

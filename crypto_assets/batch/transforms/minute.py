@@ -141,10 +141,10 @@ def _value_problem(name: str, limit: float, negative: str) -> pl.Expr:
     )  # fmt: skip
 
 
-def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
-    """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
+def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
+    """The reason text of a row, or null, for a frame with columns ``names``."""
     t = pl.col("open_time")
-    has_time_problem = "time_problem" in frame.collect_schema().names()
+    has_time_problem = "time_problem" in names
     in_range = (t >= EARLIEST_TIME) & (t <= latest_time)
     problems = [
         pl.col("time_problem") if has_time_problem else None,
@@ -163,7 +163,12 @@ def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
         _problem((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high")), "close outside [low, high]"),
     ]
     reason = pl.concat_str(problems, separator="; ", ignore_nulls=True)
-    return frame.with_columns(pl.when(reason != "").then(reason).alias("reason"))
+    return pl.when(reason != "").then(reason)
+
+
+def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
+    """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
+    return frame.with_columns(validation_rules(frame.collect_schema().names(), latest_time).alias("reason"))
 
 
 def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
