@@ -81,6 +81,8 @@ def write_months(
 
 def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
     """Zero-copy slices of ``frame`` per (symbol, year, month); sorts only if rows are not grouped yet."""
+    if _one_symbol(frame):
+        return _one_symbol_month_slices(frame, time_column)
     keys = frame.select("symbol", pl.col(time_column).dt.year().alias("y"), pl.col(time_column).dt.month().alias("m"))
     runs = keys.with_columns(pl.struct("symbol", "y", "m").rle_id().alias("run"))
     if runs["run"].n_unique() != keys.unique().height:
@@ -93,3 +95,23 @@ def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int,
         (symbol, y, m): frame.slice(offset, n)
         for _, symbol, y, m, offset, n in bounds.iter_rows()
     }
+
+
+def _one_symbol(frame: pl.DataFrame) -> bool:
+    return bool(frame.select((pl.col("symbol") == pl.col("symbol").first()).all()).item())
+
+
+def _one_symbol_month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
+    """The same for rows of one symbol (how the ingest writes): runs of one integer month key, no strings."""
+    t = pl.col(time_column)
+    month = frame.select((t.dt.year().cast(pl.Int32) * 12 + t.dt.month().cast(pl.Int32) - 1).alias("k"))["k"]
+    starts = month.rle().struct.unnest()  # (len, value) per run of equal months
+    if starts.height != month.n_unique():
+        return _one_symbol_month_slices(frame.sort(time_column), time_column)
+    symbol = frame["symbol"][0]
+    out, offset = {}, 0
+    for n, k in starts.iter_rows():
+        if k is not None:  # a row without a time belongs to no month (and is never written), as above
+            out[(symbol, k // 12, k % 12 + 1)] = frame.slice(offset, n)
+        offset += n
+    return out
