@@ -33,10 +33,11 @@ def merge_ranked(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     if is_sorted_by(frame, keys, strict=True):
         return frame.select(MINUTE_SCHEMA.names()), _no_conflicts(), 0
     order = [*keys, "source_rank", "line"]
-    if not is_sorted_by(frame, order):
-        frame = frame.sort(order)
     same_as_previous = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in keys]).fill_null(False)
     same_as_next = pl.all_horizontal([pl.col(k) == pl.col(k).shift(-1) for k in keys]).fill_null(False)
+    # Sorted by the keys (one cheap pass), the rank order only matters among the few rows of duplicated minutes.
+    if not (is_sorted_by(frame, keys) and is_sorted_by(frame.filter(same_as_previous | same_as_next), order)):
+        frame = frame.sort(order)
     first = ~same_as_previous
     winners = frame.filter(first).select(MINUTE_SCHEMA.names())
     shared = frame.filter(same_as_previous | same_as_next)
