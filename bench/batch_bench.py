@@ -6,7 +6,7 @@ One invocation measures, on the same data and in the same run:
 1. ``ingest``: CSV -> ``minute_raw`` (+ quarantine) with :func:`crypto_assets.batch.minute_ingest.ingest_window`
    over 2012-01-01 .. 2026-01-01: rows/s and peak RSS, next to ``floor``, the least any ingest must do (a bare
    ``polars.read_csv`` of the same CSVs plus one LZ4 parquet write per symbol), run in the same rounds; and
-   ``ingest_one``: ``crypto-assets ingest``'s merge of one two-month file into the lake holding the whole
+   ``ingest_one``: ``crypto-assets ingest``'s merge of one file straddling two months into the lake holding the whole
    history, which must rewrite only that file's months;
 2. ``daily_raw``, ``daily_filled``, ``prophet_input``: the pipeline steps of :mod:`crypto_assets.batch.pipeline`
    over the same window ("daily aggregation of the whole history" is ``build_daily_raw`` alone);
@@ -240,14 +240,18 @@ def stage_floor(args) -> dict:
 
 
 def one_file(args) -> Path:
-    """A Kaggle-style CSV of BTCUSDT 2021-03-15 .. 2021-04-15 cut from the synthetic history (two months)."""
+    """A Kaggle-style CSV cut from the middle of the synthetic BTCUSDT history: the 15th of a month to the 15th
+    of the next, so it straddles two months (at full scale 2018-12-15 .. 2019-01-15, 44,640 rows)."""
     import polars as pl
 
     path = args.workdir / f"one-file-{args.scale}" / "BTCUSDT_one_1m.csv"
     if not path.is_file():
-        source = data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv"
-        first, last = datetime(2021, 3, 15, tzinfo=UTC).timestamp(), datetime(2021, 4, 15, tzinfo=UTC).timestamp()
-        rows = pl.scan_csv(source).filter(pl.col("Timestamp").is_between(first, last, closed="left")).collect()
+        source = pl.scan_csv(data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv")
+        low, high = source.select(pl.col("Timestamp").min().alias("low"), pl.col("Timestamp").max().alias("high")).collect().row(0)
+        middle = datetime.fromtimestamp((low + high) / 2, UTC)
+        first = datetime(middle.year, middle.month, 15, tzinfo=UTC)
+        last = datetime(first.year + first.month // 12, first.month % 12 + 1, 15, tzinfo=UTC)
+        rows = source.filter(pl.col("Timestamp").is_between(first.timestamp(), last.timestamp(), closed="left")).collect()
         path.parent.mkdir(parents=True, exist_ok=True)
         rows.write_csv(path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
@@ -264,7 +268,7 @@ def stage_ingest_one(args) -> dict:
 
     lake, landing = lake_dir(args.workdir), reset_dir(args.workdir / "landing")
     minute_files = sorted((lake / "minute_raw").rglob("*.parquet"))
-    assert len(minute_files) > 100, "run the ingest stage first: this stage needs the lake of the whole history"
+    assert minute_files, "run the ingest stage first: this stage needs the lake of the whole history"
     before = {p: p.stat().st_mtime_ns for p in minute_files}
     path = one_file(args)
     files, problems = discover_sources([SourceSpec(str(path), "BTCUSDT")], list(SYMBOLS))
@@ -283,6 +287,7 @@ def stage_ingest_one(args) -> dict:
         "cpu_s": cpu,
         "rss_before_mb": rss_before,
         "rows": result.rows_read,
+        "span": [result.landed[0].entry.first, result.landed[0].entry.last],
         "minute_files_in_lake": len(after),
         "minute_files_written": len(result.minute.files),
         "minute_files_touched": touched,
@@ -992,7 +997,7 @@ def report(args, results: dict[str, dict]) -> str:
         o = r["ingest_one"]
         spread = f" (runs {min(o['seconds_all']):.2f}-{max(o['seconds_all']):.2f} s)" if o["repeats"] > 1 else ""
         out += ["", "## One-file ingest into the whole history", "",
-                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT 2021-03-15 .. 2021-04-15) into the lake of "
+                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT {o['span'][0]} .. {o['span'][1]}) into the lake of "
                 f"{o['minute_files_in_lake']} minute_raw files: {o['seconds']:.2f} s{spread}, peak RSS "
                 f"{fmt_mb(o['maxrss_mb'])} MB; minute_raw files rewritten: {', '.join(o['minute_files_touched']) or 'none'}."]  # fmt: skip
 
