@@ -6,7 +6,7 @@ One invocation measures, on the same data and in the same run:
 1. ``ingest``: CSV -> ``minute_raw`` (+ quarantine) with :func:`crypto_assets.batch.minute_ingest.ingest_window`
    over 2012-01-01 .. 2026-01-01: rows/s and peak RSS, next to ``floor``, the least any ingest must do (a bare
    ``polars.read_csv`` of the same CSVs plus one LZ4 parquet write per symbol), run in the same rounds; and
-   ``ingest_one``: ``crypto-assets ingest``'s merge of one two-month file into the lake holding the whole
+   ``ingest_one``: ``crypto-assets ingest``'s merge of one file straddling two months into the lake holding the whole
    history, which must rewrite only that file's months;
 2. ``daily_raw``, ``daily_filled``, ``prophet_input``: the pipeline steps of :mod:`crypto_assets.batch.pipeline`
    over the same window ("daily aggregation of the whole history" is ``build_daily_raw`` alone);
@@ -48,7 +48,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
+# The ingest_baseline stage imports the library of an earlier checkout (--baseline) instead of this one.
+BASELINE_ENV = "BATCH_BENCH_BASELINE"
+if os.environ.get(BASELINE_ENV):
+    sys.path[:] = [os.environ[BASELINE_ENV]] + [p for p in sys.path if Path(p or ".").resolve() != REPO]
+elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 WINDOW_START = datetime(2012, 1, 1, tzinfo=UTC)
@@ -68,6 +72,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("setup", "synthetic Kaggle CSVs (cached by a sidecar)"),
     "floor": ("slow", "read+write floor: bare polars.read_csv of the same CSVs + one LZ4 parquet write per symbol"),
     "ingest": ("slow", "polars: ingest_window CSV -> minute_raw, 2012-01 .. 2026-01"),
+    "ingest_baseline": ("slow", "the same ingest with the library of an earlier checkout (only with --baseline)"),
     "ingest_one": ("slow", "polars: ingest_files of one ~1-month file into the lake holding the whole history"),
     "daily_raw": (
         "fast",
@@ -236,14 +241,18 @@ def stage_floor(args) -> dict:
 
 
 def one_file(args) -> Path:
-    """A Kaggle-style CSV of BTCUSDT 2021-03-15 .. 2021-04-15 cut from the synthetic history (two months)."""
+    """A Kaggle-style CSV cut from the middle of the synthetic BTCUSDT history: the 15th of a month to the 15th
+    of the next, so it straddles two months (at full scale 2018-12-15 .. 2019-01-15, 44,640 rows)."""
     import polars as pl
 
     path = args.workdir / f"one-file-{args.scale}" / "BTCUSDT_one_1m.csv"
     if not path.is_file():
-        source = data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv"
-        first, last = datetime(2021, 3, 15, tzinfo=UTC).timestamp(), datetime(2021, 4, 15, tzinfo=UTC).timestamp()
-        rows = pl.scan_csv(source).filter(pl.col("Timestamp").is_between(first, last, closed="left")).collect()
+        source = pl.scan_csv(data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv")
+        low, high = source.select(pl.col("Timestamp").min().alias("low"), pl.col("Timestamp").max().alias("high")).collect().row(0)
+        middle = datetime.fromtimestamp((low + high) / 2, UTC)
+        first = datetime(middle.year, middle.month, 15, tzinfo=UTC)
+        last = datetime(first.year + first.month // 12, first.month % 12 + 1, 15, tzinfo=UTC)
+        rows = source.filter(pl.col("Timestamp").is_between(first.timestamp(), last.timestamp(), closed="left")).collect()
         path.parent.mkdir(parents=True, exist_ok=True)
         rows.write_csv(path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
@@ -260,7 +269,7 @@ def stage_ingest_one(args) -> dict:
 
     lake, landing = lake_dir(args.workdir), reset_dir(args.workdir / "landing")
     minute_files = sorted((lake / "minute_raw").rglob("*.parquet"))
-    assert len(minute_files) > 100, "run the ingest stage first: this stage needs the lake of the whole history"
+    assert minute_files, "run the ingest stage first: this stage needs the lake of the whole history"
     before = {p: p.stat().st_mtime_ns for p in minute_files}
     path = one_file(args)
     files, problems = discover_sources([SourceSpec(str(path), "BTCUSDT")], list(SYMBOLS))
@@ -279,12 +288,34 @@ def stage_ingest_one(args) -> dict:
         "cpu_s": cpu,
         "rss_before_mb": rss_before,
         "rows": result.rows_read,
+        "span": [result.landed[0].entry.first, result.landed[0].entry.last],
         "minute_files_in_lake": len(after),
         "minute_files_written": len(result.minute.files),
         "minute_files_touched": touched,
         "duplicates_removed": result.duplicates_removed,
         "conflicts": result.conflicts.height,
     }
+
+
+def stage_ingest_baseline(args) -> dict:
+    """``ingest_window`` of the --baseline checkout on the same CSVs, into its own lake, untimed steps."""
+    import crypto_assets
+    from crypto_assets.batch import minute_ingest
+    from crypto_assets.batch.sources.discovery import discover_sources
+    from crypto_assets.settings import SourceSpec
+
+    assert Path(crypto_assets.__file__).resolve().is_relative_to(Path(os.environ[BASELINE_ENV]).resolve())
+    lake = reset_dir(args.workdir / "lake-baseline")
+    sources, problems = discover_sources([SourceSpec(str(data_dir(args.workdir, args.scale)))], list(SYMBOLS))
+    assert sources and not problems, (sources, problems)
+    rss_before = max_rss_mb()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    result = minute_ingest.ingest_window(sources, lake, list(SYMBOLS), WINDOW_START, WINDOW_END)
+    seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    assert not result.failed_sources, result.failed_sources
+    return {"seconds": seconds, "cpu_s": cpu, "rss_before_mb": rss_before, "rows": result.rows_read,
+            "rows_per_s": result.rows_read / seconds, "minute_rows": result.minute.rows}  # fmt: skip
 
 
 def stage_ingest(args) -> dict:
@@ -799,6 +830,10 @@ def stage_verify(args) -> dict:
 def run_child(args, stage: str, rep: int) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop(BASELINE_ENV, None)
+    if stage == "ingest_baseline":
+        env[BASELINE_ENV] = str(args.baseline)
+        env["PYTHONPATH"] = str(args.baseline)
     command = [
         sys.executable, str(Path(__file__).resolve()), "--stage", stage,
         "--scale", args.scale, "--workdir", str(args.workdir),
@@ -938,22 +973,33 @@ def report(args, results: dict[str, dict]) -> str:
         i, f = r["ingest"], r["floor"]
         rounds = list(zip(f["seconds_all"], i["seconds_all"], f.get("cpu_all", []) or [None] * f["repeats"],
                           i.get("cpu_all", []) or [None] * i["repeats"]))  # fmt: skip
+        base = r.get("ingest_baseline")
         floor_rows = []
         for n, (fs, is_, fc, ic) in enumerate(rounds, 1):
             cpu = f"{fc:.2f} / {ic:.2f} = {ic / fc:.2f}x" if fc and ic else "-"
-            floor_rows.append([str(n), fmt_s(fs), fmt_s(is_), f"{is_ / fs:.2f}x", cpu])
+            row = [str(n), fmt_s(fs), fmt_s(is_), f"{is_ / fs:.2f}x", cpu]
+            if base:
+                bs, bc = base["seconds_all"][n - 1], base["cpu_all"][n - 1]
+                row += [fmt_s(bs), f"{bs / fs:.2f}x", f"{bc:.2f} = {bc / fc:.2f}x"]
+            floor_rows.append(row)
         ratio = statistics.median(b / a for a, b, _, _ in rounds)
-        floor_rows.append(["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""])
+        floor_rows.append(["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""]
+                          + ([fmt_s(base["seconds"]), f"{statistics.median(b / a for a, b in zip(f['seconds_all'], base['seconds_all'])):.2f}x", ""]
+                             if base else []))  # fmt: skip
+        headers = ["round", "floor s", "ingest s", "ingest / floor", "CPU s floor / ingest"]
+        if base:
+            headers += ["baseline ingest s", "baseline / floor", "baseline CPU s"]
         out += ["", "## Ingest vs the read+write floor (same rounds)", "",
                 "floor = bare `polars.read_csv` of the same CSVs + one LZ4 parquet write per symbol (no validation, "
                 "no months, no fsync); ingest = `ingest_window` into an empty lake.", "",
-                table(["round", "floor s", "ingest s", "ingest / floor", "CPU s floor / ingest"], floor_rows),
-                "", f"Peak RSS: floor {fmt_mb(f['maxrss_mb'])} MB, ingest {fmt_mb(i['maxrss_mb'])} MB."]  # fmt: skip
+                table(headers, floor_rows),
+                "", f"Peak RSS: floor {fmt_mb(f['maxrss_mb'])} MB, ingest {fmt_mb(i['maxrss_mb'])} MB"
+                + (f", baseline ingest ({args.baseline}) {fmt_mb(base['maxrss_mb'])} MB." if base else ".")]  # fmt: skip
     if "ingest_one" in r:
         o = r["ingest_one"]
         spread = f" (runs {min(o['seconds_all']):.2f}-{max(o['seconds_all']):.2f} s)" if o["repeats"] > 1 else ""
         out += ["", "## One-file ingest into the whole history", "",
-                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT 2021-03-15 .. 2021-04-15) into the lake of "
+                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT {o['span'][0]} .. {o['span'][1]}) into the lake of "
                 f"{o['minute_files_in_lake']} minute_raw files: {o['seconds']:.2f} s{spread}, peak RSS "
                 f"{fmt_mb(o['maxrss_mb'])} MB; minute_raw files rewritten: {', '.join(o['minute_files_touched']) or 'none'}."]  # fmt: skip
 
@@ -1067,6 +1113,10 @@ def run_all(args) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise SystemExit(f"unknown stage(s): {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    if args.baseline is None:
+        stages = [s for s in stages if s != "ingest_baseline"]
+    elif not (args.baseline / "crypto_assets" / "batch" / "minute_ingest.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: not a checkout of this project")
     order = [s for s in STAGES if s in stages]  # dependency order
     if "generate" not in order:
         order.insert(0, "generate")  # cheap when cached, and every stage needs the files
@@ -1133,10 +1183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagster-tmp", type=Path,
                         help="put the Dagster instance (SQLite storage) in a fresh directory under this parent, "
                         "e.g. /dev/shm, instead of <workdir>/dagster/instance")  # fmt: skip
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of an earlier revision (e.g. `git worktree add /tmp/base main`): its ingest "
+                        "runs in the same rounds as this one's (stage ingest_baseline)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")
     parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
     if args.repeat < 1 or args.repeat_slow < 1:
         parser.error("--repeat and --repeat-slow must be at least 1")
     return run_stage(args) if args.stage else run_all(args)

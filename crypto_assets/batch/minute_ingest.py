@@ -293,7 +293,7 @@ def _combine(a: IngestResult, b: IngestResult) -> IngestResult:
     return IngestResult(
         minute=a.minute.merge(b.minute),
         quarantine=a.quarantine.merge(b.quarantine),
-        frame=pl.concat([a.frame, b.frame]),
+        frame=pl.concat([a.frame, b.frame], rechunk=False),  # no copy of the rows written
         sources=a.sources + b.sources,
         rows_read=a.rows_read + b.rows_read,
         duplicates_removed=a.duplicates_removed + b.duplicates_removed,
@@ -303,6 +303,28 @@ def _combine(a: IngestResult, b: IngestResult) -> IngestResult:
 
 
 def _merge_months(
+    readers: Sequence[_Reader],
+    lake: Path,
+    symbols: Sequence[str],
+    months: Sequence[Month],
+    latest_time: datetime,
+    progress: Callable[[SourceReport], None] | None,
+    candidates: Sequence[_Reader] = (),
+    older: Sequence[LandingEntry] = (),
+) -> IngestResult:
+    """Merge symbol by symbol: symbols share no row, and one symbol's history at a time bounds the memory."""
+    if len(symbols) < 2 or any(r.symbol not in symbols for r in (*readers, *candidates)):
+        return _merge_symbol_months(readers, lake, symbols, months, latest_time, progress, candidates, older)
+    result = IngestResult(WriteSummary(), WriteSummary())
+    for symbol in sorted(symbols):  # the rows written come out in (symbol, open_time) order, as one merge gives
+        mine = [r for r in readers if r.symbol == symbol]
+        theirs = [c for c in candidates if c.symbol == symbol]
+        part = _merge_symbol_months(mine, lake, [symbol], months, latest_time, progress, theirs, older)
+        result = _combine(result, part)
+    return result
+
+
+def _merge_symbol_months(
     readers: Sequence[_Reader],
     lake: Path,
     symbols: Sequence[str],

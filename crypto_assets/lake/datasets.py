@@ -80,6 +80,8 @@ def write_months(
 
 def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
     """Zero-copy slices of ``frame`` per (symbol, year, month); sorts only if rows are not grouped yet."""
+    if _one_symbol(frame):
+        return _one_symbol_month_slices(frame, time_column)
     keys = frame.select("symbol", pl.col(time_column).dt.year().alias("y"), pl.col(time_column).dt.month().alias("m"))
     runs = keys.with_columns(pl.struct("symbol", "y", "m").rle_id().alias("run"))
     if runs["run"].n_unique() != keys.unique().height:
@@ -91,4 +93,45 @@ def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int,
     return {
         (symbol, y, m): frame.slice(offset, n)
         for _, symbol, y, m, offset, n in bounds.iter_rows()
+    }
+
+
+def _one_symbol(frame: pl.DataFrame) -> bool:
+    return bool(frame.select((pl.col("symbol") == pl.col("symbol").first()).all()).item())
+
+
+def _one_symbol_month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
+    """The same for rows of one symbol (how the ingest writes): no strings compared row to row."""
+    times = frame[time_column]
+    if times.null_count() == 0 and times.is_sorted():
+        return _sorted_month_slices(frame, time_column)
+    t = pl.col(time_column)
+    month = frame.select((t.dt.year().cast(pl.Int32) * 12 + t.dt.month().cast(pl.Int32) - 1).alias("k"))["k"]
+    starts = month.rle().struct.unnest()  # (len, value) per run of equal months
+    if starts.height != month.n_unique():
+        return _one_symbol_month_slices(frame.sort(time_column), time_column)
+    symbol = frame["symbol"][0]
+    out, offset = {}, 0
+    for n, k in starts.iter_rows():
+        if k is not None:  # a row without a time belongs to no month (and is never written), as above
+            out[(symbol, k // 12, k % 12 + 1)] = frame.slice(offset, n)
+        offset += n
+    return out
+
+
+def _sorted_month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int, int], pl.DataFrame]:
+    """Rows of one symbol in time order: a binary search per month start, no per-row calendar arithmetic."""
+    times = frame[time_column]
+    first, last = times[[0, -1]].dt.truncate("1mo")
+    if times.dtype == pl.Date:
+        starts = pl.date_range(first, last, "1mo", eager=True)
+    else:
+        starts = pl.datetime_range(first, last, "1mo", time_unit=times.dtype.time_unit,
+                                   time_zone=times.dtype.time_zone, eager=True)  # fmt: skip
+    offsets = times.search_sorted(starts, side="left").to_list() + [frame.height]
+    symbol = frame["symbol"][0]
+    return {
+        (symbol, start.year, start.month): frame.slice(offset, end - offset)
+        for start, offset, end in zip(starts.to_list(), offsets[:-1], offsets[1:], strict=True)
+        if end > offset
     }

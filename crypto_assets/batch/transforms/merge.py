@@ -25,17 +25,22 @@ def merge_ranked(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     the number of identical duplicates dropped).
 
     Exchange data and the lake's own months arrive sorted and unique, so one pass that proves it skips the sort
-    and the search for duplicates; the forward fills run only over the rows of duplicated minutes.
+    and the search for duplicates; the forward fills run only over the rows of duplicated minutes. The ingest
+    merges one symbol at a time: then the minutes alone order the rows and the symbols are never compared
+    row to row.
     """
-    if is_sorted_by(frame, ["symbol", "open_time"], strict=True):
+    keys = ["open_time"] if one_symbol(frame) else ["symbol", "open_time"]
+    if is_sorted_by(frame, keys, strict=True):
         return frame.select(MINUTE_SCHEMA.names()), _no_conflicts(), 0
-    if not is_sorted_by(frame, MERGE_ORDER):
-        frame = frame.sort(MERGE_ORDER)
-    same_as_previous = (pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("open_time") == pl.col("open_time").shift(1))
-    same_as_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("open_time") == pl.col("open_time").shift(-1))
-    first = ~same_as_previous.fill_null(False)
+    order = [*keys, "source_rank", "line"]
+    same_as_previous = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in keys]).fill_null(False)
+    same_as_next = pl.all_horizontal([pl.col(k) == pl.col(k).shift(-1) for k in keys]).fill_null(False)
+    # Sorted by the keys (one cheap pass), the rank order only matters among the few rows of duplicated minutes.
+    if not (is_sorted_by(frame, keys) and is_sorted_by(frame.filter(same_as_previous | same_as_next), order)):
+        frame = frame.sort(order)
+    first = ~same_as_previous
     winners = frame.filter(first).select(MINUTE_SCHEMA.names())
-    shared = frame.filter(same_as_previous.fill_null(False) | same_as_next.fill_null(False))
+    shared = frame.filter(same_as_previous | same_as_next)
     kept = [pl.when(first).then(pl.col(c)).forward_fill().alias(f"kept_{c}") for c in (*VALUES, "source_rank")]
     losers = shared.with_columns(first.alias("first")).with_columns(kept).filter(~pl.col("first"))
     differs = pl.any_horizontal([pl.col(c) != pl.col(f"kept_{c}") for c in VALUES])
@@ -43,6 +48,11 @@ def merge_ranked(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
         *MINUTE_SCHEMA.names(), "source_rank", pl.col("kept_source_rank").alias("kept_rank")
     )
     return winners, conflicts, losers.height - conflicts.height
+
+
+def one_symbol(frame: pl.DataFrame) -> bool:
+    """Whether every row has the same symbol (one comparison with a constant: cheaper than row to row)."""
+    return frame.height < 2 or bool(frame.select((pl.col("symbol") == pl.col("symbol").first()).all()).item())
 
 
 def _no_conflicts() -> pl.DataFrame:
