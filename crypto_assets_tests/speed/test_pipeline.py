@@ -18,6 +18,7 @@ from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
+    TRACEBACK_MARKS,
     caught_up,
     kafka_ends,
     producer_thread,
@@ -25,6 +26,7 @@ from crypto_assets_tests.speed.harness import (
     speed_config,
     speed_view,
     start_stream,
+    stop_group,
     stop_process,
     wait_caught_up,
 )
@@ -51,7 +53,8 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     with embedded_broker(topics=TOPICS, partitions=3) as broker:
         config = speed_config(home, broker.bootstrap_servers, PREFIX)
         log_path = home / "stream.log"
-        stream = start_stream(config, log_path)
+        stops = []  # (exit code, the run's output) of each SIGTERM to the stream job's process group
+        stream = start_stream(config, log_path, new_session=True)
         try:
             with ReplayServer(market, start=START, speed=SPEED) as replay:
                 options = ProducerOptions(
@@ -59,14 +62,39 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
                     topic_prefix=PREFIX, stats_seconds=5,
                 )  # fmt: skip
                 with producer_thread(options, home / "speed") as producer:
+                    # Stopped as `down` stops it while events stream in, then started again.
+                    wait_for_batches(stream, home / "lake", 3, log_path)
+                    stops.append((stop_group(stream), log_path.read_text()))
+                    stream = start_stream(config, log_path, new_session=True)
                     time.sleep(REPLAY_SECONDS)
                 counters = producer.counters
             ends = kafka_ends(broker.bootstrap_servers, TOPICS)
             wait_caught_up(stream, home / "speed" / "checkpoints" / "speed_candles", ends, 180, log_path)
         finally:
-            stop_process(stream)
+            if stream.poll() is None:
+                stops.append((stop_group(stream), log_path.read_text()))
         candles, daily = speed_view(home / "lake")
-        yield {"broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters}
+        yield {
+            "broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters,
+            "stops": stops,
+        }  # fmt: skip
+
+
+def wait_for_batches(stream, lake: Path, count: int, log_path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while len(read_records(lake)) < count:
+        assert stream.poll() is None, log_path.read_text()[-4000:]
+        assert time.monotonic() < deadline, f"fewer than {count} micro-batches in {timeout}s:\n{log_path.read_text()[-4000:]}"
+        time.sleep(0.2)
+
+
+def test_sigterm_to_the_stream_jobs_group_stops_it_cleanly(pipeline):
+    """As `down` or Ctrl-C stop it: exit code 0 and no traceback, mid-stream and once caught up."""
+    assert len(pipeline["stops"]) == 2
+    for code, output in pipeline["stops"]:
+        assert code == 0, output[-4000:]
+        assert not any(mark in output for mark in TRACEBACK_MARKS), output[-4000:]
+        assert output.rstrip().endswith("stopped"), output[-4000:]
 
 
 def test_stream_candles_equal_the_recorded_candles(pipeline, shared_data):
@@ -74,7 +102,7 @@ def test_stream_candles_equal_the_recorded_candles(pipeline, shared_data):
     assert counters.published > 500 and counters.dropped == 0 and counters.malformed == 0
     closed = candles.filter(pl.col("is_closed"))
     assert closed.height >= 15, closed
-    recorded = recorded_candles(shared_data, SYMBOL, 2021, START.replace(tzinfo=None), 60)
+    recorded = recorded_candles(shared_data, SYMBOL, 2021, START.replace(tzinfo=None), 24 * 60)
     first, last = closed["open_time"].min(), closed["open_time"].max()
     expected = recorded.filter(pl.col("open_time").is_between(first, last))
     got = closed.select(expected.columns)
