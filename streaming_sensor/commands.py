@@ -89,38 +89,41 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from streaming_sensor.batch_writer import LogMismatch
-    from streaming_sensor.stream_job import build_session, checkpoint_dir, start_stream
+    from streaming_sensor.stream_job import StopGate, build_session, checkpoint_dir, start_stream, stop_stream
 
     settings = args.settings
     _logging(args.verbose)
-    spark = build_session(settings)
-    try:
-        query = start_stream(spark, settings, max_offsets_per_trigger=args.max_offsets_per_trigger)
-    except LogMismatch as exc:  # the checkpoint and the micro-batch log belong to different runs
-        spark.stop()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    source = "Spark's kafka source" if settings.spark.kafka_jars else "the project's Python Kafka source"
-    print(
-        f"streaming Kafka {settings.kafka.bootstrap_servers} via {source} into {settings.lake_dir / 'speed'} "
-        f"every {settings.stream.trigger_seconds:g}s (checkpoint {checkpoint_dir(settings)}); Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
-    )
+    # Signals are this driver's from the start: a stop while Spark starts up is a clean stop too.
     stop = threading.Event()
     _stop_on_signals(stop)
+    spark, jvm = build_session(settings)
+    query, gate = None, StopGate()
     try:
-        while not stop.wait(1.0):
-            if not query.isActive:
-                break
+        if not stop.is_set():
+            query = start_stream(spark, settings, max_offsets_per_trigger=args.max_offsets_per_trigger, gate=gate)
+    except LogMismatch as exc:  # the checkpoint and the micro-batch log belong to different runs
+        stop_stream(spark, jvm, None)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if query is not None:
+        source = "Spark's kafka source" if settings.spark.kafka_jars else "the project's Python Kafka source"
+        print(
+            f"streaming Kafka {settings.kafka.bootstrap_servers} via {source} into {settings.lake_dir / 'speed'} "
+            f"every {settings.stream.trigger_seconds:g}s (checkpoint {checkpoint_dir(settings)}); Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        while query is not None and not stop.wait(1.0) and query.isActive:
+            pass
     finally:
-        if query.isActive:
-            query.stop()
-        error = query.exception()
-        spark.stop()
+        if stop.is_set():
+            print("stopping after the running micro-batch", file=sys.stderr, flush=True)
+        error = stop_stream(spark, jvm, query, gate)
     if error is not None:
         print(f"error: the stream stopped: {error}", file=sys.stderr)
         return 1
+    print("stopped", file=sys.stderr, flush=True)
     return 0
 
 

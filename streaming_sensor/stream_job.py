@@ -22,11 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import polars as pl
+from py4j.protocol import Py4JError
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -45,32 +52,134 @@ log = logging.getLogger(__name__)
 
 QUERY_NAME = "speed_candles"
 LOG_BINDING = "speed_log.json"
+STOP_GRACE_SECONDS = 15.0  # for the running micro-batch on a stop; under the 20 s `up` allows each component
+JVM_EXIT_SECONDS = 30
 
 
 def checkpoint_dir(settings: Settings) -> Path:
     return settings.speed_dir / "checkpoints" / QUERY_NAME
 
 
-def build_session(settings: Settings, app_name: str = "crypto-assets-stream") -> SparkSession:
+def spark_conf(settings: Settings, app_name: str) -> SparkConf:
+    conf = (
+        SparkConf()
+        .setAppName(app_name)
+        .setMaster(settings.spark.master)
+        .set("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        .set("spark.sql.session.timeZone", "UTC")
+        .set("spark.sql.caseSensitive", "true")  # Binance payloads have both "e" and "E", "t" and "T"
+        .set("spark.ui.enabled", "false")
+        .set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .set("spark.driver.bindAddress", "127.0.0.1")
+        .set("spark.driver.host", "127.0.0.1")
+    )
+    return conf.set("spark.jars", settings.spark.kafka_jars) if settings.spark.kafka_jars else conf
+
+
+def build_session(settings: Settings, app_name: str = "crypto-assets-stream") -> tuple[SparkSession, subprocess.Popen]:
+    """A local Spark session and its JVM's process, which runs in a session of its own.
+
+    A stop signal to the job's process group (Ctrl-C, ``crypto-assets down``) then reaches this driver only,
+    which stops the query between micro-batches and then Spark (:func:`stop_stream`). Were the JVM in the
+    group, its shutdown hook would stop Spark under the running query, and its Python worker daemon would
+    hang up the whole group. The JVM still ends with this process: it exits when its stdin (a pipe from
+    here) closes.
+    """
     # Python workers (the Kafka source, the candle state) run in this interpreter, with this environment.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(settings.spark.master)
-        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.caseSensitive", "true")  # Binance payloads have both "e" and "E", "t" and "T"
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-    )
-    if settings.spark.kafka_jars:
-        builder = builder.config("spark.jars", settings.spark.kafka_jars)
-    spark = builder.getOrCreate()
+    conf = spark_conf(settings, app_name)
+    gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
+    SparkContext(conf=conf, gateway=gateway)
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return spark, gateway.proc
+
+
+def _spark_already_stopped(exc: Py4JError) -> bool:
+    return "stopped SparkContext" in str(exc)
+
+
+def _abandoned_by_stop(error: BaseException) -> bool:
+    text = str(error)
+    return StopRequested.__name__ in text or "cancelled" in text
+
+
+class StopRequested(RuntimeError):
+    """A micro-batch began after the job decided to stop: it writes nothing and is not committed."""
+
+
+class StopGate:
+    """Puts a stop between micro-batches: :meth:`close` waits for the running batch's writes to end, and a
+    batch that begins afterwards stops before writing anything (Spark runs it again at the next start)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self.closed = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._cond:
+            if self.closed:
+                raise StopRequested("the stream job is stopping; this micro-batch runs again at the next start")
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the running batch; True when none is running any more."""
+        with self._cond:
+            idle = self._cond.wait_for(lambda: not self._busy, timeout)
+            self.closed = True
+            return idle
+
+
+def stop_stream(
+    spark: SparkSession,
+    jvm: subprocess.Popen,
+    query: StreamingQuery | None,
+    gate: StopGate | None = None,
+    grace: float = STOP_GRACE_SECONDS,
+) -> BaseException | None:
+    """Stop the query between micro-batches, then Spark and its JVM; returns the query's failure, if any.
+
+    The running micro-batch gets ``grace`` seconds to finish writing; one still running then is interrupted
+    and, not being committed, runs again from the checkpoint at the next start (the writer rewrites the same
+    files), as does one that began while the job stopped. A Spark context someone else already stopped
+    counts as stopped: nothing is left to do.
+    """
+    error = None
+    try:
+        if query is not None:
+            stopping = query.isActive  # else it ended on its own, and its failure is a real one
+            if gate is not None and not gate.close(grace):
+                log.warning("the running micro-batch did not finish within %gs of the stop; it runs again at the next start", grace)
+            if query.isActive:
+                query.stop()
+            error = query.exception()
+            if error is not None and stopping and _abandoned_by_stop(error):
+                log.info("a micro-batch that began as the job stopped was abandoned; it runs again at the next start")
+                error = None
+    except Py4JError as exc:
+        if not _spark_already_stopped(exc):
+            raise
+        log.info("Spark had already stopped")
+    finally:
+        spark.stop()
+        if jvm.stdin is not None:
+            jvm.stdin.close()  # the gateway exits at the end of its stdin
+        try:
+            jvm.wait(JVM_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("Spark's JVM (pid %d) did not exit within %ds of the stop; killing it", jvm.pid, JVM_EXIT_SECONDS)
+            jvm.kill()
+            jvm.wait()
+    return error
 
 
 def read_kafka(spark: SparkSession, settings: Settings, max_offsets_per_trigger: int = 0) -> DataFrame:
@@ -148,7 +257,9 @@ def bind_log(checkpoint: Path, lake: Path) -> int:
     return base
 
 
-def start_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigger: int = 0) -> StreamingQuery:
+def start_stream(
+    spark: SparkSession, settings: Settings, max_offsets_per_trigger: int = 0, gate: StopGate | None = None
+) -> StreamingQuery:
     checkpoint = checkpoint_dir(settings)
     checkpoint.mkdir(parents=True, exist_ok=True)
     base = bind_log(checkpoint, settings.lake_dir)
@@ -159,6 +270,10 @@ def start_stream(spark: SparkSession, settings: Settings, max_offsets_per_trigge
     missed = MissedLog(settings.speed_dir)
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
+        with gate.batch() if gate is not None else nullcontext():
+            _write_batch(batch, batch_id)
+
+    def _write_batch(batch: DataFrame, batch_id: int) -> None:
         log_id = base + batch_id
         started = time.perf_counter()
         events = pl.from_arrow(batch.toArrow())  # runs the batch's Spark job: Kafka read and JSON parsing

@@ -4,6 +4,8 @@ A thin wrapper around :func:`crypto_assets.serving.pipeline.build_unified_view`:
 written and turns the pure checks of :mod:`crypto_assets.serving.checks` into asset check results.
 """
 
+from datetime import timedelta
+
 from dagster import (
     AllPartitionMapping,
     AssetCheckSpec,
@@ -26,6 +28,7 @@ from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view
 from crypto_assets.serving.store import UNIFIED_VIEW
 from crypto_assets.serving.unified import BATCH, SPEED
 from crypto_assets.settings import Settings
+from streaming_sensor.candles import parse_delay
 
 GROUP = "serving"
 SPEED_MICROBATCHES = AssetKey("speed_microbatches")  # declared by the speed layer's definitions
@@ -105,7 +108,9 @@ def build_serving_assets(settings: Settings) -> list:
     )
     def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         symbol = context.partition_key
-        result = build_unified_view(market.lake, symbol, market.settings().symbol_names)
+        current = market.settings()
+        delay = timedelta(milliseconds=parse_delay(current.stream.watermark))
+        result = build_unified_view(market.lake, symbol, current.symbol_names, delay)
         compaction = result.compaction
         context.log.info(
             f"{symbol}: {result.frame.height:,} days, seam {result.seam}, {result.speed_minutes:,} streamed minutes "

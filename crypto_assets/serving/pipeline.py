@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -43,7 +43,10 @@ def batch_seams(lake: Path, symbols: Sequence[str]) -> dict[str, date | None]:
     return {symbol: seam_of(read_batch_view(lake, symbol)) for symbol in symbols}
 
 
-def build_unified_view(lake: Path, symbol: str, symbols: Sequence[str]) -> UnifiedResult:
+def build_unified_view(
+    lake: Path, symbol: str, symbols: Sequence[str], watermark_delay: timedelta = timedelta(0)
+) -> UnifiedResult:
+    """``watermark_delay`` is the stream job's ``stream.watermark`` (see :func:`running_minutes`)."""
     validate_symbol(symbol)
     compaction = compact_speed(lake, batch_seams(lake, symbols))
     # The seam is read again after compaction, from the very rows the view is built on.
@@ -51,7 +54,7 @@ def build_unified_view(lake: Path, symbol: str, symbols: Sequence[str]) -> Unifi
     seam = seam_of(batch_view.lazy())
     speed_batch_id = latest_batch_id(lake)
     speed = read_speed(lake, CANDLES_1M, (pl.col("symbol") == symbol) & after(seam, pl.col("open_time").dt.date()))
-    minutes = running_minutes(speed.lazy(), read_batch_minutes(lake, symbol, seam), seam)
+    minutes = running_minutes(speed.lazy(), read_batch_minutes(lake, symbol, seam), seam, watermark_delay)
     frame = unify(batch_view.lazy(), running_days(minutes), seam).collect()
     path = view_file(lake, symbol)
     size = write_parquet_atomic(frame, path)

@@ -2,8 +2,10 @@
 
 Each child runs in its own process group with its output in ``<home>/logs/<name>.log`` and a pid file in
 ``<home>/run`` (read by ``crypto-assets status``). A child that dies is restarted with a growing delay; one
-that keeps dying stops the whole system. Stopping sends SIGTERM to each group in reverse start order, waiting
-for each (SIGKILL after a grace period) before the next.
+that keeps dying stops the whole system. Stopping goes in reverse start order, each child fully before the
+next: SIGTERM to the child itself, so it stops its own helpers in order (the Dagster daemon waits for a code
+server still importing instead of interrupting it mid-import), then SIGTERM to whatever its group left behind,
+and SIGKILL to the group after a grace period.
 """
 
 from __future__ import annotations
@@ -178,9 +180,12 @@ class Supervisor:
         for child in reversed(self.children):
             if child.process.poll() is None:
                 self.echo(f"stopping {child.service.name} (pid {child.process.pid})")
-            _signal_group(child.process, signal.SIGTERM)
             deadline = time.monotonic() + grace
-            # Wait for the whole group: servers leave helpers (code servers, the JVM) that stop after them.
+            _signal_leader(child.process, signal.SIGTERM)
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # Then the whole group: helpers (code servers) a server left behind stop after it.
+            _signal_group(child.process, signal.SIGTERM)
             while _group_alive(child.process) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _group_alive(child.process):
@@ -200,6 +205,11 @@ def _group_alive(process: subprocess.Popen) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _signal_leader(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

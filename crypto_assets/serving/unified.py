@@ -2,15 +2,17 @@
 
 A batch day is *closed* once the batch layer wrote it after the day ended (its ``as_of`` is at or past the
 next midnight); the seam is the last closed day. Closed days are the batch view's rows unchanged. Later
-days are rebuilt from minutes: the speed layer's newest version of each minute, topped up with minutes the
-batch layer holds that the stream never saw (e.g. the morning before the stream started). The calendar is
-then forward-filled and MA7/MA30 recomputed over the whole series with the batch layer's own transforms, so
-the averages run continuously across the seam.
+days are rebuilt from minutes, one per (symbol, minute) by :data:`PRECEDENCE`: a closed candle beats an
+unclosed one from either layer, the stream's wins among closed ones, and a partial minute the stream can no
+longer finish (older than its watermark, e.g. the producer died mid-minute) gives way to the batch layer's.
+Minutes only the batch layer holds (e.g. the morning before the stream started) top the stream up. The
+calendar is then forward-filled and MA7/MA30 recomputed over the whole series with the batch layer's own
+transforms, so the averages run continuously across the seam.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
@@ -57,18 +59,50 @@ def latest_per_key(frame: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
     return frame.sort([*key, "batch_id"]).unique(key, keep="last", maintain_order=True)
 
 
-def running_minutes(speed_candles: pl.LazyFrame, batch_minutes: pl.LazyFrame, seam: date | None) -> pl.LazyFrame:
-    """Minutes of the days after the seam, one per (symbol, open_time).
+# Which version of a minute the unified view keeps, best first. A closed candle is final (the exchange's
+# own); a partial one is only worth keeping while the stream can still complete it.
+SPEED_CLOSED, BATCH_CLOSED, SPEED_OPEN, BATCH_OPEN, SPEED_STALE = range(5)
+PRECEDENCE = ("speed closed", "batch closed", "speed unclosed", "batch unclosed", "speed unclosed, older than the watermark")
 
-    ``speed_candles`` are the speed layer's 1-minute candles (any number of micro-batches);
-    ``batch_minutes`` are minute_raw rows with an ``as_of`` column. The stream's newest version of a minute
-    wins: on an open day it is the fresher source, and minutes both saw agree once closed.
+
+def minute_end(open_time: pl.Expr) -> pl.Expr:
+    return open_time + pl.duration(minutes=1)
+
+
+def running_minutes(
+    speed_candles: pl.LazyFrame,
+    batch_minutes: pl.LazyFrame,
+    seam: date | None,
+    watermark_delay: timedelta = timedelta(0),
+) -> pl.LazyFrame:
+    """Minutes of the days after the seam, one per (symbol, open_time), chosen by :data:`PRECEDENCE`.
+
+    ``speed_candles`` are the speed layer's 1-minute candles (any number of micro-batches; the newest
+    version of each minute stands for the stream); ``batch_minutes`` are minute_raw rows with an ``as_of``
+    column, closed when written after the minute ended. The stream's watermark per symbol is its newest event
+    time less ``watermark_delay`` (the stream job's ``stream.watermark``): the stream drops events older than
+    that, so an unclosed minute that ended before it will never be completed.
     """
     columns = MINUTE_SCHEMA.names()
-    speed = latest_per_key(speed_candles, CANDLE_KEY).select(
-        *columns, pl.col("event_time").alias("as_of"), pl.lit(SPEED).alias("source"), pl.lit(0).alias("rank")
+    watermark = pl.col("event_time").max().over("symbol") - pl.lit(watermark_delay)
+    speed = (
+        latest_per_key(speed_candles.with_columns(watermark.alias("watermark")), CANDLE_KEY)
+        .with_columns(
+            pl.when(pl.col("is_closed"))
+            .then(pl.lit(SPEED_CLOSED))
+            .when(minute_end(pl.col("open_time")) <= pl.col("watermark"))
+            .then(pl.lit(SPEED_STALE))
+            .otherwise(pl.lit(SPEED_OPEN))
+            .alias("rank")
+        )
+        .select(*columns, pl.col("event_time").alias("as_of"), pl.lit(SPEED).alias("source"), "rank")
     )
-    batch = batch_minutes.select(*columns, pl.col("as_of").cast(AS_OF), pl.lit(BATCH).alias("source"), pl.lit(1).alias("rank"))
+    batch = batch_minutes.select(
+        *columns,
+        pl.col("as_of").cast(AS_OF),
+        pl.lit(BATCH).alias("source"),
+        pl.when(pl.col("as_of") >= minute_end(pl.col("open_time"))).then(pl.lit(BATCH_CLOSED)).otherwise(pl.lit(BATCH_OPEN)).alias("rank"),
+    )
     both = pl.concat([speed, batch]).filter(after(seam, pl.col("open_time").dt.date()))
     return both.sort([*CANDLE_KEY, "rank"]).unique(CANDLE_KEY, keep="first", maintain_order=True).drop("rank")
 

@@ -60,6 +60,17 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+# Python's own and Dagster's serialized errors (a code server that failed to load).
+TRACEBACK_MARKS = ("Traceback (most recent call last)", "Stack Trace:")
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_children_start_when_ready_get_pid_files_restart_after_a_crash_and_stop_with_their_helpers(tmp_path):
     messages: list[str] = []
     supervisor = Supervisor(tmp_path, dict(os.environ), messages.append)
@@ -121,6 +132,9 @@ def test_up_stops_every_child_on_sigterm(tmp_path, project_home):
         records = read_process_records(home)
         assert {"up", "exchange-replay", "dagster-webserver", "dagster-daemon"} <= set(records)
         assert all(pid_alive(r.pid) for r in records.values())
+        # Stop while the daemon's code server is still loading the definitions.
+        daemon = records["dagster-daemon"].pid
+        assert wait_for(lambda: any(b"api\0grpc" in cmdline(pid) for pid in group_members(daemon)), timeout=60)
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=90)
     finally:
@@ -131,3 +145,8 @@ def test_up_stops_every_child_on_sigterm(tmp_path, project_home):
     assert "SIGTERM: stopping" in output and output.rstrip().endswith("stopped")
     assert not any(pid_alive(r.pid) for r in records.values())
     assert read_process_records(home) == {}
+    # A normal stop leaves no traceback in any component's log (the daemon's code server may still be importing).
+    for path in (home / "logs").glob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not any(mark in text for mark in TRACEBACK_MARKS), f"{path.name}:\n{text[-3000:]}"
+

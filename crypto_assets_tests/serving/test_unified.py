@@ -94,7 +94,8 @@ def test_a_day_the_batch_layer_wrote_while_it_was_running_is_topped_up_by_the_st
     )
     written = utc(2024, 1, 5, 0, 3)
     batch = batch_view(batch_minutes, written)
-    # The stream started at 00:02: it re-states minute 00:02 (its newer version wins) and goes on to 00:05.
+    # The stream started at 00:02 and goes on to 00:05 (its minutes still open); the batch layer's closed
+    # 00:02 beats the stream's partial one.
     speed = speed_candles(minute_rows(SYMBOL, utc(2024, 1, 5, 0, 2), 4, 30.0, step=1.0), 3, utc(2024, 1, 5, 0, 5, 30), closed=False)
     running_batch = batch_minutes.filter(pl.col("open_time") >= utc(2024, 1, 5)).with_columns(
         pl.lit(written, AS_OF).alias("as_of")

@@ -86,16 +86,42 @@ def kafka_ends(bootstrap: str, topics: list[str]) -> dict[str, dict[str, int]]:
         reader.stop()
 
 
-def start_command(config: Path, log_path: Path, *args: str) -> subprocess.Popen:
-    """``crypto-assets <args>`` in its own process with this config, output appended to ``log_path``."""
+def start_command(config: Path, log_path: Path, *args: str, new_session: bool = False) -> subprocess.Popen:
+    """``crypto-assets <args>`` in its own process with this config, output appended to ``log_path``;
+    ``new_session`` gives it a process group of its own, as ``up`` does, to signal it like ``down`` does."""
     env = dict(os.environ, CRYPTO_ASSETS_CONFIG=str(config), PYTHONPATH=str(REPO))
     env.pop("CRYPTO_ASSETS_HOME", None)
     handle = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=handle)
+    return subprocess.Popen(
+        [sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=handle,
+        start_new_session=new_session,
+    )  # fmt: skip
 
 
-def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
-    return start_command(config, log_path, "stream", *extra_args)
+def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = (), new_session: bool = False) -> subprocess.Popen:
+    return start_command(config, log_path, "stream", *extra_args, new_session=new_session)
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+    """Signal a process started with ``new_session`` and its whole group, as ``down`` and Ctrl-C do; waits
+    for the process and every process it started, and returns its exit code."""
+    children = descendants(process.pid)
+    os.killpg(process.pid, sig)
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise AssertionError(f"the process did not stop within {timeout:.0f}s of {signal.Signals(sig).name}") from None
+    deadline = time.monotonic() + 60
+    while alive := [pid for pid in children if _state(pid) != "Z"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {alive} still run 60 s after their parent stopped")
+        time.sleep(0.05)
+    return code
+
+
+TRACEBACK_MARKS = ("Traceback (most recent call last)", "Py4JJavaError", "Stack Trace:")
 
 
 def committed_offsets(checkpoint: Path) -> dict[str, dict[str, int]]:

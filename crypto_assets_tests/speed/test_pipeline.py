@@ -20,6 +20,7 @@ from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
+    TRACEBACK_MARKS,
     caught_up,
     kafka_ends,
     producer_thread,
@@ -27,6 +28,7 @@ from crypto_assets_tests.speed.harness import (
     speed_config,
     speed_view,
     start_stream,
+    stop_group,
     stop_process,
     wait_caught_up,
 )
@@ -51,7 +53,8 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     with embedded_broker(topics=TOPICS, partitions=3) as broker:
         config = speed_config(home, broker.bootstrap_servers, PREFIX)
         log_path = home / "stream.log"
-        stream = start_stream(config, log_path)
+        stops = []  # (exit code, the run's output) of each SIGTERM to the stream job's process group
+        stream = start_stream(config, log_path, new_session=True)
         try:
             with ReplayServer(market, start=START, speed=SPEED) as replay:
                 options = ProducerOptions(
@@ -64,9 +67,22 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
             ends = kafka_ends(broker.bootstrap_servers, TOPICS)
             wait_caught_up(stream, home / "speed" / "checkpoints" / "speed_candles", ends, 180, log_path)
         finally:
-            stop_process(stream)
+            if stream.poll() is None:
+                stops.append((stop_group(stream), log_path.read_text()))
         candles, daily = speed_view(home / "lake")
-        yield {"broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters}
+        yield {
+            "broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters,
+            "stops": stops,
+        }  # fmt: skip
+
+
+def test_sigterm_to_the_stream_jobs_group_stops_it_cleanly(pipeline):
+    """As `down` or Ctrl-C stop it once caught up: exit code 0 and no traceback (mid-stream: the SIGKILL test)."""
+    assert len(pipeline["stops"]) == 1
+    for code, output in pipeline["stops"]:
+        assert code == 0, output[-4000:]
+        assert not any(mark in output for mark in TRACEBACK_MARKS), output[-4000:]
+        assert output.rstrip().endswith("stopped"), output[-4000:]
 
 
 def test_stream_candles_equal_the_recorded_candles(pipeline, shared_data):
@@ -152,6 +168,18 @@ def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_dupli
         newest_commit = max(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))
         logged_ahead += latest_batch_id(home / "lake") > newest_commit  # the restart must replay a logged batch
     assert kills == 3
+    # Stopped as `down` stops it, mid-stream: exit code 0, no traceback, and nothing lost (checked below).
+    process = start_stream(config, log_path, small_batches, new_session=True)
+    before, offset = _commits(checkpoint), log_path.stat().st_size
+    deadline = time.monotonic() + 120
+    while _commits(checkpoint) == before and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.0))
+    assert not caught_up(checkpoint, ends), "the job caught up before the stop; the stop must land mid-stream"
+    code = stop_group(process)
+    output = log_path.read_bytes()[offset:].decode(errors="replace")
+    assert code == 0 and not any(mark in output for mark in TRACEBACK_MARKS), output[-4000:]
+    assert output.rstrip().endswith("stopped"), output[-4000:]
     process = start_stream(config, log_path, small_batches)
     try:
         wait_caught_up(process, checkpoint, ends, 240, log_path)
