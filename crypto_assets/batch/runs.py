@@ -15,9 +15,9 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def whole_history(settings: Settings) -> tuple[str, str]:
     """First and last month partition keys of the batch graph."""
-    from crypto_assets.batch.partitions import monthly_partitions
+    from crypto_assets.batch.partitions import batch_partitions
 
-    partitions = monthly_partitions(settings.history_start)
+    partitions = batch_partitions(settings)
     return partitions.get_first_partition_key(), partitions.get_last_partition_key()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 from crypto_assets.batch import synthetic
 from crypto_assets.batch.sources.discovery import SourceFile, discover_sources
@@ -30,3 +31,15 @@ def resolve_sources(
         specs = [SourceSpec(str(p)) for p in paths]
     found, problems = discover_sources(specs, settings.symbol_names)
     return found, problems, use_synthetic
+
+
+def history_starts(settings: Settings) -> dict[str, date]:
+    """Each symbol's own first day: its configured start, raised to the synthetic market's first day while the
+    synthetic default feeds the lake. Nothing before it is a partition to fill, a gap or a failed check, and
+    the exchange is never asked for it."""
+    starts = {spec.name: spec.start for spec in settings.symbols}
+    if not configured_specs(settings):
+        for series in synthetic.SCALES.get(settings.synthetic_scale, ()):
+            if series.symbol in starts:
+                starts[series.symbol] = max(starts[series.symbol], series.start.date())
+    return starts
