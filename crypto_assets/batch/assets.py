@@ -178,7 +178,10 @@ def build_batch_assets(settings: Settings) -> list:
         **on_engine,
         deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
         description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
-        "Each month looks back two months so the fill and MA30 are right across partition boundaries.",
+        "Each month reads the two months of daily_raw before it, so the fill and MA30 are right across month "
+        "boundaries. That look-back is in the lineage: a month of daily_raw feeds daily_filled for that month and "
+        "the two after it, so a backfill of months M..N also rebuilds daily_filled and prophet_input for N+1 and "
+        "N+2 (Dagster runs them as a second single run of the same backfill).",
         check_specs=_specs(
             "daily_filled",
             ("schema", "columns and types are as documented"),
@@ -212,7 +215,8 @@ def build_batch_assets(settings: Settings) -> list:
     @asset(
         **on_engine,
         deps=[AssetDep(daily_filled)],
-        description="Prophet's input: ds (day), y (close), symbol.",
+        description="Prophet's input: ds (day), y (close), symbol. Follows daily_filled month by month, so a "
+        "backfill rebuilds it for the same months as daily_filled (two after the range, see daily_filled).",
         check_specs=_specs(
             "prophet_input",
             ("schema", "columns ds, y, symbol with the documented types"),
