@@ -79,8 +79,13 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
                     problems.append(f"{asset}: materialized for {sorted(partitions)} only")
 
             for key in defs.resolve_asset_graph().asset_check_keys:
-                record = instance.get_latest_asset_check_evaluation_record(key)
-                evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+                # The sensor keeps refreshing unified_view: a check may be in flight (planned); wait for its result.
+                record = wait_for(
+                    lambda key=key: (r := instance.get_latest_asset_check_evaluation_record(key)) is None
+                    or r.status.value != "PLANNED" and (r,),
+                    120, f"check {key.to_user_string()} to finish", log,
+                )  # fmt: skip
+                evaluation = record[0].evaluation if isinstance(record, tuple) else None
                 if evaluation is None or not evaluation.passed:
                     problems.append(f"check {key.to_user_string()}: {evaluation.description if evaluation else 'never evaluated'}")
 
