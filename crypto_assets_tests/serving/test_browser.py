@@ -263,8 +263,9 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
             logs = page.get_by_placeholder("Filter…")
             logs.fill("type:ASSET_MATERIALIZATION")
             logs.press("Enter")
-            expect(page.get_by_text("Materialized value unified_view.")).to_be_visible()
-            page.get_by_role("button", name="View full message").click()
+            # One run refreshes both symbols: a materialization per partition, the first one opened.
+            expect(page.get_by_text("Materialized value unified_view.")).to_have_count(len(SYMBOLS))
+            page.get_by_role("button", name="View full message").first.click()
             message = page.get_by_role("dialog").filter(has_text="Materialized value unified_view.")
             batch_row = message.get_by_role("row").filter(has=page.get_by_text("speed_batch_id", exact=True))
             expect(batch_row).to_be_visible()
