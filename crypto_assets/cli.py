@@ -100,10 +100,13 @@ def _materialize_all(settings: Settings) -> bool:
     first, last = whole_history(settings)
     print(f"materializing the batch graph for {first} .. {last} in one run (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     result = materialize_batch_range(DagsterInstance.get(), settings, first, last)
-    for evaluation in result.get_asset_check_evaluations():
-        status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {status}")
-    print("run succeeded" if result.success else "run FAILED")
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed]
+    for evaluation in failed:  # the passing ones are on each asset's Checks tab
+        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: FAILED "
+              f"({evaluation.severity.value}): {evaluation.description}")  # fmt: skip
+    print(f"batch run {'succeeded' if result.success else 'FAILED'} ({result.run_id[:8]}); "
+          f"checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed")  # fmt: skip
     return result.success
 
 
@@ -148,7 +151,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crypto-assets", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="crypto-assets",
+        description="Crypto market data as a Dagster asset graph: batch, speed and serving layers, and forecasts.",
+    )
     parser.add_argument("--home", help="project home (lake, landing, Dagster state); default $CRYPTO_ASSETS_HOME or ./var")
     sub = parser.add_subparsers(dest="command", required=True)
 

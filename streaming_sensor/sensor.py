@@ -1,9 +1,11 @@
 """The sensor that refreshes ``unified_view`` when the stream commits micro-batches.
 
-It reads only the micro-batch log (``read_records`` after its cursor), never Kafka, and returns at once:
-a run request per symbol partition when new batches landed, a skip reason otherwise. The JSON cursor keeps
-the newest batch id seen and, per symbol, the batch id its last run was requested for; a symbol whose
-previous run is still going is asked for again on a later tick instead of piling up runs.
+It reads only the micro-batch log (``read_records`` after its cursor), never Kafka, and returns at once: one
+run per tick for every symbol with new micro-batches (a single-run range over the symbol partitions), a skip
+reason otherwise. The JSON cursor keeps the newest batch id seen and, per symbol, the batch id its last run
+was requested for; while the previous refresh is still going no new run is requested (the symbols are asked
+for again on a later tick), so runs never pile up. Its runs carry ``REFRESH_TAG`` so the Runs page can show
+or hide them in one click.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from crypto_assets.settings import Settings
 
 SENSOR_NAME = "unified_view_on_new_microbatches"
 UNIFIED_VIEW = AssetKey("unified_view")
+# Tag of every run this sensor requests (besides Dagster's own dagster/sensor_name).
+REFRESH_TAG = ("crypto-assets/refresh", "speed")
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
@@ -55,11 +61,24 @@ class Cursor:
         return min(self.requested[s] for s in symbols)
 
 
-def _run_in_flight(context: SensorEvaluationContext, symbol: str) -> bool:
-    runs = context.instance.get_run_records(
-        RunsFilter(statuses=UNFINISHED, tags={"dagster/sensor_name": SENSOR_NAME, "dagster/partition": symbol}), limit=1
-    )
+def _run_in_flight(context: SensorEvaluationContext) -> bool:
+    runs = context.instance.get_run_records(RunsFilter(statuses=UNFINISHED, tags={"dagster/sensor_name": SENSOR_NAME}), limit=1)
     return bool(runs)
+
+
+def refresh_request(symbols: list[str], stale: list[str], newest: int) -> RunRequest:
+    """One run for the stale symbols: the range of symbol partitions from the first to the last of them (any
+    symbol between is refreshed too, which is harmless: a refresh is idempotent)."""
+    ordered = [s for s in symbols if s in stale]
+    first, last = ordered[0], ordered[-1]
+    tags = {REFRESH_TAG[0]: REFRESH_TAG[1]}
+    if first == last:
+        return RunRequest(run_key=f"{first}:{newest}", partition_key=first, asset_selection=[UNIFIED_VIEW], tags=tags)
+    return RunRequest(
+        run_key=f"{first}..{last}:{newest}",
+        asset_selection=[UNIFIED_VIEW],
+        tags=tags | {RANGE_START_TAG: first, RANGE_END_TAG: last},
+    )
 
 
 def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -> SensorResult | SkipReason:
@@ -75,26 +94,15 @@ def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -
     if newest is None or all(cursor.requested.get(s, -1) >= newest for s in symbols):
         return SkipReason(f"no new micro-batch after batch {cursor.last_batch_id}")
 
-    requests, waiting = [], []
-    for symbol in symbols:
-        if cursor.requested.get(symbol, -1) >= newest:
-            continue
-        if _run_in_flight(context, symbol):
-            waiting.append(symbol)
-            continue
-        requests.append(
-            RunRequest(run_key=f"{symbol}:{newest}", partition_key=symbol, asset_selection=[UNIFIED_VIEW])
-        )
+    stale = [s for s in symbols if cursor.requested.get(s, -1) < newest]
+    if _run_in_flight(context):
+        return SkipReason(f"the previous refresh is still going; {', '.join(stale)} asked for again on a later tick")
+    request = refresh_request(symbols, stale, newest)
+    for symbol in stale:
         cursor.requested[symbol] = newest
     cursor.last_batch_id = max(newest, cursor.last_batch_id or -1)
-    context.log.info(
-        f"{len(records)} new micro-batch(es) up to batch {newest}"
-        + (f"; refreshing {', '.join(r.partition_key for r in requests)}" if requests else "")
-        + (f"; {', '.join(waiting)} still refreshing, asked again on a later tick" if waiting else "")
-    )
-    if not requests:
-        return SensorResult(skip_reason=SkipReason(f"previous runs still going for {', '.join(waiting)}"), cursor=cursor.to_json())
-    return SensorResult(run_requests=requests, cursor=cursor.to_json())
+    context.log.info(f"{len(records)} new micro-batch(es) up to batch {newest}; refreshing {', '.join(stale)} in one run")
+    return SensorResult(run_requests=[request], cursor=cursor.to_json())
 
 
 def build_unified_view_sensor(settings: Settings) -> SensorDefinition:
@@ -105,8 +113,9 @@ def build_unified_view_sensor(settings: Settings) -> SensorDefinition:
         minimum_interval_seconds=settings.serving.sensor_min_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         asset_selection=[UNIFIED_VIEW],
-        description="Requests a unified_view run per symbol when the speed layer commits new micro-batches "
-        "(reads the micro-batch log under <lake>/speed/_log; never polls Kafka).",
+        description="Requests one unified_view run for every symbol with new micro-batches when the speed layer "
+        "commits some (reads the micro-batch log under <lake>/speed/_log; never polls Kafka). Its runs are "
+        "tagged crypto-assets/refresh=speed.",
     )
     def unified_view_on_new_microbatches(context: SensorEvaluationContext):
         return evaluate(context, lake, symbols)

@@ -7,6 +7,8 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 
 import warnings
 
+import polars as pl
+
 from dagster import (
     AssetCheckSpec,
     AssetDep,
@@ -20,17 +22,25 @@ from dagster import (
 )
 
 from crypto_assets.batch import checks
-from crypto_assets.batch.metadata import dataset_metadata, to_check_result
+from crypto_assets.batch.metadata import (
+    check_window,
+    dataset_metadata,
+    judged,
+    months_label,
+    symbol_lines,
+    to_check_result,
+)
 from crypto_assets.batch.minute_ingest import ingest_window
-from crypto_assets.batch.partitions import monthly_partitions, window_bounds
+from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
     DAILY_RAW,
     FILLED_LOOKBACK_MONTHS,
     build_daily_filled,
     build_daily_raw,
     build_prophet_input,
-    latest_date,
+    latest_closed_date,
 )
+from crypto_assets.batch.backfill.guard import backfill_runs
 from crypto_assets.batch.source_catalog import resolve_sources
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
@@ -55,7 +65,7 @@ def _specs(asset_name: str, *checks_: tuple[str, str]) -> list[AssetCheckSpec]:
 
 
 def build_batch_assets(settings: Settings) -> list:
-    partitions = monthly_partitions(settings.history_start)
+    partitions = batch_partitions(settings)
     common = dict(
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
@@ -86,15 +96,16 @@ def build_batch_assets(settings: Settings) -> list:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
         sources, unplaced, synthetic_default = resolve_sources(
-            cfg, progress=lambda symbol, rows: context.log.info(f"synthetic {symbol}: {rows:,} rows ready")
+            cfg, progress=lambda symbol, rows: context.log.debug(f"synthetic {symbol}: {rows:,} rows ready")
         )
-        context.log.info(f"ingesting {len(sources)} source file(s) for {start:%Y-%m} .. {end:%Y-%m} (exclusive)")
+        months = months_label(start, end)
+        context.log.debug(f"ingesting {len(sources)} source file(s) for {months}")
 
         def log_source(report):
             if report.error:
                 context.log.warning(f"skipped {report.error}")
             else:
-                context.log.info(f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
+                context.log.debug(f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
                                  f"{report.quarantined:,} quarantined")  # fmt: skip
 
         result = ingest_window(
@@ -106,6 +117,8 @@ def build_batch_assets(settings: Settings) -> list:
             context.log.warning(f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n"
                                 f"{result.conflict_summary()}")  # fmt: skip
         frame = result.frame
+        for line in symbol_lines(frame, "open_time", cfg.symbol_names):
+            context.log.info(f"minute_raw {months} from {len(sources)} file(s): {line}")
         failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
         metadata = dataset_metadata(frame, result.minute, "open_time") | {
             "sources": MetadataValue.int(len(sources)),
@@ -132,13 +145,13 @@ def build_batch_assets(settings: Settings) -> list:
         )
         return MaterializeResult(
             metadata=metadata,
-            check_results=[
+            check_results=judged(check_window(months, cfg.symbol_names), [
                 to_check_result("schema", checks.schema_matches(frame, MINUTE_SCHEMA)),
                 to_check_result("unique_minutes", checks.unique_keys(frame, ["symbol", "open_time"])),
                 to_check_result("ohlc_consistent", checks.ohlc_consistent(frame)),
-                to_check_result("minutes_complete", checks.minutes_complete(frame)),
+                to_check_result("minutes_complete", checks.minutes_complete(frame, backfilled=backfill_runs(cfg))),
                 to_check_result("sources_clean", sources_clean),
-            ],
+            ]),
         )
 
     @asset(
@@ -150,7 +163,7 @@ def build_batch_assets(settings: Settings) -> list:
             ("schema", "columns and types are as documented"),
             ("unique_days", "no duplicate (symbol, date)"),
             ("ohlc_consistent", "OHLC values are consistent"),
-            ("fresh", "the latest day is recent (WARN)"),
+            ("fresh", "the latest closed day is recent (WARN); today's running day does not count"),
         ),
     )
     def daily_raw(context: AssetExecutionContext) -> MaterializeResult:
@@ -159,23 +172,29 @@ def build_batch_assets(settings: Settings) -> list:
         start, end = window_bounds(context.partition_time_window)
         engine = batch_engine(settings, context)
         step = build_daily_raw(market.lake, cfg.symbol_names, start, end, engine)
-        context.log.info(f"daily_raw: {step.frame.height:,} days for {start:%Y-%m} .. {end:%Y-%m}")
-        newest = [d for d in (latest_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
+        months = months_label(start, end)
+        for line in symbol_lines(step.frame, "date", cfg.symbol_names):
+            context.log.info(f"daily_raw {months}: {line}")
+        # Freshness judges closed days: today's running day is always "fresh" and says nothing of the pipeline.
+        newest = [d for d in (latest_closed_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date") | {"engine": MetadataValue.text(engine.name)},
-            check_results=[
+            check_results=judged(check_window(months, cfg.symbol_names), [
                 to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
                 to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
                 to_check_result("ohlc_consistent", checks.ohlc_consistent(step.frame)),
                 to_check_result("fresh", checks.fresh(max(newest, default=None), cfg.freshness_hours)),
-            ],
+            ]),
         )
 
     @asset(
         **on_engine,
         deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
         description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
-        "Each month looks back two months so the fill and MA30 are right across partition boundaries.",
+        "Each month reads the two months of daily_raw before it, so the fill and MA30 are right across month "
+        "boundaries. That look-back is in the lineage: a month of daily_raw feeds daily_filled for that month and "
+        "the two after it, so a backfill of months M..N also rebuilds daily_filled and prophet_input for N+1 and "
+        "N+2 (Dagster runs them as a second single run of the same backfill).",
         check_specs=_specs(
             "daily_filled",
             ("schema", "columns and types are as documented"),
@@ -189,24 +208,28 @@ def build_batch_assets(settings: Settings) -> list:
         start, end = window_bounds(context.partition_time_window)
         engine = batch_engine(settings, context)
         step = build_daily_filled(market.lake, cfg.symbol_names, start, end, engine)
-        context.log.info(f"daily_filled: {step.frame.height:,} days, {int(step.frame['is_filled'].sum() or 0)} filled")
+        months = months_label(start, end)
+        filled = dict(step.frame.group_by("symbol").agg(pl.col("is_filled").sum()).iter_rows())
+        for symbol, line in zip(cfg.symbol_names, symbol_lines(step.frame, "date", cfg.symbol_names), strict=True):
+            context.log.info(f"daily_filled {months}: {line}, {filled.get(symbol) or 0} forward-filled")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date")
             | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}
             | {"engine": MetadataValue.text(engine.name)},
-            check_results=[
+            check_results=judged(check_window(months, cfg.symbol_names), [
                 to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
                 to_check_result("no_missing_days", checks.no_missing_days(step.context)),
                 to_check_result(
                     "moving_averages_correct", checks.moving_averages_correct(step.context, start.date())
                 ),
-            ],
+            ]),
         )
 
     @asset(
         **on_engine,
         deps=[AssetDep(daily_filled)],
-        description="Prophet's input: ds (day), y (close), symbol.",
+        description="Prophet's input: ds (day), y (close), symbol. Follows daily_filled month by month, so a "
+        "backfill rebuilds it for the same months as daily_filled (two after the range, see daily_filled).",
         check_specs=_specs(
             "prophet_input",
             ("schema", "columns ds, y, symbol with the documented types"),
@@ -219,15 +242,18 @@ def build_batch_assets(settings: Settings) -> list:
         start, end = window_bounds(context.partition_time_window)
         engine = batch_engine(settings, context)
         step = build_prophet_input(market.lake, cfg.symbol_names, start, end, engine)
+        months = months_label(start, end)
+        for line in symbol_lines(step.frame, "ds", cfg.symbol_names):
+            context.log.info(f"prophet_input {months}: {line}")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "ds") | {"engine": MetadataValue.text(engine.name)},
-            check_results=[
+            check_results=judged(check_window(months, cfg.symbol_names), [
                 to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
                 to_check_result(
                     "complete",
                     checks.combine(checks.no_nulls(step.frame), checks.unique_keys(step.frame, ["symbol", "ds"])),
                 ),
-            ],
+            ]),
         )
 
     return [minute_raw, daily_raw, daily_filled, prophet_input]

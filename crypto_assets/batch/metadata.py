@@ -42,11 +42,55 @@ def _metadata_value(value: object) -> object:
     return value
 
 
-def to_check_result(check_name: str, outcome: CheckOutcome) -> AssetCheckResult:
+def to_check_result(check_name: str, outcome: CheckOutcome, window: dict[str, object] | None = None) -> AssetCheckResult:
+    """``window`` (:func:`check_window`) says which months and symbols the check judged."""
     return AssetCheckResult(
         check_name=check_name,
         passed=outcome.passed,
         severity=AssetCheckSeverity.WARN if outcome.severity == Severity.WARN else AssetCheckSeverity.ERROR,
         description=outcome.description,
-        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()},
+        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()} | (window or {}),
     )
+
+
+def symbol_lines(frame: pl.DataFrame, time_column: str, symbols: list[str]) -> list[str]:
+    """One line per symbol for a run's log: rows and the time range they cover (details are in metadata)."""
+    spans = {
+        s: (n, first, last)
+        for s, n, first, last in frame.group_by("symbol")
+        .agg(pl.len(), pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
+        .iter_rows()
+    } if frame.height else {}  # fmt: skip
+    lines = []
+    for symbol in symbols:
+        n, first, last = spans.get(symbol, (0, None, None))
+        lines.append(f"{symbol}: {n:,} rows" + (f", {first} .. {last}" if n else ""))
+    return lines
+
+
+def check_window(months: str, symbols: list[str]) -> dict[str, object]:
+    """What a check judged, for its metadata: a check's status is that of its last run, which may have covered
+    fewer months or symbols than the asset holds."""
+    return {"judged_window": MetadataValue.text(months), "judged_symbols": MetadataValue.text(", ".join(symbols))}
+
+
+def months_label(start, end) -> str:
+    """``2025-09 .. 2026-12`` for the window [start, end) of month partitions."""
+    from datetime import timedelta
+
+    last = end - timedelta(days=1)
+    return f"{start:%Y-%m}" if (start.year, start.month) == (last.year, last.month) else f"{start:%Y-%m} .. {last:%Y-%m}"
+
+
+def judged(window: dict[str, object], results: list[AssetCheckResult]) -> list[AssetCheckResult]:
+    """The check results with the window they judged added to their metadata."""
+    return [
+        AssetCheckResult(
+            check_name=r.check_name,
+            passed=r.passed,
+            severity=r.severity,
+            description=r.description,
+            metadata={**r.metadata, **window},
+        )
+        for r in results
+    ]

@@ -12,12 +12,21 @@ from datetime import UTC, date, datetime
 
 from dagster import MonthlyPartitionsDefinition, TimeWindow
 
+from crypto_assets.settings import Settings
+
 
 def monthly_partitions(history_start: date) -> MonthlyPartitionsDefinition:
     # end_offset=1 includes the running month, so today's candles have a partition to land in.
     return MonthlyPartitionsDefinition(
         start_date=history_start.replace(day=1).isoformat(), timezone="UTC", end_offset=1
     )
+
+
+def batch_partitions(settings: Settings) -> MonthlyPartitionsDefinition:
+    """The batch assets' months: from the earliest symbol's own history (see ``history_starts``) to now."""
+    from crypto_assets.batch.source_catalog import history_starts
+
+    return monthly_partitions(min(history_starts(settings).values()))
 
 
 def window_bounds(window: TimeWindow) -> tuple[datetime, datetime]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -104,6 +104,17 @@ def latest_date(lake: Path, dataset: str, symbol: str, column: str = "date") -> 
     if not files:
         return None
     return pl.scan_parquet(files[-1]).select(pl.col(column).max()).collect().item()
+
+
+def latest_closed_date(lake: Path, dataset: str, symbol: str, today: date | None = None) -> date | None:
+    """The newest stored day of a symbol before ``today`` (UTC): the newest day that is over."""
+    today = today or datetime.now(UTC).date()
+    files = sorted((lake / dataset / f"symbol={symbol}").glob("year=*/month=*/part-0.parquet"))
+    for path in reversed(files):  # the newest partition may hold only today
+        newest = pl.scan_parquet(path).filter(pl.col("date") < today).select(pl.col("date").max()).collect().item()
+        if newest is not None:
+            return newest
+    return None
 
 
 def calendar_ends(lake: Path, symbols: Sequence[str], end: datetime) -> dict[str, date]:

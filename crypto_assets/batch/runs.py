@@ -7,7 +7,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from crypto_assets.batch import defs as batch_defs
 from crypto_assets.batch.defs import BATCH
-from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, monthly_partitions
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, batch_partitions
 from crypto_assets.dagster_home import sigterm_kept, tune_event_writes
 from crypto_assets.settings import Settings
 
@@ -16,7 +16,7 @@ __all__ = ["BATCH", "RANGE_END_TAG", "RANGE_START_TAG", "materialize_batch_range
 
 def whole_history(settings: Settings) -> tuple[str, str]:
     """First and last month partition keys of the batch graph."""
-    partitions = monthly_partitions(settings.history_start)
+    partitions = batch_partitions(settings)
     return partitions.get_first_partition_key(), partitions.get_last_partition_key()
 
 

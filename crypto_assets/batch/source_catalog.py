@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import date
 
 from crypto_assets.batch import synthetic
 from crypto_assets.batch.landing import Manifest
@@ -24,6 +25,11 @@ def landed_sources(settings: Settings) -> list[SourceFile]:
     return Manifest.load(settings.landing_dir).sources()
 
 
+def uses_synthetic(settings: Settings, landed: list[SourceFile] | None = None) -> bool:
+    """The synthetic market feeds the lake only when no source is configured and nothing was ingested."""
+    return not configured_specs(settings) and not (landed if landed is not None else landed_sources(settings))
+
+
 def resolve_sources(
     settings: Settings, progress: Callable[[str, int], None] | None = None
 ) -> tuple[list[SourceFile], list[SourceFormatError], bool]:
@@ -31,7 +37,7 @@ def resolve_sources(
     default is in use."""
     landed = landed_sources(settings)
     specs = configured_specs(settings)
-    use_synthetic = not specs and not landed
+    use_synthetic = uses_synthetic(settings, landed)
     if use_synthetic:
         paths = synthetic.generate_dataset(
             settings.synthetic_dir, scale=settings.synthetic_scale, seed=settings.synthetic_seed, progress=progress
@@ -42,3 +48,15 @@ def resolve_sources(
     configured = [s for s in found if s.path not in landed_paths]
     ranked = landed + [replace(s, rank=len(landed) + i) for i, s in enumerate(configured)]
     return ranked, problems, use_synthetic
+
+
+def history_starts(settings: Settings) -> dict[str, date]:
+    """Each symbol's own first day: its configured start, raised to the synthetic market's first day while the
+    synthetic default feeds the lake. Nothing before it is a partition to fill, a gap or a failed check, and
+    the exchange is never asked for it."""
+    starts = {spec.name: spec.start for spec in settings.symbols}
+    if uses_synthetic(settings):
+        for series in synthetic.SCALES.get(settings.synthetic_scale, ()):
+            if series.symbol in starts:
+                starts[series.symbol] = max(starts[series.symbol], series.start.date())
+    return starts

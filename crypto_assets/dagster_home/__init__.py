@@ -51,6 +51,37 @@ def tune_event_writes() -> None:
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
 
 
+def responsive_daemon_yaml() -> str:
+    """Documented dagster.yaml keys that make a UI launch start quickly on one machine: the run queue is
+    read every second (default 5) and the backfill and sensor daemons work in threads, so submitting a
+    backfill's run or evaluating the sensor does not wait behind the other daemons' work."""
+    return """\
+run_queue:
+  dequeue_interval_seconds: 1
+  dequeue_use_threads: true
+backfills:
+  use_threads: true
+  num_workers: 2
+  num_submit_workers: 2
+sensors:
+  use_threads: true
+  num_workers: 2
+"""
+
+
+def write_workspace_yaml(home: Path, host: str, port: int, location_name: str) -> Path:
+    """``home/workspace.yaml``: the one code server the webserver and the daemon both load (``-w``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    workspace = home / "workspace.yaml"
+    tmp = workspace.with_name(".workspace.yaml.tmp")
+    tmp.write_text(
+        "# Written by crypto-assets up on every start: the code server it runs for the location.\n"
+        f"load_from:\n  - grpc_server:\n      host: {host}\n      port: {port}\n      location_name: {location_name}\n"
+    )
+    tmp.replace(workspace)
+    return workspace
+
+
 class DagsterHomeError(ValueError):
     """The instance asked for cannot be configured (e.g. PostgreSQL over a user's own dagster.yaml)."""
 
@@ -63,7 +94,7 @@ def write_dagster_yaml(home: Path, postgres: bool = False) -> Path:
     """
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    wanted = POSTGRES_YAML if postgres else SQLITE_YAML
+    wanted = (POSTGRES_YAML if postgres else SQLITE_YAML) + responsive_daemon_yaml()
     if config.exists() and not config.read_text().startswith(MARKER):
         if postgres and "postgres" not in config.read_text():
             raise DagsterHomeError(

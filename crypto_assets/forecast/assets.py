@@ -160,7 +160,7 @@ def build_forecast_assets(settings: Settings) -> list:
             AssetDep(DAILY_FILLED, partition_mapping=AllPartitionMapping()),
         ],
         description="Actual close next to Prophet's prediction per day (Parquet and CSV), and an interactive Plotly "
-        "report per symbol (price with MA7/MA30, forecast with interval, CV MAPE by horizon) under <home>/reports.",
+        "report per symbol (price with MA7/MA30, forecast with interval, CV MAPE by horizon) under `<home>/reports` (the project home).",
     )
     def forecast_results(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         symbol = context.partition_key

@@ -14,13 +14,15 @@ from dagster import (
     AssetKey,
     AssetSelection,
     AutomationCondition,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
 )
 
-from crypto_assets.batch.metadata import markdown_table, to_check_result
+from crypto_assets.batch.checks import CheckOutcome
+from crypto_assets.batch.metadata import check_window, markdown_table, to_check_result
 from crypto_assets.batch.pipeline import DAILY_FILLED, MINUTE_RAW
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.serving import checks
@@ -88,12 +90,62 @@ def _metadata(result: UnifiedResult) -> dict[str, object]:
     }  # fmt: skip
 
 
+def _outcomes(result: UnifiedResult) -> dict[str, CheckOutcome]:
+    frame, batch = result.frame, result.batch_view
+    return {
+        "schema": checks.schema(frame),
+        "one_row_per_day": checks.one_row_per_day(frame),
+        "batch_precedence": checks.batch_precedence(frame, batch, result.seam),
+        "moving_averages_continuous": checks.moving_averages_continuous(frame, batch, result.seam),
+    }
+
+
+def _across_symbols(per_symbol: dict[str, CheckOutcome]) -> CheckOutcome:
+    """One check result for the symbols of a run: passes when each passes; the metadata is the first failing
+    symbol's (else the first symbol's), and the description names the symbols that failed."""
+    failed = {s: o for s, o in per_symbol.items() if not o.passed}
+    shown = next(iter(failed.values()), None) or next(iter(per_symbol.values()))
+    if len(per_symbol) == 1:
+        return shown
+    description = "; ".join(f"{s}: {o.description}" for s, o in failed.items()) or shown.description
+    return CheckOutcome(not failed, description, shown.severity, dict(shown.metadata))
+
+
+def _run_metadata(results: dict[str, UnifiedResult]) -> dict[str, object]:
+    """A run of one symbol reports that symbol; a run of several reports each per symbol in a table, with the
+    run-wide newest ``speed_batch_id`` and ``as_of``."""
+    if len(results) == 1:
+        return _metadata(next(iter(results.values())))
+    per_symbol = {symbol: _metadata(result) for symbol, result in results.items()}
+    keys = ("rows", "seam_date", "batch_rows", "speed_rows", "as_of", "latest_close", "speed_batch_id")
+    table = "| symbol | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n" + "\n".join(
+        f"| {symbol} | " + " | ".join(str(m[k].value) for k in keys) + " |" for symbol, m in per_symbol.items()
+    )
+    seams = {m["seam_date"].value for m in per_symbol.values()}
+    batch_ids = [r.speed_batch_id for r in results.values() if r.speed_batch_id is not None]
+    as_of = [m["as_of"].value for m in per_symbol.values() if m["as_of"].value != "none"]
+    return {
+        "symbols": MetadataValue.text(", ".join(results)),
+        "per_symbol": MetadataValue.md(table),
+        "rows": MetadataValue.int(sum(r.frame.height for r in results.values())),
+        "seam_date": MetadataValue.text(seams.pop() if len(seams) == 1 else "per symbol (see per_symbol)"),
+        "batch_rows": MetadataValue.int(sum(m["batch_rows"].value for m in per_symbol.values())),
+        "speed_rows": MetadataValue.int(sum(m["speed_rows"].value for m in per_symbol.values())),
+        "as_of": MetadataValue.text(max(as_of) if as_of else "none"),
+        "speed_batch_id": MetadataValue.int(max(batch_ids)) if batch_ids else MetadataValue.text("none"),
+        "bytes_written": MetadataValue.int(sum(r.bytes_written for r in results.values())),
+        "path": MetadataValue.path(str(next(iter(results.values())).path.parent)),
+    }
+
+
 def build_serving_assets(settings: Settings) -> list:
     @asset(
         name=UNIFIED_VIEW,
         partitions_def=symbol_partitions(settings),
         group_name=GROUP,
         kinds={"polars", "parquet"},
+        # The micro-batch sensor refreshes every symbol with new micro-batches in one run (a range of symbols).
+        backfill_policy=BackfillPolicy.single_run(),
         deps=[
             AssetDep(DAILY_FILLED, partition_mapping=AllPartitionMapping()),
             AssetDep(MINUTE_RAW, partition_mapping=AllPartitionMapping()),
@@ -107,26 +159,27 @@ def build_serving_assets(settings: Settings) -> list:
         automation_condition=on_batch_updates(),
     )
     def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
-        symbol = context.partition_key
         current = market.settings()
+        symbols = current.symbol_names
         delay = timedelta(milliseconds=parse_delay(current.stream.watermark))
-        result = build_unified_view(market.lake, symbol, current.symbol_names, delay)
-        compaction = result.compaction
-        context.log.info(
-            f"{symbol}: {result.frame.height:,} days, seam {result.seam}, {result.speed_minutes:,} streamed minutes "
-            f"after it; compacted {compaction.batches_compacted} micro-batch(es), expired "
-            f"{sum(compaction.rows_expired.values()):,} superseded row(s) and {len(compaction.log_days_removed)} log day(s)"
-        )
-        frame, batch = result.frame, result.batch_view
+        results: dict[str, UnifiedResult] = {}
+        for symbol in context.partition_keys:
+            result = results[symbol] = build_unified_view(market.lake, symbol, symbols, delay)
+            compaction = result.compaction
+            context.log.info(
+                f"{symbol}: {result.frame.height:,} days, seam {result.seam}, {result.speed_minutes:,} streamed "
+                f"minutes after it; compacted {compaction.batches_compacted} micro-batch(es), expired "
+                f"{sum(compaction.rows_expired.values()):,} superseded row(s) and {len(compaction.log_days_removed)} "
+                "log day(s)"
+            )
+        outcomes = {symbol: _outcomes(result) for symbol, result in results.items()}
+        days = [r.frame["date"] for r in results.values() if r.frame.height]
+        window = check_window(f"{min(d.min() for d in days)} .. {max(d.max() for d in days)}" if days else "none", list(results))
         return MaterializeResult(
-            metadata=_metadata(result),
+            metadata=_run_metadata(results),
             check_results=[
-                to_check_result("schema", checks.schema(frame)),
-                to_check_result("one_row_per_day", checks.one_row_per_day(frame)),
-                to_check_result("batch_precedence", checks.batch_precedence(frame, batch, result.seam)),
-                to_check_result(
-                    "moving_averages_continuous", checks.moving_averages_continuous(frame, batch, result.seam)
-                ),
+                to_check_result(name, _across_symbols({s: o[name] for s, o in outcomes.items()}), window)
+                for name, _ in CHECKS
             ],
         )
 

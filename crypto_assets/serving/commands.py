@@ -48,7 +48,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         view = view.filter(pl.col("date") >= args.start)
     if args.end:
         view = view.filter(pl.col("date") <= args.end)
-    _print(render(view, args.format, args.max_rows))
+    _print(render(view, args.format, args.max_rows, newest=True))
     return 0
 
 
@@ -158,7 +158,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands; each sets ``func`` to a callable taking the parsed args."""
     query = sub.add_parser("query", help="print the unified view (batch + speed layer) of a symbol for a date range")
-    query.add_argument("--symbol", required=True, help="a configured symbol, e.g. BTCUSDT")
+    query.add_argument("--symbol", required=True, help="a configured symbol, e.g. BTCUSDT (the table shows the newest days)")
     query.add_argument("--from", dest="start", type=_day, help="first day, inclusive (default: the first stored)")
     query.add_argument("--to", dest="end", type=_day, help="last day, inclusive (default: the last, today's running day)")
     _output_options(query)
@@ -196,9 +196,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     up = sub.add_parser(
         "up",
-        help="run the whole system locally: replay exchange, broker, producer, Spark stream, batch graph, Dagster",
-        description="Starts every component on 127.0.0.1, materializes the batch graph, then serves the Dagster UI "
-        "with the unified_view sensor on; supervises the processes and stops them all on Ctrl-C or SIGTERM.",
+        help="run the whole system locally: replay exchange, broker, producer, Spark stream, batch and forecast "
+        "graphs, Dagster",
+        description="Starts every component on 127.0.0.1, materializes the batch graph and the forecasts, then serves "
+        "the Dagster UI with the unified_view sensor on; supervises the processes and stops them all on Ctrl-C or "
+        "SIGTERM.",
     )
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     up.add_argument("--exchange", choices=["replay", "configured"], default="replay",
@@ -209,5 +211,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     postgres_option(up)
     up.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="stop the processes a `crypto-assets up` started (from their pid files)")
+    down = sub.add_parser("down", help="stop the processes a 'crypto-assets up' started (from their pid files)")
     down.set_defaults(func=cmd_down)

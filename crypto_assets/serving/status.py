@@ -21,7 +21,9 @@ from crypto_assets.serving.store import (
 from crypto_assets.serving.unified import SPEED, seam_of
 from crypto_assets.settings import Settings
 
-COMPONENTS = ("exchange-replay", "broker", "producer", "stream", "reports", "dagster-webserver", "dagster-daemon")
+COMPONENTS = (
+    "exchange-replay", "broker", "producer", "stream", "reports", "code-server", "dagster-webserver", "dagster-daemon",
+)  # fmt: skip
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -65,7 +67,9 @@ def component_states(settings: Settings) -> list[ComponentState]:
         if port and port_open(port):
             states.append(ComponentState(name, "running", None, (port,), None, "started outside `up`"))
         elif name != "up":
-            states.append(ComponentState(name, "not started", None, (port,) if port else ()))
+            # A component that has a log ran before and was stopped (``down`` removes the pid files, not logs).
+            ran = (settings.home / "logs" / f"{name}.log").exists()
+            states.append(ComponentState(name, "stopped" if ran else "not started", None, (port,) if port else ()))
     return states
 
 

@@ -2,14 +2,18 @@
 
 Order: the replay exchange (the synthetic market continuing to now) and the Kafka-compatible broker, then the
 producer and the Spark stream (so the speed layer already records while the batch graph is materialized),
-then the batch graph, then the Dagster webserver and daemon with the unified-view sensor on. Every component
-is started by its own ``crypto-assets`` subcommand and shares the project settings through the environment
-(``CRYPTO_ASSETS_<SECTION>_<FIELD>``), so each finds the others' ports.
+then the batch and forecast graphs, then Dagster: one code server for the code location, and the webserver
+and the daemon (``dagster-daemon run``) that both load it through the same ``workspace.yaml``. With the code
+server started once and supervised here, neither of them spawns code servers of its own that would shut down,
+and warn, whenever a heartbeat is missed. Every component is started by its own command and shares the
+project settings through the environment (``CRYPTO_ASSETS_<SECTION>_<FIELD>``), so each finds the others'
+ports. A line on the console marks each milestone, the last one the first materialized ``unified_view``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+from crypto_assets.dagster_home import write_workspace_yaml
 from crypto_assets.serving.processes import (
     ProcessRecord,
     free_port,
@@ -32,6 +37,7 @@ from crypto_assets.settings import Settings
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 DEFINITIONS_MODULE = "crypto_assets.definitions"
+LOCATION_NAME = "crypto_assets"
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Plan:
     materialize: bool = True
     speed_layer: bool = True
     reports_port: int | None = None  # the forecast reports server, linked from the UI
+    code_server_port: int = 0  # the code location's gRPC server, shared by the webserver and the daemon
 
 
 def plan_for(settings: Settings, dagster_port: int, exchange: str, materialize: bool, speed_layer: bool = True) -> Plan:
@@ -60,7 +67,7 @@ def plan_for(settings: Settings, dagster_port: int, exchange: str, materialize: 
     reports_port = settings.serving.reports_port
     if port_open(reports_port):
         reports_port = free_port()
-    return Plan(dagster_port, exchange_ports, broker_port, materialize, speed_layer, reports_port)
+    return Plan(dagster_port, exchange_ports, broker_port, materialize, speed_layer, reports_port, free_port())
 
 
 def environment(settings: Settings, plan: Plan, base: dict[str, str]) -> dict[str, str]:
@@ -98,17 +105,44 @@ def speed_services(home: Path, plan: Plan) -> list[Service]:
     return services
 
 
-def dagster_services(home: Path, plan: Plan) -> list[Service]:
-    python = sys.executable
+def entry_point(name: str) -> str:
+    """A console script of this environment (``dagster-daemon``, ``dagster-webserver``), found beside the
+    running Python first, so ``up`` works from a virtualenv that is not on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def dagster_services(home: Path, plan: Plan, dagster_home: Path) -> list[Service]:
+    """The reports server, then Dagster: the code server of the location, and the webserver and the daemon
+    that both reach it through one workspace.yaml (``-w``)."""
+    workspace = write_workspace_yaml(dagster_home, "127.0.0.1", plan.code_server_port, LOCATION_NAME)
     reports = [Service("reports", cli(home, "reports"), [plan.reports_port])] if plan.reports_port else []
+    code_server = [
+        entry_point("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(plan.code_server_port),
+        "-m", DEFINITIONS_MODULE, "--location-name", LOCATION_NAME, "--use-python-environment-entry-point",
+    ]  # fmt: skip
+    webserver = [entry_point("dagster-webserver"), "-h", "127.0.0.1", "-p", str(plan.dagster_port), "-w", str(workspace)]
     return reports + [
-        Service(
-            "dagster-webserver",
-            [python, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(plan.dagster_port), "-m", DEFINITIONS_MODULE],
-            [plan.dagster_port],
-        ),
-        Service("dagster-daemon", [python, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE], settle_seconds=5.0),
+        Service("code-server", code_server, [plan.code_server_port]),
+        Service("dagster-webserver", webserver, [plan.dagster_port]),
+        # The daemon has no port; it logs this line once its daemons (scheduler, sensors, backfills, run queue) run.
+        Service("dagster-daemon", [entry_point("dagster-daemon"), "run", "-w", str(workspace)], ready_text="Instance is configured with the following daemons", settle_seconds=5.0),
     ]
+
+
+def first_unified_view(dagster_home: Path) -> str | None:
+    """The partitions of the newest ``unified_view`` materialization, once there is one."""
+    from dagster import AssetKey, DagsterInstance
+
+    try:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            event = instance.get_latest_materialization_event(AssetKey("unified_view"))
+            if event is None:
+                return None
+            partitions = sorted(instance.get_materialized_partitions(AssetKey("unified_view")))
+            return ", ".join(partitions) or "all"
+    except Exception:  # the instance's storage may be mid-migration or locked; look again on the next poll
+        return None
 
 
 class Stop(BaseException):
@@ -131,22 +165,40 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     write_record(home, ProcessRecord("up", os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), command=sys.argv))
     code = 0
+    began = time.monotonic()
+
+    def milestone(text: str) -> None:
+        echo(f"[{time.monotonic() - began:5.0f}s] {text}")
+
     try:
         for service in speed_services(home, plan):
             supervisor.start(service)
+        if plan.speed_layer:
+            milestone("speed layer recording: exchange -> broker -> producer -> Spark stream")
         if plan.materialize:
-            echo("materializing the batch graph (crypto-assets demo)")
+            milestone("materializing the batch graph, then the forecast graph per symbol (crypto-assets demo)")
             if supervisor.run_once("batch graph", cli(home, "demo")) != 0:
-                echo("the batch graph run did not succeed; the system keeps running (see the run in the Dagster UI)")
-        for service in dagster_services(home, plan):
+                echo("the batch or forecast run did not succeed; the system keeps running (see the runs in the Dagster UI)")
+            milestone("batch and forecast graphs done")
+        dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+        for service in dagster_services(home, plan, dagster_home):
             supervisor.start(service)
-        echo(
-            f"\nDagster UI on http://127.0.0.1:{plan.dagster_port}; the sensor refreshes unified_view at most every "
+        ui = f"http://127.0.0.1:{plan.dagster_port}"
+        milestone(
+            f"Dagster UI on {ui}; the sensor refreshes unified_view at most every "
             f"{settings.serving.sensor_min_interval_seconds}s when micro-batches land. "
             "`crypto-assets status` shows the components; Ctrl-C stops everything."
         )
+        view_seen = not plan.speed_layer  # without the stream only a batch run or the UI materializes the view
+        next_look = 0.0
         while True:
             supervisor.poll()
+            if not view_seen and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 5.0
+                first = first_unified_view(dagster_home)
+                if first:
+                    view_seen = True
+                    milestone(f"unified_view materialized ({first}): {ui}/assets/unified_view")
             time.sleep(1.0)
     except Stop as stop:
         echo(f"\n{stop.args[0]}: stopping")

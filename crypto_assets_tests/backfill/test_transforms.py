@@ -227,11 +227,13 @@ def test_quarantine_rows_of_one_source_are_replaced_and_others_kept():
     assert updated.select("source_file", "reason").rows() == [("ex.parquet", "new"), ("file.csv", "x")]
 
 
-def test_gaps_filled_warns_and_lists_outages_and_says_when_disabled():
+def test_gaps_filled_lists_outages_warns_on_fetchable_gaps_and_says_when_disabled():
     after = pl.DataFrame([("A", at(0), at(150), 150, True)], schema=GAP_SCHEMA, orient="row")
     outcome = gaps_filled(after)
-    assert not outcome.passed and outcome.severity == checks.Severity.WARN
-    assert "150 minutes in 1 range(s)" in outcome.description
+    # Minutes the exchange has no candle for either (outages) cannot be filled: listed, not a failure.
+    assert outcome.passed and "150 minutes in 1 range(s)" in outcome.description
+    fetchable = gaps_filled(pl.concat([after, after.with_columns(exchange_empty=pl.lit(False), gap_start=pl.lit(at(200)))]))
+    assert not fetchable.passed and fetchable.severity == checks.Severity.WARN
     assert outcome.metadata["remaining_gaps"].count("\n") == 2 and "| yes |" in outcome.metadata["remaining_gaps"]
     assert gaps_filled(after.clear()).passed
     todo = after.with_columns(exchange_empty=pl.lit(False))

@@ -71,7 +71,9 @@ def test_query_prints_the_unified_view_for_a_date_range_in_three_formats(lake, c
     assert code == 0 and [(r["date"], r["source"], r["close"]) for r in rows] == [("2024-02-11", "speed", 202.0)]
 
     code, out, _ = run(capsys, "query", "--symbol", "ETHUSDT", "--max-rows", "5")
-    assert code == 0 and "as_of" in out and "… 37 more rows (42 in all" in out
+    # The table shows the newest days (today's speed row last), saying how many older ones it leaves out.
+    assert code == 0 and "as_of" in out and out.startswith("… 37 older rows before these (42 in all")
+    assert "2024-02-11" in out and "speed" in out and "2024-01-01" not in out
 
     assert run(capsys, "query", "--symbol", "BTCUSDT", "--from", "2024-02-11", "--to", "2024-02-01")[0] == 2
     assert run(capsys, "query", "--symbol", "DOGEUSDT")[0] == 2

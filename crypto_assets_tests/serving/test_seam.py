@@ -112,3 +112,30 @@ def test_unified_view_keeps_batch_precedence_and_continuous_averages_and_bounds_
         assert not compacted_file(lake, CANDLES_1M).exists()  # all it held is superseded now
         assert sorted(p.stem for p in log_dir(lake).glob("*.jsonl")) == ["2024-02-11"]
         assert [r.batch_id for r in read_records(lake)] == [2]
+
+
+def test_one_run_refreshes_every_symbol_as_the_sensor_asks(project_home, tmp_path):
+    from streaming_sensor.sensor import RANGE_END_TAG, RANGE_START_TAG
+
+    home = project_home()
+    lake = home / "lake"
+    write_batch_layer(lake, pl.concat([history(s, 40) for s in SYMBOLS]), written=utc(2024, 2, 10, 0, 30))
+    write_microbatch(lake, 0, streamed(START + timedelta(days=40), 300.0, 0), committed=utc(2024, 2, 10, 0, 4))
+    with instance_at(tmp_path / "dagster") as instance:
+        defs = build_definitions(load_settings())
+        result = materialize(
+            list(defs.assets), selection=[AssetKey("unified_view")], instance=instance, resources=defs.resources,
+            tags={RANGE_START_TAG: SYMBOLS[0], RANGE_END_TAG: SYMBOLS[-1]},
+        )  # fmt: skip
+        assert result.success and len(instance.get_runs()) == 1
+        assert instance.get_materialized_partitions(AssetKey("unified_view")) == set(SYMBOLS)
+        for symbol in SYMBOLS:
+            assert read_view(lake, symbol)["source"].to_list() == ["batch"] * 40 + ["speed"]
+        checks = evaluations(result)
+        assert set(checks) == {"schema", "one_row_per_day", "batch_precedence", "moving_averages_continuous"}
+        assert all(e.passed for e in checks.values())
+        assert all(e.metadata["judged_symbols"].value == ", ".join(SYMBOLS) for e in checks.values())
+        event = instance.get_latest_materialization_event(AssetKey("unified_view")).asset_materialization
+        metadata = {k: v.value for k, v in event.metadata.items()}
+        assert metadata["symbols"] == ", ".join(SYMBOLS) and metadata["speed_rows"] == 2 and metadata["speed_batch_id"] == 0
+        assert all(f"| {s} |" in metadata["per_symbol"] for s in SYMBOLS)

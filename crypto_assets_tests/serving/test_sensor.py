@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import timedelta
 
-from dagster import AssetKey, DagsterRunStatus, build_sensor_context, validate_run_config
-from dagster._core.test_utils import create_run_for_test
+import threading
+
+from dagster import AssetKey, OpExecutionContext, build_sensor_context, job, op, validate_run_config
 
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import load_settings
@@ -17,9 +19,34 @@ from crypto_assets_tests.serving.helpers import (
     utc,
     write_microbatch,
 )
-from streaming_sensor.sensor import SENSOR_NAME
+from crypto_assets_tests.conftest import instance_at
+from streaming_sensor.sensor import RANGE_END_TAG, RANGE_START_TAG, REFRESH_TAG, SENSOR_NAME
 
 T0 = utc(2026, 1, 5, 12)
+
+
+@contextmanager
+def run_in_progress(instance, tags: dict[str, str]):
+    """A real run on ``instance`` that stays STARTED until the block ends (a refresh still going)."""
+    started, release = threading.Event(), threading.Event()
+
+    @op
+    def hold(context: OpExecutionContext) -> None:
+        started.set()
+        release.wait(60)
+
+    @job
+    def refresh_still_going():
+        hold()
+
+    worker = threading.Thread(target=lambda: refresh_still_going.execute_in_process(instance=instance, tags=tags))
+    worker.start()
+    try:
+        assert started.wait(60), "the held run never started"
+        yield
+    finally:
+        release.set()
+        worker.join(60)
 
 
 def microbatch(lake, batch_id: int) -> None:
@@ -28,7 +55,7 @@ def microbatch(lake, batch_id: int) -> None:
     write_microbatch(lake, batch_id, candles, committed=start + timedelta(seconds=31))
 
 
-def test_sensor_requests_a_run_per_symbol_for_new_microbatches_and_skips_otherwise(project_home, tmp_path):
+def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skips_otherwise(project_home, tmp_path):
     home = project_home(extra="[serving]\nsensor_min_interval_seconds = 5\n")
     lake = home / "lake"
     settings = load_settings()
@@ -49,37 +76,37 @@ def test_sensor_requests_a_run_per_symbol_for_new_microbatches_and_skips_otherwi
         microbatch(lake, 0)
         microbatch(lake, 1)
         first = tick(None)
-        assert sorted(r.partition_key for r in first.run_requests) == ["BTCUSDT", "ETHUSDT"]
-        assert all(r.asset_selection == [AssetKey("unified_view")] for r in first.run_requests)
-        assert {r.run_key for r in first.run_requests} == {"BTCUSDT:1", "ETHUSDT:1"}
-        # The daemon launches each request on the implicit asset job; its run config must be valid there.
-        asset_job = defs.resolve_implicit_global_asset_job_def()
-        for request in first.run_requests:
-            validate_run_config(asset_job, request.run_config)
+        (request,) = first.run_requests  # one run for both symbols: a range of the symbol partitions
+        assert request.asset_selection == [AssetKey("unified_view")] and request.partition_key is None
+        assert request.tags[RANGE_START_TAG] == "BTCUSDT" and request.tags[RANGE_END_TAG] == "ETHUSDT"
+        assert request.tags[REFRESH_TAG[0]] == REFRESH_TAG[1] and request.run_key == "BTCUSDT..ETHUSDT:1"
+        # The daemon launches the request on the implicit asset job; its run config must be valid there.
+        validate_run_config(defs.resolve_implicit_global_asset_job_def(), request.run_config)
         assert json.loads(first.cursor)["last_batch_id"] == 1
 
         again = tick(first.cursor)
         assert not again.run_requests and "no new micro-batch after batch 1" in again.skip_message
         assert again.cursor in (None, first.cursor)
 
-        # A symbol whose previous run is still going waits for a later tick instead of piling up runs.
-        going = create_run_for_test(
-            instance,
-            status=DagsterRunStatus.STARTED,
-            tags={"dagster/sensor_name": SENSOR_NAME, "dagster/partition": "BTCUSDT"},
-        )
-        microbatch(lake, 2)
-        second = tick(first.cursor)
-        assert [r.partition_key for r in second.run_requests] == ["ETHUSDT"]
-        assert json.loads(second.cursor) == {"last_batch_id": 2, "requested": {"BTCUSDT": 1, "ETHUSDT": 2}}
+        # While the previous refresh is still going, no run is requested: the symbols wait for a later tick.
+        with run_in_progress(instance, tags={"dagster/sensor_name": SENSOR_NAME}):
+            microbatch(lake, 2)
+            waiting = tick(first.cursor)
+            assert not waiting.run_requests and "still going" in waiting.skip_message
+            assert waiting.cursor in (None, first.cursor)
 
-        instance.report_run_canceled(going)
-        third = tick(second.cursor)
-        assert [(r.partition_key, r.run_key) for r in third.run_requests] == [("BTCUSDT", "BTCUSDT:2")]
-        assert json.loads(third.cursor)["requested"] == {"BTCUSDT": 2, "ETHUSDT": 2}
-        assert not tick(third.cursor).run_requests
+        second = tick(first.cursor)
+        (request,) = second.run_requests
+        assert request.run_key == "BTCUSDT..ETHUSDT:2"
+        assert json.loads(second.cursor) == {"last_batch_id": 2, "requested": {"BTCUSDT": 2, "ETHUSDT": 2}}
+        assert not tick(second.cursor).run_requests
+
+        # A symbol left behind (an older cursor) is refreshed alone, as a single partition.
+        behind = json.dumps({"last_batch_id": 2, "requested": {"BTCUSDT": 2, "ETHUSDT": 1}})
+        (request,) = tick(behind).run_requests
+        assert request.partition_key == "ETHUSDT" and request.run_key == "ETHUSDT:2"
 
         # The log starting over (a fresh lake) is noticed rather than ignored forever.
         stale = json.dumps({"last_batch_id": 99, "requested": {"BTCUSDT": 99, "ETHUSDT": 99}})
-        restarted = tick(stale)
-        assert sorted(r.partition_key for r in restarted.run_requests) == ["BTCUSDT", "ETHUSDT"]
+        (restarted,) = tick(stale).run_requests
+        assert restarted.tags[RANGE_START_TAG] == "BTCUSDT" and restarted.tags[RANGE_END_TAG] == "ETHUSDT"

@@ -31,8 +31,8 @@ from crypto_assets.batch.backfill.store import (
     MINUTE_GAPS,
 )
 from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
-from crypto_assets.batch.metadata import to_check_result
-from crypto_assets.batch.partitions import monthly_partitions, window_bounds
+from crypto_assets.batch.metadata import check_window, judged, months_label, to_check_result
+from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import read_minutes
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import months_between
@@ -51,7 +51,7 @@ def _md(metadata: dict[str, object]) -> dict[str, object]:
 
 def build_backfill_assets(settings: Settings) -> list:
     common = {
-        "partitions_def": monthly_partitions(settings.history_start),
+        "partitions_def": batch_partitions(settings),
         "backfill_policy": BackfillPolicy.single_run(),
         "group_name": GROUP,
         "kinds": {"polars", "parquet"},
@@ -61,7 +61,8 @@ def build_backfill_assets(settings: Settings) -> list:
         **common,
         deps=[AssetDep("minute_raw")],
         description="The gap report: minute ranges missing from minute_raw per symbol and month, from each "
-        "symbol's configured start to the last closed minute, and whether the exchange is already known to have "
+        "symbol's own first day (its configured start, or the synthetic market's first day while that feeds the "
+        "lake) to the last closed minute, and whether the exchange is already known to have "
         "no candle there (real outages).",
     )
     def minute_gaps(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
@@ -71,8 +72,9 @@ def build_backfill_assets(settings: Settings) -> list:
         written = write_gap_report(gaps, market.lake, cfg.symbol_names, start, end)
         summary = checks.gap_summary(gaps)
         context.log.info(
-            f"minute_gaps {start:%Y-%m} .. {end:%Y-%m}: {summary['gaps']:,} gaps ({summary['missing_minutes']:,} "
-            f"minutes) to fetch, {summary['exchange_empty_ranges']:,} ranges known empty at the exchange"
+            f"minute_gaps {months_label(start, end)}: {summary['gaps']:,} gaps ({summary['missing_minutes']:,} "
+            f"minutes; {summary['missing_minutes_per_symbol']}) to fetch, {summary['exchange_empty_ranges']:,} "
+            "ranges known empty at the exchange"
         )
         return MaterializeResult(
             metadata=_md(summary)
@@ -110,6 +112,7 @@ def build_backfill_assets(settings: Settings) -> list:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
         months = months_between(start, end)
+        window = check_window(months_label(start, end), cfg.symbol_names)
 
         def stored_gaps():
             return scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
@@ -118,10 +121,10 @@ def build_backfill_assets(settings: Settings) -> list:
             """Nothing fetched and minute_raw untouched: the stored gap report stands; ``filled`` says why."""
             return MaterializeResult(
                 metadata=metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
-                check_results=[
+                check_results=judged(window, [
                     to_check_result("gaps_filled", filled),
                     to_check_result("unique_minutes", batch_checks.CheckOutcome(True, f"{why}: minute_raw was not written")),
-                ],
+                ]),
             )
 
         if not cfg.exchange.backfill:
@@ -149,7 +152,7 @@ def build_backfill_assets(settings: Settings) -> list:
                     end,
                     chunk_minutes=DEFAULT_CHUNK_MINUTES,
                     on_plan=on_plan,
-                    on_chunk=lambda report: context.log.info(report.describe()),
+                    on_chunk=lambda report: context.log.debug(report.describe()),
                     on_wait=context.log.info,
                 )
         except LakeBusyError as exc:
@@ -160,6 +163,8 @@ def build_backfill_assets(settings: Settings) -> list:
             gaps = stored_gaps()
             metadata = {"enabled": True, "error": error, "lock": MetadataValue.path(str(exc.lock_path)), "lock_holder": exc.holder}
             return not_run(metadata, gaps, checks.gaps_filled(gaps, error=error), "backfill did not run")
+        for line in result.per_symbol(cfg.symbol_names):
+            context.log.info(f"exchange_backfill {months_label(start, end)}: {line}")
         if result.error:
             # The batch view still gets what the files and the committed chunks hold; the check shows the failure.
             context.log.error(f"the exchange failed; committed chunks are kept: {result.error}")
@@ -185,10 +190,10 @@ def build_backfill_assets(settings: Settings) -> list:
                 "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
             }
             | ({COVERED_UNTIL: MetadataValue.timestamp(result.covered_until)} if result.covered_until else {}),
-            check_results=[
+            check_results=judged(window, [
                 to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
                 to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
-            ],
+            ]),
         )
 
     return [minute_gaps, exchange_backfill]

@@ -120,6 +120,19 @@ class BackfillResult:
     def known_empty(self) -> pl.DataFrame:
         return self.gaps_after.filter(pl.col("exchange_empty"))
 
+    def per_symbol(self, symbols: list[str]) -> list[str]:
+        """One line per symbol for the run's log: what was asked, added, found empty and what is left."""
+        lines = []
+        for symbol in symbols:
+            mine = [c for c in self.chunks if c.symbol == symbol]
+            left = pending_minutes(self.gaps_after.filter(pl.col("symbol") == symbol))
+            lines.append(
+                f"{symbol}: {sum(c.gap_minutes for c in mine):,} missing minutes asked in {len(mine)} chunk(s) -> "
+                f"{sum(c.added for c in mine):,} added, {sum(c.empty_minutes for c in mine):,} empty at the "
+                f"exchange, {sum(c.quarantined for c in mine):,} quarantined; {left:,} left to fetch"
+            )
+        return lines
+
 
 def pending_minutes(gaps: pl.DataFrame) -> int:
     return int(gaps.filter(~pl.col("exchange_empty"))["minutes"].sum() or 0)

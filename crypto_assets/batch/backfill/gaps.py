@@ -21,9 +21,12 @@ from crypto_assets.settings import Settings
 
 
 def symbol_starts(settings: Settings, symbols: list[str] | None = None) -> dict[str, date]:
-    """Configured first day per symbol; ``symbols`` narrows it (each must be configured)."""
+    """Each symbol's own first day (``history_starts``); ``symbols`` narrows it (each must be configured)."""
+    from crypto_assets.batch.source_catalog import history_starts
+
     names = symbols or settings.symbol_names
-    return {name: settings.symbol(name).start for name in names}
+    starts = history_starts(settings)
+    return {settings.symbol(name).name: starts[name] for name in names}
 
 
 def find_gaps(

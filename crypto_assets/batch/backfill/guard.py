@@ -45,3 +45,8 @@ def synthetic_mix_reason(settings: Settings) -> str | None:
         f"(or `crypto-assets ingest` them), or point exchange.rest_url at `crypto-assets exchange-replay` "
         f"(`crypto-assets up` does); or set exchange.backfill = false"
     )
+
+
+def backfill_runs(settings: Settings) -> bool:
+    """Whether exchange_backfill fetches this lake's gaps (on, and not skipped by the rule above)."""
+    return settings.exchange.backfill and synthetic_mix_reason(settings) is None

@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from crypto_assets.batch.backfill.assets import COVERED_UNTIL
-from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, monthly_partitions
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, batch_partitions
 from crypto_assets.lake.layout import Month
 from crypto_assets.settings import Settings
 
@@ -67,7 +67,7 @@ def build_refresh_schedule(settings: Settings):
         description="From the first month not yet brought up to date (after downtime, earlier months too) to the "
         "running month: minute_raw through the exchange backfill to prophet_input, as one run",
     )
-    first_month = Month.of(monthly_partitions(settings.history_start).start)
+    first_month = Month.of(batch_partitions(settings).start)
 
     @schedule(
         job=job,
