@@ -223,10 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from crypto_assets.batch.backfill import commands as backfill_commands
     from crypto_assets.exchange import commands as exchange_commands
+    from crypto_assets.forecast import commands as forecast_commands
     from crypto_assets.serving import commands as serving_commands
     from streaming_sensor import commands as streaming_commands
 
-    for package in (backfill_commands, exchange_commands, streaming_commands, serving_commands):
+    for package in (backfill_commands, exchange_commands, streaming_commands, serving_commands, forecast_commands):
         package.register(sub)
     return parser
 
