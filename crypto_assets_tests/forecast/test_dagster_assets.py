@@ -14,13 +14,11 @@ import pytest
 from dagster import AssetKey, materialize
 
 from crypto_assets.batch.assets import build_batch_assets
-from crypto_assets.batch.pipeline import DAILY_RAW, build_daily_filled, build_prophet_input
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.forecast.assets import build_forecast_assets
 from crypto_assets.forecast.candidates import SEASONAL_MODELS
 from crypto_assets.forecast.store import FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, symbol_file
-from crypto_assets.lake.datasets import write_months
-from crypto_assets.lake.layout import months_between
+from crypto_assets.forecast.csv_input import read_closes
+from crypto_assets.forecast.csv_input import write_daily_lake as write_lake
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
@@ -31,28 +29,7 @@ CHECKS = {"mape_1d_below_threshold", "not_worse_than_naive", "interval_coverage"
 
 
 def write_daily_lake(lake: Path, closes: dict[str, tuple[date, np.ndarray]]) -> None:
-    """daily_raw months holding the given closes, then daily_filled and prophet_input over the whole range."""
-    frames = []
-    for symbol, (start, close) in closes.items():
-        days = pl.date_range(start, start + (len(close) - 1) * pl.duration(days=1), "1d", eager=True)
-        frames.append(
-            pl.DataFrame({"symbol": symbol, "date": days, "close": close.astype(float)}).with_columns(
-                *[pl.col("close").alias(c) for c in ("open", "high", "low")],
-                pl.lit(1.0).alias("volume"),
-                pl.lit(1440, dtype=pl.UInt32).alias("minute_count"),
-            )
-        )
-    daily = pl.concat(frames, how="diagonal").sort("symbol", "date").select(DAILY_SCHEMA.names())
-    start, end = date(daily["date"].min().year, daily["date"].min().month, 1), date.today().replace(day=1)
-    end = date(end.year + (end.month == 12), end.month % 12 + 1, 1)
-    write_months(daily, lake, DAILY_RAW, "date", SYMBOLS, months_between(start, end))
-    build_daily_filled(lake, SYMBOLS, start, end)
-    build_prophet_input(lake, SYMBOLS, start, end)
-
-
-def read_closes(data: Path, symbol: str) -> tuple[date, np.ndarray]:
-    frame = pl.read_csv(data / f"{symbol}_1d.csv", schema_overrides={"timestamp": pl.String})
-    return date.fromisoformat(frame["timestamp"][0][:10]), frame["close"].to_numpy()
+    write_lake(lake, closes, SYMBOLS)
 
 
 def run_graph(home: Path, dagster_dir: Path, symbol: str, config: dict | None = None):
@@ -168,7 +145,7 @@ def test_short_history_adapts_and_too_short_skips_the_whole_group(project_home, 
 
 def test_report_on_real_daily_history(shared_data: Path, project_home, tmp_path: Path) -> None:
     home = project_home()
-    write_daily_lake(home / "lake", {s: read_closes(shared_data / "binance_spot_1d", s) for s in SYMBOLS})
+    write_daily_lake(home / "lake", {s: read_closes(shared_data / "binance_spot_1d" / f"{s}_1d.csv") for s in SYMBOLS})
     # 12 origins keep the run short; the full CV runs in test_real_data's backtest.
     cm, instance, result = run_graph(home, tmp_path / "dagster", "BTCUSDT", {"cv_max_cutoffs": 12})
     with cm:
