@@ -34,7 +34,7 @@ PREDICTIONS_SCHEMA = {
     "ds": pl.Date,
     "y": pl.Float64,
     "yhat": pl.Float64,
-    # Volatility of the daily log returns before the origin: the scale of the conformal interval.
+    # Volatility before the origin, weighted by the weekdays ahead: the scale of the conformal interval.
     "scale": pl.Float64,
     # Last ds the fold was trained on (checked against ds in tests).
     "train_end": pl.Date,
@@ -160,6 +160,42 @@ def volatility(y: np.ndarray, cut_idx: np.ndarray, window: int) -> np.ndarray:
     return np.where(out > 0, out, np.nan)
 
 
+def weekday(ds: np.ndarray) -> np.ndarray:
+    """0 = Monday (1970-01-01 was a Thursday)."""
+    return (ds.astype("datetime64[D]").astype(np.int64) + 3) % 7
+
+
+PROFILE_DAYS = 364
+
+
+def interval_scales(ds: np.ndarray, y: np.ndarray, cut_idx: np.ndarray, options: ForecastOptions) -> np.ndarray:
+    """(origins, horizon_days) scale of each fold's conformal score: the recent volatility (vol_window_days) times
+    the weekday profile of the days ahead.
+
+    Crypto closes move less over the weekend: a Friday-to-Saturday day is calmer than a Sunday-to-Monday one.
+    Weekly origins all fall on one weekday, so without the profile a 1-day quantile learnt on Fridays would be
+    too narrow for a forecast made on a Sunday. The profile is each weekday's mean squared log return over the
+    364 days up to the origin, relative to all days'; a horizon's scale uses the mean profile of its days.
+    """
+    r = np.diff(np.log(y))  # r[t - 1] is the move into day t
+    day_of = weekday(ds[1:])
+    base = volatility(y, cut_idx, options.vol_window_days)
+    hs = np.arange(1, options.horizon_days + 1)
+    out = np.empty((len(cut_idx), len(hs)))
+    for i, c in enumerate(cut_idx):
+        lo = max(0, c - PROFILE_DAYS)
+        moves, days = r[lo:c] ** 2, day_of[lo:c]
+        overall = moves.mean() if moves.size else 0.0
+        profile = np.ones(7)
+        for w in range(7):
+            own = moves[days == w]
+            if own.size >= 4 and overall > 0:
+                profile[w] = own.mean() / overall
+        ahead = profile[weekday(ds[c] + hs)]
+        out[i] = base[i] * np.sqrt(np.cumsum(ahead) / hs)
+    return out
+
+
 def predictions_frame(
     series: Series,
     cut_idx: np.ndarray,
@@ -169,7 +205,7 @@ def predictions_frame(
     """Long rows (model, origin, horizon) with the actual where it is observed (null past the history)."""
     horizons = np.arange(1, options.horizon_days + 1)
     n = len(series.y)
-    scale = volatility(series.y, cut_idx, options.vol_window_days)
+    scale = interval_scales(series.ds, series.y, cut_idx, options)
     frames = []
     for model in options.models:
         target = (cut_idx[:, None] + horizons[None, :]).ravel()
@@ -185,7 +221,7 @@ def predictions_frame(
                     "ds": np.repeat(series.ds[cut_idx], len(horizons)) + np.tile(horizons, len(cut_idx)),
                     "y": y,
                     "yhat": np.concatenate([f[0][model] for f in folds]),
-                    "scale": np.repeat(scale, len(horizons)),
+                    "scale": scale.ravel(),
                     "train_end": np.repeat(np.array([f[2] for f in folds], dtype="datetime64[D]"), len(horizons)),
                 },
                 schema=PREDICTIONS_SCHEMA,

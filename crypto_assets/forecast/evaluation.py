@@ -2,7 +2,7 @@
 honest coverage, and the champion per horizon.
 
 Conformal intervals: a fold's score is |log(y / yhat)| / scale, where scale is the volatility of the daily log
-returns before its origin; the band at level L is yhat * exp(+-q_L * scale), q_L the conformal quantile of the
+returns before its origin weighted by the weekdays ahead (cross_validation.interval_scales); the band at level L is yhat * exp(+-q_L * scale), q_L the conformal quantile of the
 scores at that horizon. Their coverage is measured honestly: each origin's band uses only the scores of earlier
 folds whose target was already observed at that origin.
 """

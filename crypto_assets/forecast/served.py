@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from crypto_assets.forecast.candidates import candidate_paths
-from crypto_assets.forecast.cross_validation import volatility
+from crypto_assets.forecast.cross_validation import interval_scales
 from crypto_assets.forecast.evaluation import bands, level_tag, served_models
 from crypto_assets.forecast.history import to_series
 from crypto_assets.forecast.options import ForecastOptions
@@ -33,7 +33,7 @@ def paths_with_bands(
     symbol: str,
     last_day: np.datetime64,
     paths: dict[str, np.ndarray],
-    scale: float,
+    scale: np.ndarray,
     metrics: pl.DataFrame,
     options: ForecastOptions,
 ) -> pl.DataFrame:
@@ -69,7 +69,7 @@ def forecast_all(history: pl.DataFrame, metrics: pl.DataFrame, options: Forecast
     """Fit every candidate on the whole history and forecast horizon_days; returns the rows and model errors."""
     series = to_series(history, require_positive=options.log_price)
     paths, errors = candidate_paths(series.ds, series.y, options)
-    scale = float(volatility(series.y, np.array([len(series.y) - 1]), options.vol_window_days)[0])
+    scale = interval_scales(series.ds, series.y, np.array([len(series.y) - 1]), options)[0]
     return paths_with_bands(series.symbol, series.ds[-1], paths, scale, metrics, options), errors
 
 
