@@ -20,6 +20,7 @@ COMMANDS = (
     "crypto_assets.exchange.commands",
     "streaming_sensor.commands",
     "crypto_assets.serving.commands",
+    "crypto_assets.forecast.commands",
 )
 
 

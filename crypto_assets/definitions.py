@@ -25,7 +25,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     forecast_job = define_asset_job(
         "forecast_graph",
         selection=AssetSelection.groups("forecast"),
-        description="forecasts, forecast_metrics -> forecast_results for one symbol",
+        description="forecast_metrics -> forecasts -> forecast_results for one symbol",
     )
     forecast = Definitions(
         assets=build_forecast_assets(settings),

@@ -68,15 +68,33 @@ def fit_arrays(ds: np.ndarray, y: np.ndarray, options: ForecastOptions) -> Proph
 def predict_arrays(
     model: Prophet, ds: np.ndarray, options: ForecastOptions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(yhat, yhat_lower, yhat_upper) on the price scale for the given days."""
+    """(yhat, yhat_lower, yhat_upper) on the price scale for the given days.
+
+    Without uncertainty samples Prophet predicts no band: lower and upper are then yhat itself.
+    """
     with _seeded(options.random_seed):
         pred = model.predict(pd.DataFrame({"ds": pd.to_datetime(ds)}))
     # exp is monotone, so back-transformed quantiles stay ordered; yhat becomes
     # the median price forecast rather than the mean.
+    columns = ("yhat", "yhat_lower", "yhat_upper") if "yhat_lower" in pred.columns else ("yhat",) * 3
     return tuple(  # type: ignore[return-value]
-        _inverse(pred[col].to_numpy(dtype=float), options)
-        for col in ("yhat", "yhat_lower", "yhat_upper")
+        _inverse(pred[col].to_numpy(dtype=float), options) for col in columns
     )
+
+
+def anchored_path(ds: np.ndarray, y: np.ndarray, options: ForecastOptions) -> np.ndarray:
+    """Prophet's point forecast for 1..horizon_days after ds[-1], trained on (ds, y) only.
+
+    With level_anchor the path is the last close times Prophet's predicted change from the last day
+    (on the log scale: last + f(T + h) - f(T)), so it starts at the observed price; without, Prophet's
+    own level.
+    """
+    model = fit_arrays(ds, y, options)
+    days = np.concatenate([ds[-1:], future_days(ds[-1], options.horizon_days)])
+    raw = _transform(predict_arrays(model, days, options)[0], options)
+    if options.level_anchor:
+        raw = _transform(y[-1:], options) + raw - raw[0]
+    return _inverse(raw[1:], options)
 
 
 def future_days(last_ds: np.datetime64 | date, horizon_days: int) -> np.ndarray:

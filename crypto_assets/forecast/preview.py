@@ -18,32 +18,38 @@ from crypto_assets.forecast.charts import COLORS, MODEL_ORDER  # noqa: E402
 RECENT_DAYS = 365
 
 
-def preview_png(symbol: str, daily_filled: pl.DataFrame, forecast: pl.DataFrame, metrics: pl.DataFrame) -> bytes:
-    """Two panels: the last year of closes with MA7/MA30 and the forecast band; CV MAPE by horizon per model."""
+def preview_png(symbol: str, daily_filled: pl.DataFrame, forecasts: pl.DataFrame, metrics: pl.DataFrame) -> bytes:
+    """Two panels: the last year of closes with the served forecast, its 80%/95% bands, Prophet and naive; CV MAPE
+    by horizon per model."""
     daily = daily_filled.filter(pl.col("symbol") == symbol).sort("date").tail(RECENT_DAYS)
-    fc = forecast.filter(pl.col("symbol") == symbol) if "symbol" in forecast.columns else forecast
-    fc = fc.filter(pl.col("is_forecast")).sort("ds") if "is_forecast" in fc.columns else fc.sort("ds")
+    fc = forecasts.filter(pl.col("symbol") == symbol) if "symbol" in forecasts.columns else forecasts
+    served = fc.filter(pl.col("served")).sort("horizon")
     fig, (price, errors) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=80, gridspec_kw={"width_ratios": [2.2, 1]})
     try:
         price.plot(daily["date"].to_list(), daily["close"].to_list(), color="#222", lw=1, label="close")
-        for column, color in (("ma7", "#2ca02c"), ("ma30", "#d62728")):
-            price.plot(daily["date"].to_list(), daily[column].to_list(), color=color, lw=0.8, label=column.upper())
-        if fc.height:
-            x = fc["ds"].to_list()
-            price.fill_between(x, fc["yhat_lower"].to_list(), fc["yhat_upper"].to_list(), color=COLORS["prophet"], alpha=0.2)
-            price.plot(x, fc["yhat"].to_list(), color=COLORS["prophet"], lw=1.2, label=f"forecast ({fc.height} d)")
+        if served.height:
+            x = served["ds"].to_list()
+            for tag, alpha in (("95", 0.12), ("80", 0.25)):
+                if f"lower_{tag}" in served.columns and served[f"lower_{tag}"].null_count() == 0:
+                    price.fill_between(x, served[f"lower_{tag}"].to_list(), served[f"upper_{tag}"].to_list(), color=COLORS["served"], alpha=alpha, lw=0)
+            price.plot(x, served["yhat"].to_list(), color=COLORS["served"], lw=1.5, label="served")
+            for model, style in (("prophet", "--"), ("naive", ":")):
+                path = fc.filter(pl.col("model") == model).sort("horizon")
+                if path.height:
+                    price.plot(path["ds"].to_list(), path["yhat"].to_list(), style, color=COLORS[model], lw=1, label=model)
         price.set_title(f"{symbol}: last {daily.height} days and forecast", fontsize=10)
         price.legend(fontsize=7, loc="upper left")
         price.tick_params(labelsize=7)
 
         m = metrics.filter(pl.col("symbol") == symbol) if "symbol" in metrics.columns else metrics
+        m = m.filter(pl.col("horizon").is_in([1, 7, 30]))
         horizons = sorted(m["horizon"].unique().to_list()) if m.height else []
-        width = 0.8 / len(MODEL_ORDER)
-        for i, model in enumerate(MODEL_ORDER):
+        models = [x for x in MODEL_ORDER if x in set(m["model"].to_list())]
+        width = 0.8 / max(len(models), 1)
+        for i, model in enumerate(models):
             rows = m.filter(pl.col("model") == model).sort("horizon")
-            if rows.height:
-                positions = [horizons.index(h) + (i - 1) * width for h in rows["horizon"]]
-                errors.bar(positions, (rows["mape"] * 100).to_list(), width, color=COLORS[model], label=model)
+            positions = [horizons.index(h) + (i - (len(models) - 1) / 2) * width for h in rows["horizon"]]
+            errors.bar(positions, (rows["mape"].fill_null(0) * 100).to_list(), width, color=COLORS[model], label=model)
         errors.set_xticks(range(len(horizons)), [f"{h}d" for h in horizons])
         errors.set_title("CV MAPE % by horizon", fontsize=10)
         errors.legend(fontsize=7)

@@ -9,30 +9,36 @@ import polars as pl
 
 from crypto_assets.lake.atomic import atomic_target, write_parquet_atomic
 
+BAND_COLUMNS = ("lower_80", "upper_80", "lower_95", "upper_95")
 RESULTS_SCHEMA = {
     "symbol": pl.String,
     "ds": pl.Date,
     "y": pl.Float64,
+    "model": pl.String,  # the served model of that day ahead (the champion of its horizon by CV)
     "yhat": pl.Float64,
-    "yhat_lower": pl.Float64,
-    "yhat_upper": pl.Float64,
+    **{c: pl.Float64 for c in BAND_COLUMNS},
+    "prophet_yhat": pl.Float64,
+    "naive_yhat": pl.Float64,
     "is_forecast": pl.Boolean,
 }
 
 
-def actual_vs_predicted(history: pl.DataFrame, forecast: pl.DataFrame) -> pl.DataFrame:
-    """One row per day of history and forecast, ordered by symbol, ds.
-
-    y is null on future days; yhat is null on history days that the forecast
-    has no fitted value for (forecast made without include_history).
-    """
+def actual_vs_predicted(history: pl.DataFrame, forecasts: pl.DataFrame) -> pl.DataFrame:
+    """One row per day of history (the actual y) and per day ahead (the served forecast with its bands, and
+    Prophet's and naive's forecasts beside it), ordered by symbol, ds."""
     actual = history.select("symbol", "ds", pl.col("y").cast(pl.Float64))
-    pred = forecast.select("symbol", "ds", "yhat", "yhat_lower", "yhat_upper")
-    joined = actual.join(pred, on=["symbol", "ds"], how="full", coalesce=True)
-    # History has no null y, so a day without an actual is a day past the history.
+    served = forecasts.filter(pl.col("served")).select("symbol", "ds", "model", "yhat", *BAND_COLUMNS)
+    beside = [
+        forecasts.filter(pl.col("model") == name).select("symbol", "ds", pl.col("yhat").alias(f"{name}_yhat"))
+        for name in ("prophet", "naive")
+    ]
+    future = served
+    for frame in beside:
+        future = future.join(frame, on=["symbol", "ds"], how="left")
     return (
-        joined.with_columns(pl.col("y").is_null().alias("is_forecast"))
-        .select(list(RESULTS_SCHEMA))
+        pl.concat([actual, future], how="diagonal_relaxed")
+        .with_columns(pl.col("model").is_not_null().alias("is_forecast"))
+        .select([pl.col(c) if c in ("symbol", "ds", "y", "model", "yhat", "is_forecast") or c in future.columns else pl.lit(None).alias(c) for c in RESULTS_SCHEMA])
         .cast(RESULTS_SCHEMA)
         .sort("symbol", "ds")
     )

@@ -25,8 +25,9 @@ class ForecastRun:
 
 
 def days_needed() -> int:
-    """Cross-validation needs cv_initial_days of training before its first cut-off and its longest horizon after."""
-    return DEFAULT_OPTIONS.cv_initial_days + max(DEFAULT_OPTIONS.cv_horizons)
+    """The shortest history the forecast graph runs on (ForecastOptions.min_history_days); a history shorter than a
+    full year of weekly origins still runs, with fewer origins."""
+    return DEFAULT_OPTIONS.min_history_days()
 
 
 def materialize_forecasts(
@@ -59,5 +60,7 @@ def materialize_forecasts(
                 raise_on_error=False,
             )
         checks = tuple((e.check_name, e.passed) for e in result.get_asset_check_evaluations())
-        runs.append(ForecastRun(symbol, days, result.success, "run succeeded" if result.success else "run FAILED", checks))
+        materialized = bool(result.asset_materializations_for_node("forecast_results"))
+        note = "run FAILED" if not result.success else "run succeeded" if materialized else "skipped by forecast_metrics (see the run's log)"
+        runs.append(ForecastRun(symbol, days, result.success, note, checks))
     return runs

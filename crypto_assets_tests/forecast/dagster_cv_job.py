@@ -17,6 +17,7 @@ OPTS = ForecastOptions(
     cv_initial_days=200,
     cv_period_days=15,
     cv_max_cutoffs=2,
+    cv_min_cutoffs=2,
     cv_workers=2,
     uncertainty_samples=50,
 )
@@ -31,7 +32,7 @@ def run_cv() -> float:
     assert hist.group_by("symbol").len().height == 1
     result = cross_validate(hist, OPTS)
     mape = result.metrics["mape"].to_numpy()
-    if not np.isfinite(mape).all() or result.metrics.height != 6:
+    if not np.isfinite(mape).all() or result.metrics.height != len(OPTS.models) * OPTS.horizon_days:
         raise ValueError("incomplete CV metrics")
     return float(mape.max())
 

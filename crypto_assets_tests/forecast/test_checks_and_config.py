@@ -42,7 +42,7 @@ def test_config_mirrors_forecast_options() -> None:
     option_fields = {f.name for f in dataclasses.fields(ForecastOptions)} - {"prophet_extra"}
     assert option_fields == set(ForecastConfig.model_fields)
     assert ForecastConfig().to_options() == ForecastOptions()
-    small = ForecastConfig(cv_horizons=[1, 7], cv_max_cutoffs=None, horizon_days=5).to_options()
-    assert small.cv_horizons == (1, 7) and small.cv_max_cutoffs is None and small.horizon_days == 5
+    small = ForecastConfig(cv_horizons=[1, 7], cv_max_cutoffs=None, horizon_days=7).to_options()
+    assert small.cv_horizons == (1, 7) and small.cv_max_cutoffs is None and small.horizon_days == 7
     with pytest.raises(ValueError, match="increasing"):
         ForecastConfig(cv_horizons=[7, 1]).to_options()

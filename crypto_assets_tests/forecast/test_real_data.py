@@ -1,28 +1,50 @@
-"""BTCUSDT daily history, default options: fit, forecast and CV end to end (~25 s)."""
+"""Out-of-sample acceptance backtest on the real daily closes: model selection and calibration on the data up
+to 2023-12-31, then the frozen choice scored at weekly origins across 2024 at 1, 7 and 30 days.
+
+Every fold refits every model (Prophet included) on its own expanding window: 53 selection origins and 49 test
+origins per symbol, ~200 folds in all on a 2-worker pool (a few minutes).
+"""
+
+from datetime import date
+from pathlib import Path
 
 import polars as pl
+import pytest
 
-from crypto_assets.forecast.cross_validation import cross_validate
-from crypto_assets.forecast.model import forecast
-from crypto_assets.forecast.options import ForecastOptions
+from crypto_assets.forecast.backtest import backtest
+from crypto_assets.forecast.cross_validation import make_executor
+from crypto_assets.forecast.csv_input import read_daily_csv
+from crypto_assets.forecast.options import DEFAULT_OPTIONS
+
+TRAIN_END = date(2023, 12, 31)
 
 
-def test_btcusdt_fit_and_cv_default_options(btc_history: pl.DataFrame) -> None:
-    opts = ForecastOptions()
-    fc = forecast(btc_history, opts)
-    assert fc.height == opts.horizon_days
-    assert (fc["yhat_lower"] <= fc["yhat"]).all() and (fc["yhat"] <= fc["yhat_upper"]).all()
+@pytest.fixture(scope="module")
+def results(shared_data: Path) -> dict[str, pl.DataFrame]:
+    out = {}
+    with make_executor(DEFAULT_OPTIONS) as pool:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            history = read_daily_csv(shared_data / "binance_spot_1d" / f"{symbol}_1d.csv").filter(pl.col("ds") <= date(2024, 12, 31))
+            out[symbol] = backtest(history, TRAIN_END, DEFAULT_OPTIONS, executor=pool)
+    return out
 
-    result = cross_validate(btc_history, opts)
-    m = result.metrics
-    assert set(m["model"]) == {"prophet", "naive", "drift"}
-    for model in ("prophet", "naive", "drift"):
-        assert sorted(m.filter(pl.col("model") == model)["horizon"]) == list(opts.cv_horizons)
-    assert (m["n"] == opts.cv_max_cutoffs).all()
-    for col in ("mae", "rmse", "mape", "coverage", "skill"):
-        assert m[col].is_finite().all(), col
-    assert (m.filter(pl.col("model") == "naive")["skill"] == 0).all()
-    # Targets stay inside the observed history, trained strictly before them.
-    pred = result.predictions
-    assert pred["ds"].max() <= btc_history["ds"].max()
-    assert (pred["train_end"] < pred["ds"]).all()
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT"])
+def test_served_forecast_out_of_sample_2024(results, symbol: str) -> None:
+    bt = results[symbol]
+    summary = {r["horizon"]: r for r in bt.summary.iter_rows(named=True)}
+    print(symbol, bt.summary)
+    assert sorted(summary) == [1, 7, 30]
+    # Test origins: weekly from 2023-12-31 while the 30-day target is still in 2024.
+    cutoffs = bt.test["cutoff"].unique().sort()
+    assert cutoffs.min() == TRAIN_END and cutoffs.max() <= date(2024, 12, 1) and cutoffs.len() >= 48
+    assert (cutoffs.diff().drop_nulls().dt.total_days() == 7).all()
+    # Selection saw nothing after 2023-12-31: its folds' targets all end by then.
+    assert bt.selection["n"].max() == 53
+    for h, row in summary.items():
+        assert row["skill"] >= -0.02, (h, row)  # the served forecast is never materially worse than naive
+        assert row["skill_lo"] <= row["skill"] <= row["skill_hi"]
+    assert summary[1]["prophet_mape"] <= 1.5 * summary[1]["naive_mape"]
+    # 80% intervals over all 2024 outcomes (three horizons pooled; ~49 origins each)
+    pooled = sum(r["coverage_80"] * r["origins"] for r in summary.values()) / sum(r["origins"] for r in summary.values())
+    assert 0.72 <= pooled <= 0.88, bt.summary
