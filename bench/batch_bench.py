@@ -972,7 +972,7 @@ def report(args, results: dict[str, dict]) -> str:
     if "ingest" in r and "floor" in r:
         i, f = r["ingest"], r["floor"]
         rounds = list(zip(f["seconds_all"], i["seconds_all"], f.get("cpu_all", []) or [None] * f["repeats"],
-                          i.get("cpu_all", []) or [None] * i["repeats"]))  # fmt: skip
+                          i.get("cpu_all", []) or [None] * i["repeats"], strict=False))  # fmt: skip
         base = r.get("ingest_baseline")
         floor_rows = []
         for n, (fs, is_, fc, ic) in enumerate(rounds, 1):
@@ -984,7 +984,7 @@ def report(args, results: dict[str, dict]) -> str:
             floor_rows.append(row)
         ratio = statistics.median(b / a for a, b, _, _ in rounds)
         floor_rows.append(["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""]
-                          + ([fmt_s(base["seconds"]), f"{statistics.median(b / a for a, b in zip(f['seconds_all'], base['seconds_all'])):.2f}x", ""]
+                          + ([fmt_s(base["seconds"]), f"{statistics.median(b / a for a, b in zip(f['seconds_all'], base['seconds_all'], strict=False)):.2f}x", ""]
                              if base else []))  # fmt: skip
         headers = ["round", "floor s", "ingest s", "ingest / floor", "CPU s floor / ingest"]
         if base:
@@ -1066,7 +1066,7 @@ def report(args, results: dict[str, dict]) -> str:
         target_rows.append(["ingest peak RSS", f"{i['maxrss_mb']:,.0f} MB", f"< {TARGET_INGEST_RSS_MB:,} MB",
                             yes_no(i["maxrss_mb"] < TARGET_INGEST_RSS_MB)])  # fmt: skip
         if "floor" in r:
-            ratio = statistics.median(b / a for a, b in zip(r["floor"]["seconds_all"], i["seconds_all"]))
+            ratio = statistics.median(b / a for a, b in zip(r["floor"]["seconds_all"], i["seconds_all"], strict=False))
             target_rows.append(["ingest / read+write floor (median of rounds)", f"{ratio:.2f}x",
                                 f"<= {TARGET_FLOOR_RATIO:.1f}x", yes_no(ratio <= TARGET_FLOOR_RATIO)])  # fmt: skip
     if "daily_raw" in r:

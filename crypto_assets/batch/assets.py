@@ -8,7 +8,6 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 import warnings
 
 import polars as pl
-
 from dagster import (
     AssetCheckSpec,
     AssetDep,
@@ -22,6 +21,7 @@ from dagster import (
 )
 
 from crypto_assets.batch import checks
+from crypto_assets.batch.backfill.guard import backfill_runs
 from crypto_assets.batch.metadata import (
     check_window,
     dataset_metadata,
@@ -40,7 +40,6 @@ from crypto_assets.batch.pipeline import (
     build_prophet_input,
     latest_closed_date,
 )
-from crypto_assets.batch.backfill.guard import backfill_runs
 from crypto_assets.batch.source_catalog import resolve_sources
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA

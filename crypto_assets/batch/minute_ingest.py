@@ -24,11 +24,12 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.batch.backfill.lock import minute_raw_lock
-from crypto_assets.batch.landing import Landed, LandingEntry, Manifest, land
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES, exchange_sources
+from crypto_assets.batch.landing import Landed, LandingEntry, Manifest, land
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.batch.sources.formats import detect_layout, read_head, read_layout
+from crypto_assets.batch.transforms.merge import CONFLICT_SCHEMA, merge_ranked, name_conflicts, union_conflicts
 from crypto_assets.batch.transforms.minute import (
     EARLIEST_TIME,
     MINUTE_SCHEMA,
@@ -38,7 +39,6 @@ from crypto_assets.batch.transforms.minute import (
     quarantine_rows,
     with_reasons,
 )
-from crypto_assets.batch.transforms.merge import CONFLICT_SCHEMA, merge_ranked, name_conflicts, union_conflicts
 from crypto_assets.lake.atomic import remove_stray_temps, write_parquet_atomic
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, months_between
@@ -402,7 +402,7 @@ def _merge_symbol_months(
         named = [p.join(lost, on=MINUTE_SCHEMA.names(), how="semi", nulls_equal=True) for p in good_parts[count:]]
         good_parts = good_parts[:count] + named
         winners, conflicts, duplicates, pool_rows = _merge(good_parts, stored, base_rank)
-    del good_parts
+    good_parts.clear()  # the sources' rows are merged: free them before the writes
     named_conflicts = name_conflicts(conflicts, labels)
 
     quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)

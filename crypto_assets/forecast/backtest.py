@@ -18,7 +18,14 @@ import polars as pl
 from crypto_assets.forecast.baselines import NAIVE
 from crypto_assets.forecast.candidates import PROPHET
 from crypto_assets.forecast.cross_validation import Progress, cutoff_indices, fold_paths, predictions_frame
-from crypto_assets.forecast.evaluation import SKILL_CI, bands, block_bootstrap_indices, evaluate, level_tag, served_models
+from crypto_assets.forecast.evaluation import (
+    SKILL_CI,
+    bands,
+    block_bootstrap_indices,
+    evaluate,
+    level_tag,
+    served_models,
+)
 from crypto_assets.forecast.history import to_series
 from crypto_assets.forecast.options import ForecastOptions
 

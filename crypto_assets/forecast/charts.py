@@ -128,7 +128,7 @@ def forecast_figure(
     _forecast_panel(fig, daily, fc, recent_days)
     _backtest_panel(fig, daily, _for_symbol(predictions, symbol), m)
     rows = skill_rows(m)
-    fig.add_trace(go.Table(header={"values": SKILL_HEADER}, cells={"values": [list(c) for c in zip(*rows)] if rows else [[]] * 7}), row=3, col=1)
+    fig.add_trace(go.Table(header={"values": SKILL_HEADER}, cells={"values": [list(c) for c in zip(*rows, strict=False)] if rows else [[]] * 7}), row=3, col=1)
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="price", row=2, col=1)
     fig.update_layout(height=1300, title=f"{symbol} forecast report", hovermode="x unified")

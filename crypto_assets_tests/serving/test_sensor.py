@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
-
-import threading
 
 from dagster import AssetKey, OpExecutionContext, build_sensor_context, job, op, validate_run_config
 
@@ -19,7 +18,6 @@ from crypto_assets_tests.serving.helpers import (
     utc,
     write_microbatch,
 )
-from crypto_assets_tests.conftest import instance_at
 from streaming_sensor.sensor import RANGE_END_TAG, RANGE_START_TAG, REFRESH_TAG, SENSOR_NAME
 
 T0 = utc(2026, 1, 5, 12)

@@ -350,7 +350,7 @@ _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 def _check_decimal_commas(path: Path, separator: str, rows: list[list[str]], indexes: tuple[int, ...]) -> None:
     if separator == ",":
         return
-    for number, row in enumerate(rows[:20]):
+    for row in rows[:20]:
         for i in indexes:
             if i < len(row) and _DECIMAL_COMMA.match(row[i]):
                 raise SourceFormatError(
