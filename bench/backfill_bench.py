@@ -45,11 +45,25 @@ RESULT_MARKER = "BENCH_RESULT "
 
 def start_replay(workdir: Path) -> tuple[subprocess.Popen, str]:
     """The replay server in its own process; returns it and its REST URL once it listens."""
-    command = [sys.executable, "-m", "crypto_assets.cli", "--home", str(workdir / "replay-home"),
-               "exchange-replay", "--scale", SCALE, "--seed", str(SEED), "--symbols", *SYMBOLS]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crypto_assets.cli",
+        "--home",
+        str(workdir / "replay-home"),
+        "exchange-replay",
+        "--scale",
+        SCALE,
+        "--seed",
+        str(SEED),
+        "--symbols",
+        *SYMBOLS,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     env.pop("CRYPTO_ASSETS_CONFIG", None)
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     line = process.stdout.readline()
     if not line.startswith("REST "):
         process.kill()
@@ -72,12 +86,22 @@ def build_lake(lake: Path) -> int:
     frames = []
     for symbol in SYMBOLS:
         c = market.candles[symbol]
-        frames.append(pl.DataFrame({
-            "symbol": symbol,
-            "open_time": pl.Series(c.open_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.cast_time_unit("us"),
-            "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume,
-        }).with_columns(pl.col("open_time").dt.replace_time_zone("UTC")))  # fmt: skip
-    frame = pl.concat(frames).filter(pl.col("open_time").is_between(*LAKE_SPAN, closed="left")).cast(dict(MINUTE_SCHEMA))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": symbol,
+                    "open_time": pl.Series(c.open_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.cast_time_unit("us"),
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                }
+            ).with_columns(pl.col("open_time").dt.replace_time_zone("UTC"))
+        )
+    frame = (
+        pl.concat(frames).filter(pl.col("open_time").is_between(*LAKE_SPAN, closed="left")).cast(dict(MINUTE_SCHEMA))
+    )
     expected = frame.filter(pl.col("open_time").is_between(*GAP, closed="left"))
     expected.write_parquet(lake.parent / "expected.parquet")
     holed = frame.filter(~pl.col("open_time").is_between(*GAP, closed="left"))
@@ -116,7 +140,9 @@ def verify(lake: Path) -> bool:
     from crypto_assets.batch.pipeline import read_minutes
 
     expected = pl.read_parquet(lake.parent.parent / "expected.parquet")
-    restored = read_minutes(lake, list(SYMBOLS), *GAP).filter(pl.col("open_time").is_between(*GAP, closed="left")).collect()
+    restored = (
+        read_minutes(lake, list(SYMBOLS), *GAP).filter(pl.col("open_time").is_between(*GAP, closed="left")).collect()
+    )
     return restored.sort("symbol", "open_time").equals(expected.sort("symbol", "open_time"))
 
 
@@ -141,16 +167,20 @@ def main() -> int:
         holed.mkdir(parents=True)
         deleted = build_lake(holed)
         shutil.copy(holed.parent / "expected.parquet", workdir / "expected.parquet")
-        print(f"gap: {GAP[0]:%Y-%m-%d} .. {GAP[1]:%Y-%m-%d} (exclusive), {', '.join(SYMBOLS)}: {deleted:,} minutes; "
-              f"exchange: replay server process at {rest_url} (synthetic {SCALE}, seed {SEED})")  # fmt: skip
+        print(
+            f"gap: {GAP[0]:%Y-%m-%d} .. {GAP[1]:%Y-%m-%d} (exclusive), {', '.join(SYMBOLS)}: {deleted:,} minutes; "
+            f"exchange: replay server process at {rest_url} (synthetic {SCALE}, seed {SEED})"
+        )
         rows = []
         for chunk in [int(c) for c in args.chunks.split(",")]:
             lake = workdir / f"run-{chunk}" / "lake"
             shutil.rmtree(lake.parent, ignore_errors=True)
             shutil.copytree(holed, lake)
             command = [sys.executable, __file__, "--case", f"{lake},{rest_url},{chunk}"]
-            out = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True).stdout
-            result = json.loads(next(l for l in out.splitlines() if l.startswith(RESULT_MARKER))[len(RESULT_MARKER):])
+            out = subprocess.run(
+                command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True
+            ).stdout
+            result = json.loads(next(l for l in out.splitlines() if l.startswith(RESULT_MARKER))[len(RESULT_MARKER) :])
             result["exact"] = verify(lake)
             rows.append(result)
     finally:
@@ -160,11 +190,15 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)"
-          + (" - busy: the figures are pessimistic" if load[0] > (os.cpu_count() or 1) else ""))  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)"
+        + (" - busy: the figures are pessimistic" if load[0] > (os.cpu_count() or 1) else "")
+    )
     print()
-    print("| chunk (min) | wall s | of which exchange s | candles | candles/s | requests | chunks | peak RSS MB "
-          "| restored exactly | < 10 s |")  # fmt: skip
+    print(
+        "| chunk (min) | wall s | of which exchange s | candles | candles/s | requests | chunks | peak RSS MB "
+        "| restored exactly | < 10 s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         print(

@@ -236,8 +236,13 @@ def stage_floor(args) -> dict:
         rows += frame.height
         del frame
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cpu_s": cpu_seconds() - cpu0, "rss_before_mb": rss_before, "rows": rows,
-            "rows_per_s": rows / seconds}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu_seconds() - cpu0,
+        "rss_before_mb": rss_before,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+    }
 
 
 def one_file(args) -> Path:
@@ -248,11 +253,17 @@ def one_file(args) -> Path:
     path = args.workdir / f"one-file-{args.scale}" / "BTCUSDT_one_1m.csv"
     if not path.is_file():
         source = pl.scan_csv(data_dir(args.workdir, args.scale) / "BTCUSDT_kaggle_1m.csv")
-        low, high = source.select(pl.col("Timestamp").min().alias("low"), pl.col("Timestamp").max().alias("high")).collect().row(0)
+        low, high = (
+            source.select(pl.col("Timestamp").min().alias("low"), pl.col("Timestamp").max().alias("high"))
+            .collect()
+            .row(0)
+        )
         middle = datetime.fromtimestamp((low + high) / 2, UTC)
         first = datetime(middle.year, middle.month, 15, tzinfo=UTC)
         last = datetime(first.year + first.month // 12, first.month % 12 + 1, 15, tzinfo=UTC)
-        rows = source.filter(pl.col("Timestamp").is_between(first.timestamp(), last.timestamp(), closed="left")).collect()
+        rows = source.filter(
+            pl.col("Timestamp").is_between(first.timestamp(), last.timestamp(), closed="left")
+        ).collect()
         path.parent.mkdir(parents=True, exist_ok=True)
         rows.write_csv(path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
@@ -314,8 +325,14 @@ def stage_ingest_baseline(args) -> dict:
     seconds = time.perf_counter() - t0
     cpu = cpu_seconds() - cpu0
     assert not result.failed_sources, result.failed_sources
-    return {"seconds": seconds, "cpu_s": cpu, "rss_before_mb": rss_before, "rows": result.rows_read,
-            "rows_per_s": result.rows_read / seconds, "minute_rows": result.minute.rows}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rss_before_mb": rss_before,
+        "rows": result.rows_read,
+        "rows_per_s": result.rows_read / seconds,
+        "minute_rows": result.minute.rows,
+    }
 
 
 def stage_ingest(args) -> dict:
@@ -816,8 +833,11 @@ def stage_verify(args) -> dict:
         f"{len(list((polars_lake / 'minute_raw').rglob('*.parquet')))} vs "
         f"{len(list((pandas_lake / 'minute_raw').rglob('*.parquet')))}"
     )
-    for dataset, keys in (("daily_raw", ["symbol", "date"]), ("daily_filled", ["symbol", "date"]),
-                          ("prophet_input", ["symbol", "ds"])):  # fmt: skip
+    for dataset, keys in (
+        ("daily_raw", ["symbol", "date"]),
+        ("daily_filled", ["symbol", "date"]),
+        ("prophet_input", ["symbol", "ds"]),
+    ):
         out[dataset] = same(
             scan(polars_lake, dataset).collect(),
             scan(pandas_lake, dataset).collect(),
@@ -835,9 +855,15 @@ def run_child(args, stage: str, rep: int) -> dict:
         env[BASELINE_ENV] = str(args.baseline)
         env["PYTHONPATH"] = str(args.baseline)
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--stage", stage,
-        "--scale", args.scale, "--workdir", str(args.workdir),
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--stage",
+        stage,
+        "--scale",
+        args.scale,
+        "--workdir",
+        str(args.workdir),
+    ]
     if args.dagster_tmp:
         command += ["--dagster-tmp", str(args.dagster_tmp)]
     log = args.workdir / "logs" / f"{stage}-{rep}.log"
@@ -939,10 +965,14 @@ def report(args, results: dict[str, dict]) -> str:
     headers = ["stage", "median s", "min-max s", "runs", "peak RSS MB", "rows/s"]
     rows = []
     rows.append(stage_row("floor   bare read_csv + one LZ4 write per symbol", "floor"))
-    for name, label in (("ingest", "ingest CSV -> minute_raw"), ("ingest_one", "ingest one file into the history"),
-                        ("minute_gaps", "minute_gaps (gap report)"),
-                        ("daily_raw", "daily_raw (daily aggregation)"), ("daily_filled", "daily_filled"),
-                        ("prophet_input", "prophet_input")):  # fmt: skip
+    for name, label in (
+        ("ingest", "ingest CSV -> minute_raw"),
+        ("ingest_one", "ingest one file into the history"),
+        ("minute_gaps", "minute_gaps (gap report)"),
+        ("daily_raw", "daily_raw (daily aggregation)"),
+        ("daily_filled", "daily_filled"),
+        ("prophet_input", "prophet_input"),
+    ):
         rows.append(stage_row(f"polars  {label}", name))
     direct = [r[n]["seconds"] for n in DIRECT_STAGES if n in r]
     direct_total = sum(direct) if len(direct) == len(DIRECT_STAGES) else None
@@ -951,8 +981,12 @@ def report(args, results: dict[str, dict]) -> str:
         rows.append(stage_row("dagster single-run backfill, stock SQLite instance", "dagster"))
     if "dagster_postgres" in r:
         rows.append(stage_row("dagster  same, PostgreSQL instance", "dagster_postgres"))
-    for name, label in (("pandas_ingest", "ingest CSV -> minute_raw"), ("pandas_daily_raw", "daily_raw"),
-                        ("pandas_daily_filled", "daily_filled"), ("pandas_prophet_input", "prophet_input")):  # fmt: skip
+    for name, label in (
+        ("pandas_ingest", "ingest CSV -> minute_raw"),
+        ("pandas_daily_raw", "daily_raw"),
+        ("pandas_daily_filled", "daily_filled"),
+        ("pandas_prophet_input", "prophet_input"),
+    ):
         rows.append(stage_row(f"pandas  {label}", name))
     pandas = [
         r[n]["seconds"]
@@ -971,8 +1005,15 @@ def report(args, results: dict[str, dict]) -> str:
     # 2. Ingest next to the read+write floor, round by round (a round's two processes ran back to back)
     if "ingest" in r and "floor" in r:
         i, f = r["ingest"], r["floor"]
-        rounds = list(zip(f["seconds_all"], i["seconds_all"], f.get("cpu_all", []) or [None] * f["repeats"],
-                          i.get("cpu_all", []) or [None] * i["repeats"], strict=False))  # fmt: skip
+        rounds = list(
+            zip(
+                f["seconds_all"],
+                i["seconds_all"],
+                f.get("cpu_all", []) or [None] * f["repeats"],
+                i.get("cpu_all", []) or [None] * i["repeats"],
+                strict=False,
+            )
+        )
         base = r.get("ingest_baseline")
         floor_rows = []
         for n, (fs, is_, fc, ic) in enumerate(rounds, 1):
@@ -983,29 +1024,52 @@ def report(args, results: dict[str, dict]) -> str:
                 row += [fmt_s(bs), f"{bs / fs:.2f}x", f"{bc:.2f} = {bc / fc:.2f}x"]
             floor_rows.append(row)
         ratio = statistics.median(b / a for a, b, _, _ in rounds)
-        floor_rows.append(["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""]
-                          + ([fmt_s(base["seconds"]), f"{statistics.median(b / a for a, b in zip(f['seconds_all'], base['seconds_all'], strict=False)):.2f}x", ""]
-                             if base else []))  # fmt: skip
+        floor_rows.append(
+            ["median", fmt_s(f["seconds"]), fmt_s(i["seconds"]), f"{ratio:.2f}x", ""]
+            + (
+                [
+                    fmt_s(base["seconds"]),
+                    f"{statistics.median(b / a for a, b in zip(f['seconds_all'], base['seconds_all'], strict=False)):.2f}x",
+                    "",
+                ]
+                if base
+                else []
+            )
+        )
         headers = ["round", "floor s", "ingest s", "ingest / floor", "CPU s floor / ingest"]
         if base:
             headers += ["baseline ingest s", "baseline / floor", "baseline CPU s"]
-        out += ["", "## Ingest vs the read+write floor (same rounds)", "",
-                "floor = bare `polars.read_csv` of the same CSVs + one LZ4 parquet write per symbol (no validation, "
-                "no months, no fsync); ingest = `ingest_window` into an empty lake.", "",
-                table(headers, floor_rows),
-                "", f"Peak RSS: floor {fmt_mb(f['maxrss_mb'])} MB, ingest {fmt_mb(i['maxrss_mb'])} MB"
-                + (f", baseline ingest ({args.baseline}) {fmt_mb(base['maxrss_mb'])} MB." if base else ".")]  # fmt: skip
+        out += [
+            "",
+            "## Ingest vs the read+write floor (same rounds)",
+            "",
+            "floor = bare `polars.read_csv` of the same CSVs + one LZ4 parquet write per symbol (no validation, "
+            "no months, no fsync); ingest = `ingest_window` into an empty lake.",
+            "",
+            table(headers, floor_rows),
+            "",
+            f"Peak RSS: floor {fmt_mb(f['maxrss_mb'])} MB, ingest {fmt_mb(i['maxrss_mb'])} MB"
+            + (f", baseline ingest ({args.baseline}) {fmt_mb(base['maxrss_mb'])} MB." if base else "."),
+        ]
     if "ingest_one" in r:
         o = r["ingest_one"]
         spread = f" (runs {min(o['seconds_all']):.2f}-{max(o['seconds_all']):.2f} s)" if o["repeats"] > 1 else ""
-        out += ["", "## One-file ingest into the whole history", "",
-                f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT {o['span'][0]} .. {o['span'][1]}) into the lake of "
-                f"{o['minute_files_in_lake']} minute_raw files: {o['seconds']:.2f} s{spread}, peak RSS "
-                f"{fmt_mb(o['maxrss_mb'])} MB; minute_raw files rewritten: {', '.join(o['minute_files_touched']) or 'none'}."]  # fmt: skip
+        out += [
+            "",
+            "## One-file ingest into the whole history",
+            "",
+            f"`ingest_files` of one {o['rows']:,}-row CSV (BTCUSDT {o['span'][0]} .. {o['span'][1]}) into the lake of "
+            f"{o['minute_files_in_lake']} minute_raw files: {o['seconds']:.2f} s{spread}, peak RSS "
+            f"{fmt_mb(o['maxrss_mb'])} MB; minute_raw files rewritten: {', '.join(o['minute_files_touched']) or 'none'}.",
+        ]
 
     # 3. Steps side by side
-    pairs = [("ingest", "pandas_ingest"), ("daily_raw", "pandas_daily_raw"), ("daily_filled", "pandas_daily_filled"),
-             ("prophet_input", "pandas_prophet_input")]  # fmt: skip
+    pairs = [
+        ("ingest", "pandas_ingest"),
+        ("daily_raw", "pandas_daily_raw"),
+        ("daily_filled", "pandas_daily_filled"),
+        ("prophet_input", "pandas_prophet_input"),
+    ]
     step_rows = []
     for pl_name, pd_name in pairs:
         a, b = r.get(pl_name, {}).get("steps", {}), r.get(pd_name, {}).get("steps", {})
@@ -1015,13 +1079,31 @@ def report(args, results: dict[str, dict]) -> str:
         for i in range(max(len(la), len(lb))):
             left = la[i] if i < len(la) else ("", None)
             right = lb[i] if i < len(lb) else ("", None)
-            step_rows.append([pl_name if i == 0 else "", left[0], fmt_s(left[1]) if left[0] else "",
-                              right[0], fmt_s(right[1]) if right[0] else ""])  # fmt: skip
-        step_rows.append(["", "= total", fmt_s(r.get(pl_name, {}).get("seconds")), "= total",
-                          fmt_s(r.get(pd_name, {}).get("seconds"))])  # fmt: skip
+            step_rows.append(
+                [
+                    pl_name if i == 0 else "",
+                    left[0],
+                    fmt_s(left[1]) if left[0] else "",
+                    right[0],
+                    fmt_s(right[1]) if right[0] else "",
+                ]
+            )
+        step_rows.append(
+            [
+                "",
+                "= total",
+                fmt_s(r.get(pl_name, {}).get("seconds")),
+                "= total",
+                fmt_s(r.get(pd_name, {}).get("seconds")),
+            ]
+        )
     if step_rows:
-        out += ["", "## Steps (medians), Polars library vs plain pandas", "",
-                table(["stage", "polars step", "s", "pandas step", "s"], step_rows)]  # fmt: skip
+        out += [
+            "",
+            "## Steps (medians), Polars library vs plain pandas",
+            "",
+            table(["stage", "polars step", "s", "pandas step", "s"], step_rows),
+        ]
 
     # 4. Dagster
     if "dagster" in r:
@@ -1053,36 +1135,75 @@ def report(args, results: dict[str, dict]) -> str:
         out.append(table(["asset step", "dagster s", "direct s", "ratio"], dag_rows))
         postgres = r.get("dagster_postgres")
         if postgres and direct_total:
-            out += ["", f"The same run on Dagster's PostgreSQL storage (success={postgres['success']}): "
-                    f"{postgres['seconds']:.1f} s, {postgres['seconds'] / direct_total:.2f}x the direct transforms; "
-                    f"stock SQLite {d['seconds']:.1f} s, {d['seconds'] / direct_total:.2f}x."]  # fmt: skip
+            out += [
+                "",
+                f"The same run on Dagster's PostgreSQL storage (success={postgres['success']}): "
+                f"{postgres['seconds']:.1f} s, {postgres['seconds'] / direct_total:.2f}x the direct transforms; "
+                f"stock SQLite {d['seconds']:.1f} s, {d['seconds'] / direct_total:.2f}x.",
+            ]
 
     # 5. Targets
     target_rows = []
     if "ingest" in r:
         i = r["ingest"]
-        target_rows.append(["ingest rows/s", f"{i['rows_per_s'] / 1e6:.2f} M", ">= 2.00 M",
-                            yes_no(i["rows_per_s"] >= TARGET_INGEST_ROWS_PER_S)])  # fmt: skip
-        target_rows.append(["ingest peak RSS", f"{i['maxrss_mb']:,.0f} MB", f"< {TARGET_INGEST_RSS_MB:,} MB",
-                            yes_no(i["maxrss_mb"] < TARGET_INGEST_RSS_MB)])  # fmt: skip
+        target_rows.append(
+            [
+                "ingest rows/s",
+                f"{i['rows_per_s'] / 1e6:.2f} M",
+                ">= 2.00 M",
+                yes_no(i["rows_per_s"] >= TARGET_INGEST_ROWS_PER_S),
+            ]
+        )
+        target_rows.append(
+            [
+                "ingest peak RSS",
+                f"{i['maxrss_mb']:,.0f} MB",
+                f"< {TARGET_INGEST_RSS_MB:,} MB",
+                yes_no(i["maxrss_mb"] < TARGET_INGEST_RSS_MB),
+            ]
+        )
         if "floor" in r:
             ratio = statistics.median(b / a for a, b in zip(r["floor"]["seconds_all"], i["seconds_all"], strict=False))
-            target_rows.append(["ingest / read+write floor (median of rounds)", f"{ratio:.2f}x",
-                                f"<= {TARGET_FLOOR_RATIO:.1f}x", yes_no(ratio <= TARGET_FLOOR_RATIO)])  # fmt: skip
+            target_rows.append(
+                [
+                    "ingest / read+write floor (median of rounds)",
+                    f"{ratio:.2f}x",
+                    f"<= {TARGET_FLOOR_RATIO:.1f}x",
+                    yes_no(ratio <= TARGET_FLOOR_RATIO),
+                ]
+            )
     if "daily_raw" in r:
         s = r["daily_raw"]["seconds"]
-        target_rows.append(["daily aggregation of the whole history (build_daily_raw)", f"{s:.2f} s",
-                            f"< {TARGET_DAILY_AGG_S:.1f} s", yes_no(s < TARGET_DAILY_AGG_S)])  # fmt: skip
+        target_rows.append(
+            [
+                "daily aggregation of the whole history (build_daily_raw)",
+                f"{s:.2f} s",
+                f"< {TARGET_DAILY_AGG_S:.1f} s",
+                yes_no(s < TARGET_DAILY_AGG_S),
+            ]
+        )
     if "dagster" in r and direct_total:
         ratio = r["dagster"]["seconds"] / direct_total
         measured = f"{ratio:.2f}x ({r['dagster']['seconds']:.1f} s / {direct_total:.1f} s)"
-        target_rows.append(["dagster run (stock SQLite) / direct transforms", measured, f"< {TARGET_DAGSTER_RATIO}x",
-                            yes_no(ratio < TARGET_DAGSTER_RATIO and r["dagster"]["success"])])  # fmt: skip
+        target_rows.append(
+            [
+                "dagster run (stock SQLite) / direct transforms",
+                measured,
+                f"< {TARGET_DAGSTER_RATIO}x",
+                yes_no(ratio < TARGET_DAGSTER_RATIO and r["dagster"]["success"]),
+            ]
+        )
     if "dagster_postgres" in r and direct_total:
         ratio = r["dagster_postgres"]["seconds"] / direct_total
         measured = f"{ratio:.2f}x ({r['dagster_postgres']['seconds']:.1f} s / {direct_total:.1f} s)"
-        target_rows.append(["dagster run (PostgreSQL) / direct transforms", measured, f"< {TARGET_DAGSTER_RATIO}x",
-                            yes_no(ratio < TARGET_DAGSTER_RATIO and r["dagster_postgres"]["success"])])  # fmt: skip
+        target_rows.append(
+            [
+                "dagster run (PostgreSQL) / direct transforms",
+                measured,
+                f"< {TARGET_DAGSTER_RATIO}x",
+                yes_no(ratio < TARGET_DAGSTER_RATIO and r["dagster_postgres"]["success"]),
+            ]
+        )
     if target_rows:
         out += [
             "",
@@ -1139,15 +1260,22 @@ def run_all(args) -> int:
                 continue
             res = run_child(args, stage, rep)
             runs[stage].append(res)
-            print(f"  {stage:<24} run {rep + 1}/{repeats[stage]}: {res['seconds']:7.2f} s  peak RSS {res['maxrss_mb']:7,.0f} MB",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {stage:<24} run {rep + 1}/{repeats[stage]}: {res['seconds']:7.2f} s  peak RSS {res['maxrss_mb']:7,.0f} MB",
+                flush=True,
+            )
     for stage in order:
         results[stage] = summarize(runs[stage]) if STAGES[stage][0] != "setup" else runs[stage][0]
     text = report(args, results)
     elapsed = time.perf_counter() - t_all
     print("\n" + text + f"\n\nbenchmark wall time: {elapsed:.0f} s", flush=True)
-    stamp = {"scale": args.scale, "finished": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": elapsed,
-             "cpus": os.cpu_count(), "results": results}  # fmt: skip
+    stamp = {
+        "scale": args.scale,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_s": elapsed,
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
     # A --stages subset never overwrites the results of a complete run.
     name = f"results-{args.scale}" + ("-partial" if args.stages else "")
     (args.workdir / f"{name}.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
@@ -1168,24 +1296,41 @@ def run_stage(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=["full", "small", "tiny"], default="full")
-    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out",
-                        help="data, lakes, logs and results (default bench/out, git-ignored)")  # fmt: skip
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / "bench" / "out",
+        help="data, lakes, logs and results (default bench/out, git-ignored)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
         default=3,
         help="fresh-process repetitions of fast stages (median)",
     )
-    parser.add_argument("--repeat-slow", type=int, default=1,
-                        help="repetitions of the slow stages: ingest, pandas_ingest, dagster (default 1)")  # fmt: skip
-    parser.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                        help=f"comma-separated subset, run in dependency order; known: {', '.join(STAGES)}")  # fmt: skip
-    parser.add_argument("--dagster-tmp", type=Path,
-                        help="put the Dagster instance (SQLite storage) in a fresh directory under this parent, "
-                        "e.g. /dev/shm, instead of <workdir>/dagster/instance")  # fmt: skip
-    parser.add_argument("--baseline", type=Path,
-                        help="a checkout of an earlier revision (e.g. `git worktree add /tmp/base main`): its ingest "
-                        "runs in the same rounds as this one's (stage ingest_baseline)")  # fmt: skip
+    parser.add_argument(
+        "--repeat-slow",
+        type=int,
+        default=1,
+        help="repetitions of the slow stages: ingest, pandas_ingest, dagster (default 1)",
+    )
+    parser.add_argument(
+        "--stages",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        help=f"comma-separated subset, run in dependency order; known: {', '.join(STAGES)}",
+    )
+    parser.add_argument(
+        "--dagster-tmp",
+        type=Path,
+        help="put the Dagster instance (SQLite storage) in a fresh directory under this parent, "
+        "e.g. /dev/shm, instead of <workdir>/dagster/instance",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier revision (e.g. `git worktree add /tmp/base main`): its ingest "
+        "runs in the same rounds as this one's (stage ingest_baseline)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")
     parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)

@@ -33,11 +33,17 @@ def month_frames() -> list[pl.DataFrame]:
         from crypto_assets.batch import synthetic
 
         out = Path(tempfile.mkdtemp(prefix="codec-bench-"))
-        files, _ = discover_sources([SourceSpec(str(p)) for p in synthetic.generate_dataset(out, scale="small")], ["BTCUSDT", "ETHUSDT"])
+        files, _ = discover_sources(
+            [SourceSpec(str(p)) for p in synthetic.generate_dataset(out, scale="small")], ["BTCUSDT", "ETHUSDT"]
+        )
     frames = []
     for source in files:
         frame, _ = read_source(source, datetime.now(UTC))
-        rows = frame.filter(pl.col("reason").is_null()).select("symbol", "open_time", "open", "high", "low", "close", "volume").collect()
+        rows = (
+            frame.filter(pl.col("reason").is_null())
+            .select("symbol", "open_time", "open", "high", "low", "close", "volume")
+            .collect()
+        )
         frames += [part for _, part in rows.group_by(pl.col("open_time").dt.strftime("%Y-%m"), maintain_order=True)]
     return frames
 

@@ -174,9 +174,19 @@ def run_child(args, stage: str, name: str, rep: int) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--input", name,
-        "--workdir", str(args.workdir), "--synthetic-dir", str(args.synthetic_dir), "--master", args.master,
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--stage",
+        stage,
+        "--input",
+        name,
+        "--workdir",
+        str(args.workdir),
+        "--synthetic-dir",
+        str(args.synthetic_dir),
+        "--master",
+        args.master,
+    ]
     log = args.workdir / "logs" / f"{name}-{stage}-{rep}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout, check=False)
@@ -246,12 +256,16 @@ def report(name: str, prepared: dict, polars: list[dict], spark: list[dict], ver
 
 def run_all(args) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"engine benchmark: inputs={','.join(args.inputs)}, workdir={args.workdir}, cpus={os.cpu_count()}", flush=True)
+    print(
+        f"engine benchmark: inputs={','.join(args.inputs)}, workdir={args.workdir}, cpus={os.cpu_count()}", flush=True
+    )
     t_all = time.perf_counter()
     sections, results = [], {}
     for name in args.inputs:
         prepared = run_child(args, "prepare", name, 0)
-        print(f"  {name:<6} prepare: {prepared['minute_rows']:,} minute rows in {prepared['seconds']:.1f} s", flush=True)
+        print(
+            f"  {name:<6} prepare: {prepared['minute_rows']:,} minute rows in {prepared['seconds']:.1f} s", flush=True
+        )
         runs: dict[str, list[dict]] = {"polars": [], "spark": []}
         for rep in range(args.repeat):
             for engine in ("polars", "spark"):  # interleaved, so a busy spell hits both engines alike
@@ -280,12 +294,24 @@ def run_stage(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                        default=["real", "small"], help="comma-separated: real, small, full (default real,small)")  # fmt: skip
-    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out" / "engines",
-                        help="lakes, logs and results (default bench/out/engines, git-ignored)")  # fmt: skip
-    parser.add_argument("--synthetic-dir", type=Path, default=REPO / "bench" / "out",
-                        help="where the synthetic CSVs are cached as data-<scale> (shared with batch_bench)")  # fmt: skip
+    parser.add_argument(
+        "--inputs",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=["real", "small"],
+        help="comma-separated: real, small, full (default real,small)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / "bench" / "out" / "engines",
+        help="lakes, logs and results (default bench/out/engines, git-ignored)",
+    )
+    parser.add_argument(
+        "--synthetic-dir",
+        type=Path,
+        default=REPO / "bench" / "out",
+        help="where the synthetic CSVs are cached as data-<scale> (shared with batch_bench)",
+    )
     parser.add_argument("--master", default="local[*]", help="Spark master for the spark engine")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per engine (median)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")

@@ -63,17 +63,23 @@ def run_backtests(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - t0
             folds = bt.selection["n"].max() + bt.test["cutoff"].n_unique()
             print(f"\n{symbol}: {folds} folds x {len(OPTS.models)} models in {seconds:.1f} s")
-            print("| horizon | served | origins | served MAPE | naive MAPE | Prophet MAPE | skill [95% CI] | 80% cov | 95% cov | skill >= -0.02 | Prophet <= 1.5x naive |")
+            print(
+                "| horizon | served | origins | served MAPE | naive MAPE | Prophet MAPE | skill [95% CI] | 80% cov | 95% cov | skill >= -0.02 | Prophet <= 1.5x naive |"
+            )
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             pooled, n = 0.0, 0
             for r in bt.summary.iter_rows(named=True):
                 prophet_ok = "" if r["horizon"] != 1 else met(r["prophet_mape"] <= 1.5 * r["naive_mape"])
-                print(f"| {r['horizon']}d | {r['served_model']} | {r['origins']} | {r['served_mape']:.2%} | {r['naive_mape']:.2%} | "
-                      f"{r['prophet_mape']:.2%} | {r['skill']:+.3f} [{r['skill_lo']:+.3f}, {r['skill_hi']:+.3f}] | "
-                      f"{r['coverage_80']:.0%} | {r['coverage_95']:.0%} | {met(r['skill'] >= -0.02)} | {prophet_ok} |")  # fmt: skip
+                print(
+                    f"| {r['horizon']}d | {r['served_model']} | {r['origins']} | {r['served_mape']:.2%} | {r['naive_mape']:.2%} | "
+                    f"{r['prophet_mape']:.2%} | {r['skill']:+.3f} [{r['skill_lo']:+.3f}, {r['skill_hi']:+.3f}] | "
+                    f"{r['coverage_80']:.0%} | {r['coverage_95']:.0%} | {met(r['skill'] >= -0.02)} | {prophet_ok} |"
+                )
                 pooled += r["coverage_80"] * r["origins"]
                 n += r["origins"]
-            print(f"80% coverage pooled over the horizons: {pooled / n:.1%} (target 72-88%: {met(0.72 <= pooled / n <= 0.88)})")
+            print(
+                f"80% coverage pooled over the horizons: {pooled / n:.1%} (target 72-88%: {met(0.72 <= pooled / n <= 0.88)})"
+            )
 
 
 def run_graph(args: argparse.Namespace) -> None:
@@ -88,20 +94,26 @@ def run_graph(args: argparse.Namespace) -> None:
     from crypto_assets.settings import load_settings
 
     settings = load_settings()
-    write_daily_lake(settings.lake_dir, {s: read_closes(args.data / f"{s}_1d.csv") for s in args.symbols}, settings.symbol_names)
+    write_daily_lake(
+        settings.lake_dir, {s: read_closes(args.data / f"{s}_1d.csv") for s in args.symbols}, settings.symbol_names
+    )
     prepare_dagster_home(args.workdir / f"dagster-{os.getpid()}")
     from dagster import DagsterInstance
 
     from crypto_assets.forecast.runs import materialize_forecasts
 
-    print(f"\n== Forecast graph: one Dagster run per symbol, as `crypto-assets demo`/`up` runs it (load average {os.getloadavg()[0]:.1f}) ==")
+    print(
+        f"\n== Forecast graph: one Dagster run per symbol, as `crypto-assets demo`/`up` runs it (load average {os.getloadavg()[0]:.1f}) =="
+    )
     t0 = time.perf_counter()
     runs = materialize_forecasts(DagsterInstance.get(), settings, log_level="WARNING")
     total = time.perf_counter() - t0
     for run in runs:
         print(f"  {run.symbol}: {run.days:,} days, {run.note}")
-    print(f"forecast graph, {len(runs)} symbols: {total:.1f} s (previous graph: {PREVIOUS_GRAPH_S} s for Prophet + 24 monthly "
-          f"cut-offs; target < {GRAPH_TARGET_S:.0f} s on 2 cores: {met(total < GRAPH_TARGET_S)}); load average now {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"forecast graph, {len(runs)} symbols: {total:.1f} s (previous graph: {PREVIOUS_GRAPH_S} s for Prophet + 24 monthly "
+        f"cut-offs; target < {GRAPH_TARGET_S:.0f} s on 2 cores: {met(total < GRAPH_TARGET_S)}); load average now {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main() -> None:

@@ -118,7 +118,9 @@ async def measure(ws_url: str, connections: int, warmup: float, seconds: float, 
     return sum(counts)
 
 
-def run_one(connections: int, speed: float, warmup: float, seconds: float, python_client: bool, data: str) -> dict[str, float]:
+def run_one(
+    connections: int, speed: float, warmup: float, seconds: float, python_client: bool, data: str
+) -> dict[str, float]:
     proc, _, ws_url = start_server(speed, data)
     try:
         cpu_before = server_cpu_seconds(proc.pid)
@@ -138,8 +140,12 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=200_000.0, help="replay speed (x real time)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per configuration")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--data", choices=["synthetic", "recorded"], default="synthetic",
-                        help="the live synthetic market (BTC and ETH at once) or the 2021 BTC recording")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "recorded"],
+        default="synthetic",
+        help="the live synthetic market (BTC and ETH at once) or the 2021 BTC recording",
+    )
     args = parser.parse_args()
     if args.data == "recorded" and not DATA.is_dir():
         raise SystemExit(f"expected the recorded data at {DATA}")

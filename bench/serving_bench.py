@@ -97,7 +97,9 @@ async def watch_view(path: Path, until: float, into: list[tuple[float, int]]) ->
 
 def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observation:
     home = Path(tempfile.mkdtemp(prefix=f"serving-bench-{interval}s-", dir=workdir))
-    (home / "crypto_assets.toml").write_text(f'home = "{home}"\n[synthetic]\nscale = "tiny"\n[exchange]\nbackfill = false\n')
+    (home / "crypto_assets.toml").write_text(
+        f'home = "{home}"\n[synthetic]\nscale = "tiny"\n[exchange]\nbackfill = false\n'
+    )
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -107,8 +109,19 @@ def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observa
     }
     env.pop("CRYPTO_ASSETS_HOME", None)
     log = (home / "up.log").open("w")
-    command = [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--skip-batch",
-               "--sensor-interval", str(interval), "--port", str(free_port())]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crypto_assets.cli",
+        "--home",
+        str(home),
+        "up",
+        "--skip-batch",
+        "--sensor-interval",
+        str(interval),
+        "--port",
+        str(free_port()),
+    ]
     began = time.time()
     up = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     observation = Observation(interval)
@@ -118,7 +131,10 @@ def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observa
             raise RuntimeError(f"crypto-assets up exited early; see {home / 'up.log'}")
         observation.startup_seconds = time.time() - began
         ws_port = read_process_records(home)["exchange-replay"].ports[1]
-        print(f"  interval {interval}s: system up in {observation.startup_seconds:.0f}s; measuring for {window:.0f}s", flush=True)
+        print(
+            f"  interval {interval}s: system up in {observation.startup_seconds:.0f}s; measuring for {window:.0f}s",
+            flush=True,
+        )
         until = time.time() + window
 
         async def both() -> None:
@@ -131,7 +147,9 @@ def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observa
         for record in read_records(home / "lake"):
             if record.max_event_time:
                 committed = datetime.fromisoformat(record.committed_at)
-                observation.commit_lags.append((committed - datetime.fromisoformat(record.max_event_time)).total_seconds())
+                observation.commit_lags.append(
+                    (committed - datetime.fromisoformat(record.max_event_time)).total_seconds()
+                )
     finally:
         stop_process(up, timeout=120)
         log.close()
@@ -141,7 +159,9 @@ def measure(interval: int, window: float, symbol: str, workdir: Path) -> Observa
 def latencies(observation: Observation) -> list[float]:
     found = []
     for arrived, event_ms in observation.trades:
-        reached = next((written for written, as_of in observation.writes if as_of >= event_ms and written >= arrived), None)
+        reached = next(
+            (written for written, as_of in observation.writes if as_of >= event_ms and written >= arrived), None
+        )
         if reached is not None:
             found.append(reached - arrived)
     return found
@@ -175,13 +195,21 @@ def main() -> int:
         ("latency median (s)", [f"{statistics.median(latencies(r)):.1f}" if latencies(r) else "n/a" for r in results]),
         ("latency p90 (s)", [f"{quantile(latencies(r), 0.9):.1f}" for r in results]),
         ("latency max (s)", [f"{max(latencies(r)):.1f}" if latencies(r) else "n/a" for r in results]),
-        ("  of which stream commit, median (s)", [f"{statistics.median(r.commit_lags):.1f}" if r.commit_lags else "n/a" for r in results]),
-        ("  rewrite spacing, median (s)", [
-            f"{statistics.median(b[0] - a[0] for a, b in zip(r.writes, r.writes[1:], strict=False)):.1f}" if len(r.writes) > 1 else "n/a"
-            for r in results
-        ]),
+        (
+            "  of which stream commit, median (s)",
+            [f"{statistics.median(r.commit_lags):.1f}" if r.commit_lags else "n/a" for r in results],
+        ),
+        (
+            "  rewrite spacing, median (s)",
+            [
+                f"{statistics.median(b[0] - a[0] for a, b in zip(r.writes, r.writes[1:], strict=False)):.1f}"
+                if len(r.writes) > 1
+                else "n/a"
+                for r in results
+            ],
+        ),
         ("system start-up (s)", [f"{r.startup_seconds:.0f}" for r in results]),
-    ]  # fmt: skip
+    ]
     print()
     print(header)
     for name, values in rows:

@@ -83,7 +83,9 @@ def _spawn(args: list[str], config: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, CRYPTO_ASSETS_CONFIG=str(config), PYTHONPATH=str(REPO))
     env.pop("CRYPTO_ASSETS_HOME", None)
     handle = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -101,7 +103,9 @@ def _total(offsets: dict) -> int:
 
 
 def _committed(checkpoint: Path) -> tuple[int, dict]:
-    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").is_dir() else []
+    commits = (
+        [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").is_dir() else []
+    )
     if not commits:
         return -1, {}
     ranges = batch_offsets(checkpoint, max(commits))
@@ -231,15 +235,27 @@ def _wait_for_ws_url(log: Path, timeout: float = 60.0) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", type=float, default=2000.0, help="replay clock speed (default 2000x)")
-    parser.add_argument("--trades-per-minute", type=int, default=1200, help="synthesized trades per minute (default 1200)")
+    parser.add_argument(
+        "--trades-per-minute", type=int, default=1200, help="synthesized trades per minute (default 1200)"
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="measured live window in seconds (default 60)")
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds streamed at least before the window opens (default 20)")
-    parser.add_argument("--warmup-max", type=float, default=90.0,
-                        help="then until the stream has caught up with Kafka (lag below 2 s of input), at most this long")
+    parser.add_argument(
+        "--warmup", type=float, default=20.0, help="seconds streamed at least before the window opens (default 20)"
+    )
+    parser.add_argument(
+        "--warmup-max",
+        type=float,
+        default=90.0,
+        help="then until the stream has caught up with Kafka (lag below 2 s of input), at most this long",
+    )
     parser.add_argument("--trigger", type=float, default=1.0, help="stream trigger in seconds (default 1)")
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--backlog-seconds", type=float, default=30.0, help="capacity phase: seconds of backlog built (0: skip)")
-    parser.add_argument("--capacity-batch", type=int, default=40_000, help="capacity phase: max messages per micro-batch")
+    parser.add_argument(
+        "--backlog-seconds", type=float, default=30.0, help="capacity phase: seconds of backlog built (0: skip)"
+    )
+    parser.add_argument(
+        "--capacity-batch", type=int, default=40_000, help="capacity phase: max messages per micro-batch"
+    )
     parser.add_argument("--workdir", default=str(REPO / "bench" / "out" / "speed"))
     args = parser.parse_args(argv)
 
@@ -251,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     home = work / "home"
     offered = (args.trades_per_minute + KLINE_UPDATES_PER_MINUTE) * args.speed / 60
-    print(f"replay {SYMBOL} at {args.speed:g}x with {args.trades_per_minute} trades/minute: ~{offered:,.0f} messages/s offered; "
-          f"trigger {args.trigger:g}s; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"replay {SYMBOL} at {args.speed:g}x with {args.trades_per_minute} trades/minute: ~{offered:,.0f} messages/s offered; "
+        f"trigger {args.trigger:g}s; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     topics = [topic_name("bench", "kline_1m"), topic_name("bench", "trade")]
     broker = start_broker(0, topics, args.partitions)
@@ -265,10 +284,22 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(15)  # the stream job's JVM and Python workers start before the replay clock runs
 
         processes["replay"] = _spawn(
-            ["exchange-replay", "--source", str(SOURCE), "--symbols", SYMBOL, "--start", "2021-03-27T00:00",
-             "--speed", str(args.speed), "--trades-per-minute", str(args.trades_per_minute)],
-            config, work / "replay.log",
-        )  # fmt: skip
+            [
+                "exchange-replay",
+                "--source",
+                str(SOURCE),
+                "--symbols",
+                SYMBOL,
+                "--start",
+                "2021-03-27T00:00",
+                "--speed",
+                str(args.speed),
+                "--trades-per-minute",
+                str(args.trades_per_minute),
+            ],
+            config,
+            work / "replay.log",
+        )
         ws_url = _wait_for_ws_url(work / "replay.log")
         config = _config(home, broker.bootstrap_servers, ws_url, args.trigger, args.partitions)
         processes["produce"] = _spawn(["produce", "--stats-seconds", "2"], config, work / "produce.log")
@@ -287,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             if kafka - _total(_committed(checkpoint)[1]) <= max(2 * rate, 2 * args.trigger * rate, 5_000):
                 break
         warmup_seconds = time.time() - warm_start
-        cpu_start = {name: _cpu_seconds(p.pid) for name, p in processes.items()} | {"broker": _cpu_seconds(broker.process.pid)}
+        cpu_start = {name: _cpu_seconds(p.pid) for name, p in processes.items()} | {
+            "broker": _cpu_seconds(broker.process.pid)
+        }
         samples = []  # (time, kafka total, committed total, last committed batch id)
         window_start = time.time()
         while time.time() - window_start < args.duration:
@@ -299,8 +332,12 @@ def main(argv: list[str] | None = None) -> int:
             samples.append((time.time(), kafka, _total(done), batch_id))
             time.sleep(1.0)
         window_end = time.time()
-        cpu_end = {name: _cpu_seconds(p.pid) for name, p in processes.items()} | {"broker": _cpu_seconds(broker.process.pid)}
-        cpu_share = {name: round((cpu_end[name] - cpu_start[name]) / (window_end - window_start), 2) for name in cpu_start}
+        cpu_end = {name: _cpu_seconds(p.pid) for name, p in processes.items()} | {
+            "broker": _cpu_seconds(broker.process.pid)
+        }
+        cpu_share = {
+            name: round((cpu_end[name] - cpu_start[name]) / (window_end - window_start), 2) for name in cpu_start
+        }
 
         if args.backlog_seconds > 0:
             print(f"capacity phase: stream stopped, {args.backlog_seconds:g}s of backlog ...", flush=True)
@@ -335,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                     "drain_batches": len(drained),
                     "drain_messages_per_s": round(moved / span) if span > 0 else None,
                     # Steady state: a full batch over the median time between batches (the first, cold ones aside).
-                    "drain_steady_messages_per_s": round(statistics.median(full) / statistics.median(gaps[len(gaps) // 2 :]))
-                    if full and gaps else None,
+                    "drain_steady_messages_per_s": round(
+                        statistics.median(full) / statistics.median(gaps[len(gaps) // 2 :])
+                    )
+                    if full and gaps
+                    else None,
                     "drain_median_seconds_between_batches": round(statistics.median(gaps), 2),
                     "caught_up": _total(_committed(checkpoint)[1]) >= backlog_end,
                     **{f"drain_{k}": v for k, v in _batch_stages(work / "stream.log", first_id, last_id).items()},
@@ -374,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in zip(records, records[1:], strict=False)
     ]
 
-    stages = [("replay -> producer (WebSocket)", offered, received_rate), ("producer -> Kafka", received_rate, produced_rate),
-              ("Kafka -> stream job (committed)", produced_rate, consumed_rate)]  # fmt: skip
+    stages = [
+        ("replay -> producer (WebSocket)", offered, received_rate),
+        ("producer -> Kafka", received_rate, produced_rate),
+        ("Kafka -> stream job (committed)", produced_rate, consumed_rate),
+    ]
     saturated = next((name for name, given, got in stages if given and got is not None and got < 0.9 * given), "none")
     if saturated.startswith("Kafka") and not lag_growing:
         saturated = "none"  # the stream takes what arrives; a backlog from the warm-up shrinking is not a limit
@@ -415,9 +458,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if capacity.get("drain_steady_messages_per_s") is not None:
         targets.append(
-            ("stream job alone sustains >= 20,000 messages/s (capacity phase, steady)", capacity["drain_steady_messages_per_s"] >= TARGET)
+            (
+                "stream job alone sustains >= 20,000 messages/s (capacity phase, steady)",
+                capacity["drain_steady_messages_per_s"] >= TARGET,
+            )
         )
-    lines = ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in results.items()), "", "| target | met |", "|---|---|"]
+    lines = [
+        "| figure | value |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in results.items()),
+        "",
+        "| target | met |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {'yes' if ok else 'no'} |" for name, ok in targets]
     text = "\n".join(lines)
     print(text)

@@ -39,7 +39,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     series = synthetic.SCALES[args.scale]
     with tqdm(total=len(series), unit="file", desc=f"generating {args.scale}") as bar:
         paths = synthetic.generate_dataset(
-            out, scale=args.scale, seed=args.seed, progress=lambda symbol, rows: (bar.set_postfix_str(f"{symbol} {rows:,} rows"), bar.update())
+            out,
+            scale=args.scale,
+            seed=args.seed,
+            progress=lambda symbol, rows: (bar.set_postfix_str(f"{symbol} {rows:,} rows"), bar.update()),
         )
     for path in paths:
         print(path)
@@ -62,9 +65,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         with tqdm(total=len(new_files), unit="file", desc="ingesting") as bar:
             result = ingest_files(
-                new_files, settings.lake_dir, settings.landing_dir, settings.symbol_names,
-                progress=lambda _: bar.update(), on_wait=tqdm.write,
-            )  # fmt: skip
+                new_files,
+                settings.lake_dir,
+                settings.landing_dir,
+                settings.symbol_names,
+                progress=lambda _: bar.update(),
+                on_wait=tqdm.write,
+            )
     except LakeBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -72,7 +79,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if landed.warning:
             print(f"warning: {landed.warning}", file=sys.stderr)
         if landed.already:
-            print(f"{landed.entry.original}: already ingested (ingest #{landed.entry.order}, same sha256); nothing to do")
+            print(
+                f"{landed.entry.original}: already ingested (ingest #{landed.entry.order}, same sha256); nothing to do"
+            )
     if result.stray_temps_removed:
         print(f"removed {result.stray_temps_removed} temporary file(s) left by an interrupted writer")
     print(
@@ -104,10 +113,14 @@ def _materialize_all(settings: Settings) -> bool:
     evaluations = result.get_asset_check_evaluations()
     failed = [e for e in evaluations if not e.passed]
     for evaluation in failed:  # the passing ones are on each asset's Checks tab
-        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: FAILED "
-              f"({evaluation.severity.value}): {evaluation.description}")  # fmt: skip
-    print(f"batch run {'succeeded' if result.success else 'FAILED'} ({result.run_id[:8]}); "
-          f"checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed")  # fmt: skip
+        print(
+            f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: FAILED "
+            f"({evaluation.severity.value}): {evaluation.description}"
+        )
+    print(
+        f"batch run {'succeeded' if result.success else 'FAILED'} ({result.run_id[:8]}); "
+        f"checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed"
+    )
     return result.success
 
 
@@ -129,7 +142,18 @@ def _materialize_forecasts(settings: Settings) -> bool:
 
 
 def _serve(port: int) -> int:
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "crypto_assets.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "crypto_assets.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     print(f"Dagster UI on http://127.0.0.1:{port}  (Ctrl-C stops it)")
     os.execv(sys.executable, command)
     return 0
@@ -156,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crypto-assets",
         description="Crypto market data as a Dagster asset graph: batch, speed and serving layers, and forecasts.",
     )
-    parser.add_argument("--home", help="project home (lake, landing, Dagster state); default $CRYPTO_ASSETS_HOME or ./var")
+    parser.add_argument(
+        "--home", help="project home (lake, landing, Dagster state); default $CRYPTO_ASSETS_HOME or ./var"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write the deterministic synthetic market as Kaggle-style CSV")

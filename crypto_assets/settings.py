@@ -215,10 +215,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     home = Path(home_value).expanduser()
     home = (home if home.is_absolute() else base / home).resolve()
 
-    symbols = tuple(
-        SymbolSpec(validate_symbol(item["name"]), _parse_date(item.get("start", DEFAULT_HISTORY_START), "symbols.start"))
-        for item in raw.get("symbols", [])
-    ) or DEFAULT_SYMBOLS
+    symbols = (
+        tuple(
+            SymbolSpec(
+                validate_symbol(item["name"]), _parse_date(item.get("start", DEFAULT_HISTORY_START), "symbols.start")
+            )
+            for item in raw.get("symbols", [])
+        )
+        or DEFAULT_SYMBOLS
+    )
     if len({s.name for s in symbols}) != len(symbols):
         raise SettingsError("symbols: each symbol may be listed once")
 
@@ -241,5 +246,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         synthetic_seed=int(synthetic.get("seed", 42)),
         freshness_hours=float(raw.get("checks", {}).get("freshness_hours", 48.0)),
         **{name: _section(name, raw, env) for name in SECTIONS},
-        extra={k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks", *SECTIONS}},
+        extra={
+            k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks", *SECTIONS}
+        },
     )

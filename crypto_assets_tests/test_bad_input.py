@@ -232,21 +232,33 @@ CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
     # archives
     "zip_zero_bytes": ("BTCUSDT-1m.zip", b"", Error("archive", 0, "file is empty")),
     "zip_not_a_zip": ("BTCUSDT-1m.zip", BODY, Error("archive", 0, "not a zip archive")),
-    "zip_truncated": ("BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode() * 50})[:300], Error("archive", 0, "corrupt")),
+    "zip_truncated": (
+        "BTCUSDT-1m.zip",
+        zipped({"BTCUSDT.csv": BODY.encode() * 50})[:300],
+        Error("archive", 0, "corrupt"),
+    ),
     "zip_crc_corrupt": ("BTCUSDT-1m.zip", crc_corrupt_zip(), Error("archive", 0, "corrupt zip archive")),
     "zip_empty_archive": ("BTCUSDT-1m.zip", zipped({}), Error("archive", 0, "the archive is empty")),
     "zip_two_csv_members": (
-        "BTCUSDT-1m.zip", zipped({"a.csv": BODY.encode(), "b.csv": BODY.encode()}), Error("archive", 0, "found 2")
+        "BTCUSDT-1m.zip",
+        zipped({"a.csv": BODY.encode(), "b.csv": BODY.encode()}),
+        Error("archive", 0, "found 2"),
     ),
     "zip_nested_zip": (
-        "BTCUSDT-1m.zip", zipped({"inner.zip": zipped({"BTCUSDT.csv": BODY.encode()})}), Error("archive", 0, "nested archive")
+        "BTCUSDT-1m.zip",
+        zipped({"inner.zip": zipped({"BTCUSDT.csv": BODY.encode()})}),
+        Error("archive", 0, "nested archive"),
     ),
     "zip_member_is_gzip": (
-        "BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": gzip.compress(BODY.encode())}), Error("archive", 0, "nested archive")
+        "BTCUSDT-1m.zip",
+        zipped({"BTCUSDT.csv": gzip.compress(BODY.encode())}),
+        Error("archive", 0, "nested archive"),
     ),
     "zip_no_csv_member": ("BTCUSDT-1m.zip", zipped({"readme.txt": b"hello"}), Error("archive", 0, "found none")),
     "zip_with_macos_metadata": (
-        "BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode(), "__MACOSX/._BTCUSDT.csv": b"\0\5\26\7"}), Rows(4)
+        "BTCUSDT-1m.zip",
+        zipped({"BTCUSDT.csv": BODY.encode(), "__MACOSX/._BTCUSDT.csv": b"\0\5\26\7"}),
+        Rows(4),
     ),
     "zip_stored_member": ("BTCUSDT-1m.zip", zipped({"BTCUSDT.csv": BODY.encode()}, zipfile.ZIP_STORED), Rows(4)),
     "zip_under_csv_name": ("BTCUSDT_1m.csv", zipped({"BTCUSDT.csv": BODY.encode()}), Rows(4, times=GOOD_TIMES)),
@@ -260,33 +272,52 @@ CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
     "utf8_bom": ("BTCUSDT_1m.csv", "\ufeff" + BODY, Rows(4)),
     "utf8_bom_headerless_dump": ("BTCUSDT_1m.csv", "\ufeff" + csv(*KLINE_ROWS), Rows(4)),
     "latin1_header": (
-        "BTCUSDT_1m.csv", csv("Timestamp,Open,High,Low,Close,Volume_(BTC),Volume_(\u20ac)", *[r + ",1" for r in KAGGLE_ROWS]).encode("cp1252"), Rows(4)
+        "BTCUSDT_1m.csv",
+        csv("Timestamp,Open,High,Low,Close,Volume_(BTC),Volume_(\u20ac)", *[r + ",1" for r in KAGGLE_ROWS]).encode(
+            "cp1252"
+        ),
+        Rows(4),
     ),
     "crlf_line_ends": ("BTCUSDT_1m.csv", BODY.replace("\n", "\r\n"), Rows(4, times=GOOD_TIMES)),
     "cr_only_line_ends": ("BTCUSDT_1m.csv", BODY.replace("\n", "\r"), Rows(4, times=GOOD_TIMES)),
     "semicolon_separator": ("BTCUSDT_1m.csv", BODY.replace(",", ";"), Rows(4, times=GOOD_TIMES)),
     "tab_separator": ("BTCUSDT_1m.csv", BODY.replace(",", "\t"), Rows(4, times=GOOD_TIMES)),
     "decimal_commas": (
-        "BTCUSDT_1m.csv", csv(HEADER.replace(",", ";"), "2021-03-26 03:00:00;51800,5;51900;51700;51850;1"), Error("decimal", 0, "decimal comma")
+        "BTCUSDT_1m.csv",
+        csv(HEADER.replace(",", ";"), "2021-03-26 03:00:00;51800,5;51900;51700;51850;1"),
+        Error("decimal", 0, "decimal comma"),
     ),
     "quoted_fields_and_header": (
-        "BTCUSDT_1m.csv", csv('"timestamp","open","high","low","close","volume"', *[
-            ",".join(f'"{v}"' for v in g.split(",")) for g in GOOD]), Rows(4, times=GOOD_TIMES)  # fmt: skip
+        "BTCUSDT_1m.csv",
+        csv(
+            '"timestamp","open","high","low","close","volume"',
+            *[",".join(f'"{v}"' for v in g.split(",")) for g in GOOD],
+        ),
+        Rows(4, times=GOOD_TIMES),
     ),
     "binary_garbage": ("BTCUSDT_1m.csv", bytes(range(256)) * 40, Error("header", 1, "")),
     # headers
     "duplicate_price_column": (
-        "BTCUSDT_1m.csv", csv(HEADER + ",close", *[g + ",1" for g in GOOD]), Error("header", 1, "'close' appears 2 times (columns 5, 7)")
+        "BTCUSDT_1m.csv",
+        csv(HEADER + ",close", *[g + ",1" for g in GOOD]),
+        Error("header", 1, "'close' appears 2 times (columns 5, 7)"),
     ),
     "duplicate_ignored_column": (
-        "BTCUSDT_1m.csv", csv(KAGGLE + ",note,note", *[r + ",a,b" for r in KAGGLE_ROWS]), Rows(4, times=GOOD_TIMES)
+        "BTCUSDT_1m.csv",
+        csv(KAGGLE + ",note,note", *[r + ",a,b" for r in KAGGLE_ROWS]),
+        Rows(4, times=GOOD_TIMES),
     ),
     "header_longer_than_4kb": (
-        "BTCUSDT_1m.csv", csv(HEADER + "".join(f",extra_column_number_{i}" for i in range(300)),
-                              *[g + ",0" * 300 for g in GOOD]), Rows(4, times=GOOD_TIMES)  # fmt: skip
+        "BTCUSDT_1m.csv",
+        csv(HEADER + "".join(f",extra_column_number_{i}" for i in range(300)), *[g + ",0" * 300 for g in GOOD]),
+        Rows(4, times=GOOD_TIMES),
     ),
     "line_1_without_end": ("BTCUSDT_1m.csv", "x" * (formats.HEAD_BYTES + 10), Error("header", 1, "no line break")),
-    "no_volume_column": ("BTCUSDT_1m.csv", csv("timestamp,open,high,low,close", GOOD[0]), Error("header", 1, "no volume")),
+    "no_volume_column": (
+        "BTCUSDT_1m.csv",
+        csv("timestamp,open,high,low,close", GOOD[0]),
+        Error("header", 1, "no volume"),
+    ),
     "header_only": ("BTCUSDT_1m.csv", csv(HEADER), Rows(0)),
     # blank lines and odd first rows
     "blank_line_after_header": ("BTCUSDT_1m.csv", csv(HEADER, "", *GOOD), Rows(4, times=GOOD_TIMES)),
@@ -294,67 +325,119 @@ CORPUS: dict[str, tuple[str, bytes | str, Error | Rows]] = {
     "space_only_lines": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0], "   ", GOOD[1], "\t", *GOOD[2:]), Rows(4)),
     "blank_line_after_kaggle_header": ("BTCUSDT_1m.csv", csv(KAGGLE, "", *KAGGLE_ROWS), Rows(4, times=GOOD_TIMES)),
     "odd_first_row_in_exchange_csv": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("1616727540"), *GOOD), Rows(4, {2: "open_time: unparseable"}, GOOD_TIMES)
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("1616727540"), *GOOD),
+        Rows(4, {2: "open_time: unparseable"}, GOOD_TIMES),
     ),
     "odd_first_row_in_kaggle_csv": (
-        "BTCUSDT_1m.csv", csv(KAGGLE, at("2021-03-26 02:59"), *KAGGLE_ROWS),
+        "BTCUSDT_1m.csv",
+        csv(KAGGLE, at("2021-03-26 02:59"), *KAGGLE_ROWS),
         Rows(4, {2: "as written: '2021-03-26 02:59'"}, GOOD_TIMES),
     ),
     "odd_first_row_in_headerless_dump": (
-        "BTCUSDT_1m.csv", csv("1616727540000,1,2,0.5,1.5", *KLINE_ROWS), Rows(4, {1: "close_time" if False else "volume: missing"}, GOOD_TIMES)
+        "BTCUSDT_1m.csv",
+        csv("1616727540000,1,2,0.5,1.5", *KLINE_ROWS),
+        Rows(4, {1: "close_time" if False else "volume: missing"}, GOOD_TIMES),
     ),
     # times
     "offset_plus_two_hours": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 05:00:00+02:00"), at("2021-03-26T05:01:00+0200")),
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 05:00:00+02:00"), at("2021-03-26T05:01:00+0200")),
         Rows(2, times=GOOD_TIMES[:2]),
     ),
-    "offset_z_and_utc": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26T03:00:00Z"), at("2021-03-26 03:01:00 UTC")), Rows(2, times=GOOD_TIMES[:2])),
+    "offset_z_and_utc": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26T03:00:00Z"), at("2021-03-26 03:01:00 UTC")),
+        Rows(2, times=GOOD_TIMES[:2]),
+    ),
     "offset_negative_across_midnight": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-25 22:00:00-05:00")), Rows(1, times=GOOD_TIMES[:1])
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-25 22:00:00-05:00")),
+        Rows(1, times=GOOD_TIMES[:1]),
     ),
     "offset_half_hour": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 08:30:00+05:30")), Rows(1, times=GOOD_TIMES[:1])),
     "zone_abbreviation_is_ambiguous": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 04:00:00 CET"), *GOOD[1:]),
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 04:00:00 CET"), *GOOD[1:]),
         Rows(3, {2: "open_time: ambiguous time zone 'CET'"}),
     ),
     "offsets_mixed_with_plain_times": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 05:00:00+02:00"), GOOD[1]),
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 05:00:00+02:00"), GOOD[1]),
         Rows(1, {3: "no UTC offset, unlike other rows"}, GOOD_TIMES[:1]),
     ),
-    "impossible_offset": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00+25:00"), *GOOD[1:]), Rows(3, {2: "impossible UTC offset"})),
-    "fraction_of_zero_seconds": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00.000")), Rows(1, times=GOOD_TIMES[:1])),
+    "impossible_offset": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 03:00:00+25:00"), *GOOD[1:]),
+        Rows(3, {2: "impossible UTC offset"}),
+    ),
+    "fraction_of_zero_seconds": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 03:00:00.000")),
+        Rows(1, times=GOOD_TIMES[:1]),
+    ),
     "fraction_off_the_minute": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00:00.500"), *GOOD[1:]), Rows(3, {2: "not on a minute boundary"})
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("2021-03-26 03:00:00.500"), *GOOD[1:]),
+        Rows(3, {2: "not on a minute boundary"}),
     ),
     "time_without_seconds": ("BTCUSDT_1m.csv", csv(HEADER, at("2021-03-26 03:00")), Rows(1, times=GOOD_TIMES[:1])),
     "year_9999_epoch_seconds": (
-        "BTCUSDT_1m.csv", csv(KAGGLE, at("253402300740"), *KAGGLE_ROWS[1:]),
+        "BTCUSDT_1m.csv",
+        csv(KAGGLE, at("253402300740"), *KAGGLE_ROWS[1:]),
         Rows(3, {2: "out of range; open_time as written: '253402300740'"}),
     ),
     "year_9999_text": (
-        "BTCUSDT_1m.csv", csv(HEADER, at("9999-12-31 23:59:00"), *GOOD[1:]),
+        "BTCUSDT_1m.csv",
+        csv(HEADER, at("9999-12-31 23:59:00"), *GOOD[1:]),
         Rows(3, {2: "out of range; open_time as written: '9999-12-31 23:59:00'"}),
     ),
     "epoch_not_a_number": (
-        "BTCUSDT_1m.csv", csv(KAGGLE, at("yesterday"), *KAGGLE_ROWS[1:]),
+        "BTCUSDT_1m.csv",
+        csv(KAGGLE, at("yesterday"), *KAGGLE_ROWS[1:]),
         Rows(3, {2: "unparseable timestamp; open_time as written: 'yesterday'"}),
     ),
     "epoch_infinite": ("BTCUSDT_1m.csv", csv(KAGGLE, at("inf"), *KAGGLE_ROWS[1:]), Rows(3, {2: "as written: 'inf'"})),
     # values
-    "price_inf": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51926.17", "inf"), *GOOD[1:]), Rows(3, {2: "high: not finite"})),
+    "price_inf": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("51926.17", "inf"), *GOOD[1:]),
+        Rows(3, {2: "high: not finite"}),
+    ),
     "price_minus_inf": (
-        "BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51696.7,51926", "-inf,51926", 1), *GOOD[1:]), Rows(3, {2: "open: not finite"})
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("51696.7,51926", "-inf,51926", 1), *GOOD[1:]),
+        Rows(3, {2: "open: not finite"}),
     ),
     "price_1e308": (
-        "BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1e308,1e308,1e308,1e308,1", *GOOD[1:]),
+        "BTCUSDT_1m.csv",
+        csv(HEADER, "2021-03-26 03:00:00,1e308,1e308,1e308,1e308,1", *GOOD[1:]),
         Rows(3, {2: "open: absurdly large"}),
     ),
-    "volume_1e308": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "1e308"), *GOOD[1:]), Rows(3, {2: "volume: absurdly large"})),
-    "volume_inf": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "Infinity"), *GOOD[1:]), Rows(3, {2: "volume: not finite"})),
-    "volume_nan_text": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("73.9024", "nan"), *GOOD[1:]), Rows(3, {2: "volume: NaN"})),
-    "price_empty_field": ("BTCUSDT_1m.csv", csv(HEADER, GOOD[0].replace("51827.72", ""), *GOOD[1:]), Rows(3, {2: "close: missing"})),
+    "volume_1e308": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("73.9024", "1e308"), *GOOD[1:]),
+        Rows(3, {2: "volume: absurdly large"}),
+    ),
+    "volume_inf": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("73.9024", "Infinity"), *GOOD[1:]),
+        Rows(3, {2: "volume: not finite"}),
+    ),
+    "volume_nan_text": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("73.9024", "nan"), *GOOD[1:]),
+        Rows(3, {2: "volume: NaN"}),
+    ),
+    "price_empty_field": (
+        "BTCUSDT_1m.csv",
+        csv(HEADER, GOOD[0].replace("51827.72", ""), *GOOD[1:]),
+        Rows(3, {2: "close: missing"}),
+    ),
     "negative_zero_volume_and_tiny_price": (
-        "BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1e-8,1e-8,1e-8,1e-8,-0.0", *GOOD[1:]), Rows(4)
+        "BTCUSDT_1m.csv",
+        csv(HEADER, "2021-03-26 03:00:00,1e-8,1e-8,1e-8,1e-8,-0.0", *GOOD[1:]),
+        Rows(4),
     ),
     "short_row": ("BTCUSDT_1m.csv", csv(HEADER, "2021-03-26 03:00:00,1,2", *GOOD[1:]), Rows(3, {2: "low: missing"})),
 }
@@ -447,7 +530,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 def zip_bomb(tmp_path_factory) -> Path:
     """About 1 MB of zip that unpacks to 1 GiB of newlines."""
     path = tmp_path_factory.mktemp("bomb") / "BTCUSDT-1m-2021-03.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("BTCUSDT-1m-2021-03.csv", "w", force_zip64=True) as member:
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("BTCUSDT-1m-2021-03.csv", "w", force_zip64=True) as member,
+    ):
         chunk = b"\n" * (1 << 24)
         for _ in range(64):
             member.write(chunk)
@@ -461,13 +547,17 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(zip_bomb):
     from crypto_assets_tests.conftest import REPO
 
     assert zip_bomb.stat().st_size < 2 * 1024**2
-    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(zip_bomb)], capture_output=True, text=True, cwd=REPO, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT, str(zip_bomb)], capture_output=True, text=True, cwd=REPO, check=True
+    )
     message, rss_mb = done.stdout.strip().splitlines()
     assert "expands to 1.0 GiB" in message and "not unpacked" in message and str(zip_bomb) in message
     assert int(rss_mb) < 600, f"peak RSS {rss_mb} MB"
 
 
-def test_ingest_command_stores_the_good_file_beside_corrupt_archives_and_a_zip_bomb(tmp_path, project_home, zip_bomb, capsys):
+def test_ingest_command_stores_the_good_file_beside_corrupt_archives_and_a_zip_bomb(
+    tmp_path, project_home, zip_bomb, capsys
+):
     from crypto_assets.cli import main
 
     home = project_home()
@@ -492,7 +582,9 @@ def test_a_dagster_run_with_a_corrupt_source_succeeds_and_names_it_in_sources_cl
 
     good = write(tmp_path, "BTCUSDT_good.csv", BODY).path
     corrupt = write(tmp_path, "BTCUSDT-1m-2021-03.zip", crc_corrupt_zip()).path
-    gzipped = write(tmp_path, "BTCUSDT_gz.csv", gzip.compress(csv(HEADER, at("2021-03-26 05:04:00+01:00")).encode())).path
+    gzipped = write(
+        tmp_path, "BTCUSDT_gz.csv", gzip.compress(csv(HEADER, at("2021-03-26 05:04:00+01:00")).encode())
+    ).path
     home = project_home([str(good), str(corrupt), str(gzipped)])
     with instance_at(tmp_path / "dagster") as instance:
         result = materialize_batch_range(instance, load_settings(), "2021-03-01", "2021-03-01")
@@ -518,7 +610,9 @@ def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
         local = datetime(2012, 1, 1) + timedelta(minutes=rng.randrange(15 * 525_600))
         minutes = rng.choice([0, 0, rng.randrange(-14 * 60, 14 * 60 + 1), rng.choice([-300, 60, 120, 330, 345, 525])])
         sign, hh, mm = "-" if minutes < 0 else "+", abs(minutes) // 60, abs(minutes) % 60
-        zone = rng.choice([f"{sign}{hh:02d}:{mm:02d}", f"{sign}{hh:02d}{mm:02d}"] + ([f"{sign}{hh:02d}"] if not mm else []))
+        zone = rng.choice(
+            [f"{sign}{hh:02d}:{mm:02d}", f"{sign}{hh:02d}{mm:02d}"] + ([f"{sign}{hh:02d}"] if not mm else [])
+        )
         if minutes == 0:
             zone = rng.choice([zone, "Z", " UTC", "+00:00"])
         sep = rng.choice([" ", "T"])
@@ -528,7 +622,9 @@ def test_text_times_with_offsets_match_a_plain_reference_on_random_cases():
     frame = pl.LazyFrame({"time_raw": texts})
     parsed = parse_open_time(frame, epoch=False).collect()
     assert parsed["time_problem"].null_count() == len(texts)
-    mismatches = [(t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want]
+    mismatches = [
+        (t, got, want) for t, got, want in zip(texts, parsed["open_time"], expected, strict=True) if got != want
+    ]
     assert not mismatches, mismatches[:5]
 
 
@@ -552,10 +648,14 @@ def test_reasons_agree_with_a_plain_reference_on_random_rows():
     rows = [
         {
             "open_time": rng.choice(times) if rng.random() < 0.2 else base + timedelta(minutes=rng.randrange(10**5)),
-            "open": value(), "high": value(), "low": value(), "close": value(), "volume": value(),
+            "open": value(),
+            "high": value(),
+            "low": value(),
+            "close": value(),
+            "volume": value(),
             "extra_fields": rng.random() < 0.05,
             "time_problem": "open_time: ambiguous time zone 'CET'" if rng.random() < 0.05 else None,
-        }  # fmt: skip
+        }
         for _ in range(20_000)
     ]
 
@@ -566,11 +666,17 @@ def test_reasons_agree_with_a_plain_reference_on_random_rows():
         t = r["open_time"]
         prices = [r[c] for c in ("open", "high", "low", "close")]
         return (
-            t is not None and EARLIEST_TIME <= t <= LATEST and t.second == 0 and not r["extra_fields"]
-            and r["time_problem"] is None and all(fine(p, MAX_PRICE, True) for p in prices)
-            and fine(r["volume"], MAX_VOLUME, False) and r["low"] <= r["high"]
-            and r["low"] <= r["open"] <= r["high"] and r["low"] <= r["close"] <= r["high"]
-        )  # fmt: skip
+            t is not None
+            and EARLIEST_TIME <= t <= LATEST
+            and t.second == 0
+            and not r["extra_fields"]
+            and r["time_problem"] is None
+            and all(fine(p, MAX_PRICE, True) for p in prices)
+            and fine(r["volume"], MAX_VOLUME, False)
+            and r["low"] <= r["high"]
+            and r["low"] <= r["open"] <= r["high"]
+            and r["low"] <= r["close"] <= r["high"]
+        )
 
     frame = pl.DataFrame(rows, schema_overrides={"open_time": pl.Datetime("us", "UTC"), "time_problem": pl.String})
     reasons = with_reasons(frame.lazy(), LATEST).collect()["reason"].to_list()

@@ -27,8 +27,7 @@ def run_range(instance: DagsterInstance, first: str, last: str):
 
 def lake_digest(lake: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(lake.rglob("*.parquet"))
+        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(lake.rglob("*.parquet"))
     }
 
 
@@ -81,11 +80,18 @@ def test_dagster_cli_materializes_a_partition_range_in_a_subprocess(shared_data,
     write_dagster_yaml(dagster_home)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "crypto_assets.definitions",
-        "--select", ",".join(ASSETS),
-        "--partition-range", "2023-08-01...2023-11-01",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "crypto_assets.definitions",
+        "--select",
+        ",".join(ASSETS),
+        "--partition-range",
+        "2023-08-01...2023-11-01",
+    ]
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
 

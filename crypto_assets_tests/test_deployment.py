@@ -43,8 +43,14 @@ def _refresh_requested(defs, instance, cursor):
     result = evaluate_automation_conditions(defs, instance, cursor=cursor)
     requested = result.get_requested_partitions(UNIFIED_VIEW) if result.total_requested else set()
     for symbol in sorted(requested):
-        run = materialize(list(defs.assets), selection=[UNIFIED_VIEW], partition_key=symbol, instance=instance,
-                          resources=defs.resources, raise_on_error=False)  # fmt: skip
+        run = materialize(
+            list(defs.assets),
+            selection=[UNIFIED_VIEW],
+            partition_key=symbol,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
         assert run.success, symbol
         failed = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
         assert not failed, (symbol, failed)
@@ -69,7 +75,11 @@ def test_whole_history_backfill_then_unified_view_follows_the_batch_layer(instan
         assert instance.get_materialized_partitions(AssetKey(name)) == set(months), name
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 16
-    errors = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    errors = [
+        (e.asset_key.to_user_string(), e.check_name)
+        for e in evaluations
+        if not e.passed and e.severity.value == "ERROR"
+    ]
     assert not errors
     # The 2021 files hold real exchange outages; with the exchange backfill off, completeness warns.
     [complete] = [e for e in evaluations if e.check_name == "minutes_complete"]

@@ -57,7 +57,9 @@ def test_freshness_judges_the_latest_closed_day_not_todays_running_one(tmp_path)
 
 def test_gaps_in_the_files_pass_when_the_exchange_backfill_fetches_them_and_warn_otherwise():
     t0 = datetime(2025, 9, 1, tzinfo=UTC)
-    minutes = pl.DataFrame({"symbol": ["A"] * 3, "open_time": [t0, t0 + timedelta(minutes=1), t0 + timedelta(minutes=5)]})
+    minutes = pl.DataFrame(
+        {"symbol": ["A"] * 3, "open_time": [t0, t0 + timedelta(minutes=1), t0 + timedelta(minutes=5)]}
+    )
     alone = checks.minutes_complete(minutes)
     assert not alone.passed and alone.metadata["missing_minutes"] == 3
     handed_on = checks.minutes_complete(minutes, backfilled=True)
@@ -85,4 +87,6 @@ def test_the_instance_settings_are_documented_keys_and_the_workspace_names_one_c
     with DagsterInstance.from_config(str(tmp_path)) as instance:  # Dagster validates the keys
         assert instance.run_coordinator.dequeue_interval_seconds == 1
     workspace = yaml.safe_load(write_workspace_yaml(tmp_path, "127.0.0.1", 4266, "crypto_assets").read_text())
-    assert workspace == {"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": 4266, "location_name": "crypto_assets"}}]}
+    assert workspace == {
+        "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": 4266, "location_name": "crypto_assets"}}]
+    }

@@ -70,7 +70,11 @@ def test_a_small_ingest_adds_to_its_month_and_deletes_nothing(shared_data, tmp_p
     assert lake.filter(pl.col("open_time") == datetime(2021, 3, 26, 3, 1, tzinfo=UTC))["volume"].to_list() == [99.0]
     assert result.conflicts.height == 1
     (lost,) = conflicts(home).iter_rows(named=True)
-    assert lost["volume"] == 21.689789 and lost["source"].startswith("ingest #1: ") and lost["kept_source"].startswith("ingest #2: ")
+    assert (
+        lost["volume"] == 21.689789
+        and lost["source"].startswith("ingest #1: ")
+        and lost["kept_source"].startswith("ingest #2: ")
+    )
     assert str(recording(shared_data)) in lost["source"] and str(two) in lost["kept_source"]
 
 
@@ -176,7 +180,9 @@ def test_a_file_still_being_written_is_a_consistent_snapshot_with_a_warning(shar
 
 def test_conflicts_follow_the_order_of_ingests_not_file_names(tmp_path):
     home = tmp_path / "home"
-    zebra = write_csv(tmp_path / "BTCUSDT_zebra.csv", "2021-03-26 03:00:00,10,12,9,11,1", "2021-03-26 03:01:00,11,12,10,11,2")
+    zebra = write_csv(
+        tmp_path / "BTCUSDT_zebra.csv", "2021-03-26 03:00:00,10,12,9,11,1", "2021-03-26 03:01:00,11,12,10,11,2"
+    )
     alpha = write_csv(tmp_path / "BTCUSDT_alpha.csv", "2021-03-26 03:01:00,11,13,10,12,3")
     ingest(home, zebra)
     result = ingest(home, alpha)
@@ -233,7 +239,10 @@ def test_the_minute_raw_asset_shows_conflicts_in_its_metadata_and_sources_clean(
     from crypto_assets_tests.conftest import instance_at
 
     home = project_home()
-    ingest(home, write_csv(tmp_path / "BTCUSDT_b.csv", "2021-03-26 03:00:00,10,12,9,11,1", "2021-03-26 03:01:00,11,12,10,11,2"))
+    ingest(
+        home,
+        write_csv(tmp_path / "BTCUSDT_b.csv", "2021-03-26 03:00:00,10,12,9,11,1", "2021-03-26 03:01:00,11,12,10,11,2"),
+    )
     ingest(home, write_csv(tmp_path / "BTCUSDT_a.csv", "2021-03-26 03:01:00,11,13,10,12,3"))
     defs = build_definitions(load_settings())
     assets = [a for a in defs.assets if a.key.to_user_string() == "minute_raw"]

@@ -116,7 +116,9 @@ class World:
     contents: dict[Path, list[tuple[int, int]]]
 
     def ingest(self, *paths: Path) -> None:
-        result = ingest_files([SourceFile(p, SYMBOL, 0) for p in paths], self.home / "lake", self.home / "landing", [SYMBOL])
+        result = ingest_files(
+            [SourceFile(p, SYMBOL, 0) for p in paths], self.home / "lake", self.home / "landing", [SYMBOL]
+        )
         assert not result.failed_sources, result.failed_sources
         for path in paths:
             self.model_ingest(path)
@@ -124,7 +126,12 @@ class World:
     def backfill(self) -> None:
         with ExchangeClient(ExchangeSettings(rest_url=self.exchange_url)) as client:
             result = backfill_window(
-                self.home / "lake", {SYMBOL: T0.date()}, client, T0, minute(MINUTES), now=minute(MINUTES) + timedelta(days=1)
+                self.home / "lake",
+                {SYMBOL: T0.date()},
+                client,
+                T0,
+                minute(MINUTES),
+                now=minute(MINUTES) + timedelta(days=1),
             )
         assert result.error is None, result.error
         for i, candle in EXCHANGE.items():
@@ -222,7 +229,9 @@ KILLED_INGEST = (
 
 @settings(max_examples=int(os.environ.get("KILL_EXAMPLES", "8")))
 @given(before=st.lists(file_contents, max_size=2), killed=file_contents, delay=st.floats(0.0, 0.6))
-def test_an_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(tmp_path_factory, exchange_url, before, killed, delay):
+def test_an_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(
+    tmp_path_factory, exchange_url, before, killed, delay
+):
     """A real process is SIGKILLed at a random point of its ingest; the rerun gives the model's lake and
     leaves no temporary file behind."""
     world = World(tmp_path_factory.mktemp("kill"), exchange_url)
@@ -231,7 +240,9 @@ def test_an_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(t
         world.ingest(world.write_file(rows))
     path = world.write_file(killed)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-c", KILLED_INGEST, str(world.home), str(path)], stdout=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_INGEST, str(world.home), str(path)], stdout=subprocess.PIPE, env=env
+    )
     try:
         assert process.stdout.readline() == b"started\n"  # imports done: the kill lands inside the ingest
         time.sleep(delay)

@@ -63,8 +63,16 @@ def test_domains_do_not_reach_back_into_the_cli_or_the_code_location():
     assert not {n for n in imports["crypto_assets.batch.runs"] if n.startswith("crypto_assets.definitions")}
 
 
-@pytest.mark.parametrize("module", ["crypto_assets.batch.defs", "crypto_assets.serving.defs", "streaming_sensor.defs",
-                                    "crypto_assets.batch.runs", "crypto_assets.cli"])  # fmt: skip
+@pytest.mark.parametrize(
+    "module",
+    [
+        "crypto_assets.batch.defs",
+        "crypto_assets.serving.defs",
+        "streaming_sensor.defs",
+        "crypto_assets.batch.runs",
+        "crypto_assets.cli",
+    ],
+)
 def test_each_domain_imports_alone(module):
     """In a fresh interpreter, so import order within this test session cannot mask a cycle."""
     done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True)

@@ -33,9 +33,19 @@ def build(rows: list[tuple[int, int, int, int]], one_symbol: bool) -> pl.DataFra
     for symbol, minute, value, rank in rows:
         lines[rank] = lines.get(rank, 0) + 1  # (source_rank, line) is unique, as in a real merge
         price = 100.0 + value
-        records.append({"symbol": SYMBOLS[0 if one_symbol else symbol], "open_time": T0 + timedelta(minutes=minute),
-                        "open": price, "high": price + 1, "low": price - 1, "close": price, "volume": float(value),
-                        "source_rank": rank, "line": lines[rank]})  # fmt: skip
+        records.append(
+            {
+                "symbol": SYMBOLS[0 if one_symbol else symbol],
+                "open_time": T0 + timedelta(minutes=minute),
+                "open": price,
+                "high": price + 1,
+                "low": price - 1,
+                "close": price,
+                "volume": float(value),
+                "source_rank": rank,
+                "line": lines[rank],
+            }
+        )
     return pl.DataFrame(records, schema=FRAME_SCHEMA)
 
 
@@ -45,8 +55,9 @@ def arrange(frame: pl.DataFrame, order: str, seed: int) -> pl.DataFrame:
     if order == "sorted":  # the usual shape of a file: in order, with adjacent duplicates
         return frame.sort("symbol", "open_time", "source_rank", "line")
     if order == "sorted_unique":  # exchange data and stored months: the fast path
-        return frame.sort("symbol", "open_time", "source_rank", "line").unique(["symbol", "open_time"], keep="first",
-                                                                                maintain_order=True)  # fmt: skip
+        return frame.sort("symbol", "open_time", "source_rank", "line").unique(
+            ["symbol", "open_time"], keep="first", maintain_order=True
+        )
     return frame
 
 
@@ -62,15 +73,21 @@ def reference(frame: pl.DataFrame) -> tuple[list[tuple], list[tuple], int]:
         winners.append(tuple(best[c] for c in MINUTE_SCHEMA.names()))
         for loser in versions[1:]:
             if any(loser[c] != best[c] for c in VALUES):
-                conflicts.append((*(loser[c] for c in MINUTE_SCHEMA.names()), loser["source_rank"], best["source_rank"]))
+                conflicts.append(
+                    (*(loser[c] for c in MINUTE_SCHEMA.names()), loser["source_rank"], best["source_rank"])
+                )
             else:
                 duplicates += 1
     return winners, sorted(conflicts), duplicates
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=rows_strategy, one_symbol=st.booleans(),
-       order=st.sampled_from(["as_generated", "shuffled", "sorted", "sorted_unique"]), seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    rows=rows_strategy,
+    one_symbol=st.booleans(),
+    order=st.sampled_from(["as_generated", "shuffled", "sorted", "sorted_unique"]),
+    seed=st.integers(0, 2**16),
+)
 def test_merge_ranked_equals_a_plain_reference_on_every_path(rows, one_symbol, order, seed):
     frame = arrange(build(rows, one_symbol), order, seed)
     winners, conflicts, duplicates = merge_ranked(frame)
@@ -82,9 +99,15 @@ def test_merge_ranked_equals_a_plain_reference_on_every_path(rows, one_symbol, o
     assert duplicates == want_duplicates
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(rows=rows_strategy, one_symbol=st.booleans(), order=st.sampled_from(["as_generated", "shuffled", "sorted"]),
-       seed=st.integers(0, 2**16))  # fmt: skip
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=rows_strategy,
+    one_symbol=st.booleans(),
+    order=st.sampled_from(["as_generated", "shuffled", "sorted"]),
+    seed=st.integers(0, 2**16),
+)
 def test_month_files_hold_each_months_rows_whatever_the_row_order(tmp_path_factory, rows, one_symbol, order, seed):
     lake = tmp_path_factory.mktemp("lake")
     frame = arrange(build(rows, one_symbol), order, seed).select(MINUTE_SCHEMA.names())

@@ -24,7 +24,13 @@ def test_a_new_symbol_is_configuration_not_code(tmp_path, project_home):
 
     sources, problems, synthetic = resolve_sources(settings)
     assert not problems and not synthetic and [s.symbol for s in sources] == ["SOLUSDT"]
-    ingest_window(sources, settings.lake_dir, settings.symbol_names, datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
+    ingest_window(
+        sources,
+        settings.lake_dir,
+        settings.symbol_names,
+        datetime(2024, 3, 1, tzinfo=UTC),
+        datetime(2024, 4, 1, tzinfo=UTC),
+    )
     stored = pl.read_parquet(home / "lake/minute_raw/symbol=SOLUSDT/year=2024/month=03/part-0.parquet")
     assert stored["close"].to_list() == [130.2]
 
@@ -62,8 +68,10 @@ def test_component_sections_default_to_the_real_exchange_and_local_parts(project
 
 
 def test_component_sections_come_from_the_file_and_env_wins(project_home, monkeypatch):
-    project_home(extra='[kafka]\nbootstrap_servers = "kafka-1:9092,kafka-2:9092"\npartitions = 6\n'
-                 '[spark]\nengine = "spark"\nmaster = "spark://spark-master:7077"\n')  # fmt: skip
+    project_home(
+        extra='[kafka]\nbootstrap_servers = "kafka-1:9092,kafka-2:9092"\npartitions = 6\n'
+        '[spark]\nengine = "spark"\nmaster = "spark://spark-master:7077"\n'
+    )
     monkeypatch.setenv("CRYPTO_ASSETS_KAFKA_PARTITIONS", "12")
     monkeypatch.setenv("CRYPTO_ASSETS_EXCHANGE_BACKFILL", "false")
     settings = load_settings()

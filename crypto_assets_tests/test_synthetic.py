@@ -162,9 +162,7 @@ def test_duplicates_exist_and_are_exact_adjacent_copies(btc: pl.DataFrame) -> No
 
 
 @pytest.mark.parametrize("name", ["btc", "eth"])
-def test_volatility_clusters_but_returns_do_not_autocorrelate(
-    name: str, request: pytest.FixtureRequest
-) -> None:
+def test_volatility_clusters_but_returns_do_not_autocorrelate(name: str, request: pytest.FixtureRequest) -> None:
     _, r = _minute_returns(request.getfixturevalue(name))
     abs_acf = np.mean([_acf(np.abs(r), lag) for lag in range(1, 61)])
     assert abs_acf > 0.05
@@ -223,6 +221,7 @@ def test_csv_layout(tmp_path: Path, btc: pl.DataFrame) -> None:
 
 def test_generate_dataset_is_idempotent(tmp_path: Path) -> None:
     calls: list[tuple[str, int]] = []
+
     def record(symbol: str, rows: int) -> None:
         calls.append((symbol, rows))
 

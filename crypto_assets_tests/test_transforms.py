@@ -64,9 +64,7 @@ def test_missing_days_are_forward_filled_and_flagged():
 
 def test_moving_averages_equal_a_plain_reference_and_are_null_before_a_full_window():
     closes = np.random.default_rng(7).lognormal(size=60)
-    frame = daily(
-        [("X1", date(2024, 1, 1) + timedelta(days=i), c, c, c, c, 1.0, 1440) for i, c in enumerate(closes)]
-    )
+    frame = daily([("X1", date(2024, 1, 1) + timedelta(days=i), c, c, c, c, 1.0, 1440) for i, c in enumerate(closes)])
     result = daily_filled(frame.lazy()).collect()
     for name, size in (("ma7", 7), ("ma30", 30)):
         values = result[name].to_list()
@@ -80,7 +78,9 @@ def test_month_partition_looks_back_for_ma30_and_fills_gaps_at_month_end(tmp_pat
     # Data for Dec-Mar with Jan 30-31 missing; 1 March needs Jan 31 for its MA30.
     days = [date(2023, 12, 1) + timedelta(days=i) for i in range(121)]
     days = [d for d in days if d not in (date(2024, 1, 30), date(2024, 1, 31))]
-    frame = daily([("X1", d, float(i + 1), float(i + 1), float(i + 1), float(i + 1), 1.0, 1440) for i, d in enumerate(days)])
+    frame = daily(
+        [("X1", d, float(i + 1), float(i + 1), float(i + 1), float(i + 1), 1.0, 1440) for i, d in enumerate(days)]
+    )
     window = (datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
     write_months(frame, tmp_path, "daily_raw", "date", ["X1"], months_between(*window))
 
@@ -125,9 +125,15 @@ def test_checks_catch_what_they_are_for():
 
     broken = daily([("X1", date(2024, 1, 1), 1.0, 1.0, 1.0, 1.0, 1.0, 1440)] * 2)
     assert not checks.no_missing_days(broken.with_columns(pl.lit(False).alias("is_filled"))).passed
-    filled = daily_filled(daily([("X1", date(2024, 1, 1) + timedelta(days=i), 1.0, 1.0, 1.0, float(i), 1.0, 1440) for i in range(10)]).lazy()).collect()
+    filled = daily_filled(
+        daily(
+            [("X1", date(2024, 1, 1) + timedelta(days=i), 1.0, 1.0, 1.0, float(i), 1.0, 1440) for i in range(10)]
+        ).lazy()
+    ).collect()
     assert checks.moving_averages_correct(filled, date(2024, 1, 1)).passed
-    tampered = filled.with_columns(pl.when(pl.col("date") == date(2024, 1, 9)).then(0.0).otherwise(pl.col("ma7")).alias("ma7"))
+    tampered = filled.with_columns(
+        pl.when(pl.col("date") == date(2024, 1, 9)).then(0.0).otherwise(pl.col("ma7")).alias("ma7")
+    )
     assert checks.moving_averages_correct(tampered, date(2024, 1, 1)).metadata["mismatches"] == 1
     assert not checks.schema_matches(filled.drop("ma7"), pl.Schema(filled.schema)).passed
 

@@ -35,12 +35,25 @@ log = logging.getLogger(__name__)
 # What one micro-batch produces: candles, daily rows, late-event counts and bad messages in one table.
 OUTPUT_SCHEMA = pl.Schema(
     {
-        "kind": pl.String, "symbol": pl.String, "open_time": pl.Datetime("us", "UTC"), "date": pl.Date,
-        "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64,
-        "is_closed": pl.Boolean, "minute_count": pl.UInt32, "event_time": pl.Datetime("us", "UTC"),
-        "dropped": pl.Int64, "topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "reason": pl.String,
+        "kind": pl.String,
+        "symbol": pl.String,
+        "open_time": pl.Datetime("us", "UTC"),
+        "date": pl.Date,
+        "open": pl.Float64,
+        "high": pl.Float64,
+        "low": pl.Float64,
+        "close": pl.Float64,
+        "volume": pl.Float64,
+        "is_closed": pl.Boolean,
+        "minute_count": pl.UInt32,
+        "event_time": pl.Datetime("us", "UTC"),
+        "dropped": pl.Int64,
+        "topic": pl.String,
+        "partition": pl.Int32,
+        "offset": pl.Int64,
+        "reason": pl.String,
     }
-)  # fmt: skip
+)
 CANDLE, DAILY_ROW, LATE, BAD = "candle", "daily", "late", "bad"
 
 
@@ -49,7 +62,8 @@ def normalize_rows(rows: pl.DataFrame | None) -> pl.DataFrame:
     if rows is None:
         return pl.DataFrame(schema=OUTPUT_SCHEMA)
     return rows.select(
-        pl.col(name).cast(kind) if name in rows.columns else pl.lit(None, kind).alias(name) for name, kind in OUTPUT_SCHEMA.items()
+        pl.col(name).cast(kind) if name in rows.columns else pl.lit(None, kind).alias(name)
+        for name, kind in OUTPUT_SCHEMA.items()
     )
 
 
@@ -105,16 +119,23 @@ class BatchWriter:
         bad = rows.filter(pl.col("kind") == BAD).sort("topic", "partition", "offset")
         if bad.height:
             lines = (
-                json.dumps({"topic": r["topic"], "partition": r["partition"], "offset": r["offset"], "reason": r["reason"]})
+                json.dumps(
+                    {"topic": r["topic"], "partition": r["partition"], "offset": r["offset"], "reason": r["reason"]}
+                )
                 for r in bad.iter_rows(named=True)
             )
             write_text_atomic("\n".join(lines) + "\n", quarantine_path(self.speed_dir, batch_id))
             first = bad.row(0, named=True)
             log.warning(
                 "batch %d: %d bad message(s) quarantined in %s; first: %s[%s]@%s: %s",
-                batch_id, bad.height, quarantine_path(self.speed_dir, batch_id),
-                first["topic"], first["partition"], first["offset"], first["reason"],
-            )  # fmt: skip
+                batch_id,
+                bad.height,
+                quarantine_path(self.speed_dir, batch_id),
+                first["topic"],
+                first["partition"],
+                first["offset"],
+                first["reason"],
+            )
         late = rows.filter(pl.col("kind") == LATE)["dropped"].sum()
         if late:
             log.info("batch %d: dropped %d event(s) older than the watermark", batch_id, late)

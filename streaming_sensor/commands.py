@@ -129,20 +129,28 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands; each sets ``func`` to a callable taking the parsed args."""
-    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu, in memory) and create the topics")
+    broker = sub.add_parser(
+        "broker", help="run the embedded Kafka-compatible broker (Tansu, in memory) and create the topics"
+    )
     broker.add_argument("--port", type=int, default=0, help="listen port on 127.0.0.1 (default: kafka.broker_port)")
     broker.add_argument("--broker-logs", action="store_true", help="show the broker's own log output")
     broker.set_defaults(func=cmd_broker)
 
     produce = sub.add_parser("produce", help="stream the exchange's kline_1m and trade events into Kafka")
     produce.add_argument("--symbols", nargs="+", help="symbols to stream (default: the configured symbols)")
-    produce.add_argument("--buffer", type=int, default=200_000, help="messages held in memory while Kafka is unreachable")
-    produce.add_argument("--silence-seconds", type=float, default=30.0, help="reconnect after this long without a message")
+    produce.add_argument(
+        "--buffer", type=int, default=200_000, help="messages held in memory while Kafka is unreachable"
+    )
+    produce.add_argument(
+        "--silence-seconds", type=float, default=30.0, help="reconnect after this long without a message"
+    )
     produce.add_argument("--stats-seconds", type=float, default=10.0, help="log the counters this often")
     produce.add_argument("-v", "--verbose", action="store_true")
     produce.set_defaults(func=cmd_produce)
 
     stream = sub.add_parser("stream", help="run the Spark streaming job: Kafka -> 1-minute candles and daily OHLCV")
-    stream.add_argument("--max-offsets-per-trigger", type=int, default=0, help="cap messages per micro-batch (0: no cap)")
+    stream.add_argument(
+        "--max-offsets-per-trigger", type=int, default=0, help="cap messages per micro-batch (0: no cap)"
+    )
     stream.add_argument("-v", "--verbose", action="store_true")
     stream.set_defaults(func=cmd_stream)

@@ -42,9 +42,20 @@ MESSAGE_SCHEMA = StructType(
 )
 
 EVENT_COLUMNS = [
-    "kind", "symbol", "minute_ms", "open", "high", "low", "close", "volume", "is_closed", "event_ms",
-    "topic", "partition", "offset",
-]  # fmt: skip
+    "kind",
+    "symbol",
+    "minute_ms",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "is_closed",
+    "event_ms",
+    "topic",
+    "partition",
+    "offset",
+]
 RAW_CHARS = 500
 
 
@@ -79,8 +90,11 @@ def parse_events(raw: DataFrame) -> DataFrame:
         F.when(is_kline, _number(F.col("m.k.v"))).otherwise(_number(F.col("m.q"))).alias("volume"),
         F.when(is_kline, F.coalesce(F.col("m.k.x"), F.lit(False))).otherwise(F.lit(False)).alias("is_closed"),
         F.when(is_kline, F.col("m.E")).otherwise(F.col("m.T")).alias("event_ms"),
-        "topic", "partition", "offset", "value",
-    )  # fmt: skip
+        "topic",
+        "partition",
+        "offset",
+        "value",
+    )
     problems = [
         _problem(F.col("kind").isNull(), "value: not a JSON stream message"),
         _problem(F.col("kind").isNotNull() & ~F.col("kind").isin(KLINE, TRADE), "e: not a kline or trade event"),
@@ -89,7 +103,11 @@ def parse_events(raw: DataFrame) -> DataFrame:
         _problem(F.col("event_ms").isNull(), "event time: missing"),
     ]
     for name in ("open", "high", "low", "close"):
-        problems.append(_problem(F.col(name).isNull() | F.isnan(name) | (F.col(name) <= 0), f"{name}: missing or not a positive number"))
+        problems.append(
+            _problem(
+                F.col(name).isNull() | F.isnan(name) | (F.col(name) <= 0), f"{name}: missing or not a positive number"
+            )
+        )
     problems += [
         _problem(F.col("volume").isNull() | F.isnan("volume") | (F.col("volume") < 0), "volume: missing or negative"),
         _problem(F.col("high") < F.col("low"), "high < low"),

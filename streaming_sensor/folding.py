@@ -64,16 +64,32 @@ def fold_book(book: CandleBook, events: pl.DataFrame, delay_ms: int) -> list[pl.
     if touched:
         out.append(
             book.candles(touched).select(
-                pl.lit(CANDLE).alias("kind"), "symbol", "open_time", "open", "high", "low", "close", "volume",
-                "is_closed", _utc("event_ms").alias("event_time"),
+                pl.lit(CANDLE).alias("kind"),
+                "symbol",
+                "open_time",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "is_closed",
+                _utc("event_ms").alias("event_time"),
             )
-        )  # fmt: skip
+        )
         out.append(
             book.daily(touched).select(
-                pl.lit(DAILY_ROW).alias("kind"), "symbol", "date", "open", "high", "low", "close", "volume",
-                "minute_count", _utc("event_ms").alias("event_time"),
+                pl.lit(DAILY_ROW).alias("kind"),
+                "symbol",
+                "date",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "minute_count",
+                _utc("event_ms").alias("event_time"),
             )
-        )  # fmt: skip
+        )
     if late:
         out.append(pl.DataFrame({"kind": [LATE], "symbol": [book.symbol], "dropped": [late]}))
     book.evict(delay_ms)
@@ -153,8 +169,9 @@ class CandleFolder:
             log.error(
                 "no candle-state snapshot at or before committed batch %d in %s: the running candles restart "
                 "empty (kline updates rebuild them; daily rows of the open days lack their earlier minutes)",
-                last_committed, self.state_dir,
-            )  # fmt: skip
+                last_committed,
+                self.state_dir,
+            )
         self._after = None
 
     def _state_before(self, batch_id: int) -> _State:
@@ -165,7 +182,9 @@ class CandleFolder:
             return _State({}, {})
         return _State.from_json(self._snapshot(earlier[-1]).read_text())
 
-    def fold(self, batch_id: int, events: pl.DataFrame, reset_tag: str | None = None) -> tuple[pl.DataFrame, list[ClosedGap]]:
+    def fold(
+        self, batch_id: int, events: pl.DataFrame, reset_tag: str | None = None
+    ) -> tuple[pl.DataFrame, list[ClosedGap]]:
         """Output rows of one micro-batch (``batch_writer.OUTPUT_SCHEMA``) and the missed stretches it closed;
         call :meth:`commit` once they are written.
 

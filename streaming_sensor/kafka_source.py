@@ -82,7 +82,11 @@ def canonical(ends: Offsets, topic_ids: dict[str, str] | None = None, reset_from
     if topic_ids:
         out[TOPIC_IDS] = {t: topic_ids[t] for t in sorted(topic_ids)}
     if reset_from:
-        out[RESET_FROM] = {t: {p: int(reset_from[t][p]) for p in sorted(reset_from[t], key=int)} for t in sorted(reset_from) if reset_from[t]}
+        out[RESET_FROM] = {
+            t: {p: int(reset_from[t][p]) for p in sorted(reset_from[t], key=int)}
+            for t in sorted(reset_from)
+            if reset_from[t]
+        }
     return out
 
 
@@ -247,8 +251,11 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
                 log.error(
                     "DATA LOSS: %s[%d] offsets %d..%d of this batch are gone: the topic was re-created (broker "
                     "restart?) after the batch was planned; the batch goes on without them",
-                    rng.topic, rng.partition, position, rng.end,
-                )  # fmt: skip
+                    rng.topic,
+                    rng.partition,
+                    position,
+                    rng.end,
+                )
                 return
             elif time.monotonic() > deadline:
                 raise TimeoutError(
@@ -260,7 +267,12 @@ def read_range(rng: OffsetRange, timeout: float = READ_TIMEOUT_SECONDS):
 
 
 def plan_batch(
-    start: dict | None, lows: Offsets, highs: Offsets, ids: dict[str, str], certain: set[tuple[str, str]], max_rows: int = 0
+    start: dict | None,
+    lows: Offsets,
+    highs: Offsets,
+    ids: dict[str, str],
+    certain: set[tuple[str, str]],
+    max_rows: int = 0,
 ) -> tuple[dict, list[tuple[str, str, int, int, str]]]:
     """The end offsets of the next batch after ``start``, given what the broker lists now: its earliest and end
     offsets, topic ids and the partitions whose end is certain; and the data losses found, as
@@ -379,7 +391,9 @@ class KafkaStreamReader(DataSourceStreamReader):
 
         client = self._client()
         certain = {(t, p) for t, parts in listed.items() for p, end in parts.items() if end == 0}
-        probes = [TopicPartition(t, int(p), end - 1) for t, parts in listed.items() for p, end in parts.items() if end > 0]
+        probes = [
+            TopicPartition(t, int(p), end - 1) for t, parts in listed.items() for p, end in parts.items() if end > 0
+        ]
         if not probes:
             return listed, certain
         client.assign(probes)
@@ -427,7 +441,9 @@ class KafkaStreamReader(DataSourceStreamReader):
             _worker_logging()
             log.info("Kafka at %s answers again", self.bootstrap)
             self._warned_at = 0.0
-        end, losses = plan_batch(start, lows, highs, ids, certain, limit.max_rows if isinstance(limit, ReadMaxRows) else 0)
+        end, losses = plan_batch(
+            start, lows, highs, ids, certain, limit.max_rows if isinstance(limit, ReadMaxRows) else 0
+        )
         for topic, part, previous, low, why in losses:
             log_data_loss(topic, part, previous, low, why)
         self._latest = canonical(highs, ids)
@@ -455,8 +471,12 @@ def log_data_loss(topic: str, part: str, previous: int, low: int, why: str) -> N
         "DATA LOSS: Kafka %s[%s] cannot go on from offset %d: %s. Messages after the last micro-batch that "
         "were not read are lost; reading on from offset %d, and the stream job records the missed stretch for "
         "the batch layer to backfill",
-        topic, part, previous, why, low,
-    )  # fmt: skip
+        topic,
+        part,
+        previous,
+        why,
+        low,
+    )
 
 
 class KafkaSource(DataSource):

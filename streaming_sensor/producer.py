@@ -240,8 +240,11 @@ class StreamProducer:
                     self.open[symbol] = [stretch]
                     log.warning(
                         "the previous producer (pid %s) did not stop cleanly: missed stretch for %s from %s opened "
-                        "(closed by the first event now)", state.get("pid"), symbol, stretch.from_time,
-                    )  # fmt: skip
+                        "(closed by the first event now)",
+                        state.get("pid"),
+                        symbol,
+                        stretch.from_time,
+                    )
         self.delivered = {s: ms for s, ms in delivered.items() if s in self.symbols}
         self._save_state(stopped=False)  # from now on a crash is a crash, whatever the last run did
 
@@ -272,14 +275,24 @@ class StreamProducer:
     def _accept(self, out: Outgoing) -> None:
         for stretch in self.open.pop(out.symbol, []):
             closed = self.missed.close(stretch, out.event_ms)
-            log.info("stream for %s resumed: missed %s .. %s (%s)", out.symbol, closed.from_time, closed.to_time, closed.reason)
+            log.info(
+                "stream for %s resumed: missed %s .. %s (%s)",
+                out.symbol,
+                closed.from_time,
+                closed.to_time,
+                closed.reason,
+            )
         self.last_event[out.symbol] = max(out.event_ms, self.last_event.get(out.symbol, out.event_ms))
         if len(self.buffer) + self.in_flight >= self.options.buffer_limit:
             self.counters.dropped += 1
             span = self.dropping.setdefault(out.symbol, [out.event_ms, out.event_ms])
             span[0], span[1] = min(span[0], out.event_ms), max(span[1], out.event_ms)
             if self.counters.dropped == 1 or self.counters.dropped % 10_000 == 0:
-                log.error("buffer full (%d messages, broker unreachable): dropped %d so far", self.options.buffer_limit, self.counters.dropped)
+                log.error(
+                    "buffer full (%d messages, broker unreachable): dropped %d so far",
+                    self.options.buffer_limit,
+                    self.counters.dropped,
+                )
             return
         self._flush_dropped()
         self.buffer.append(out)
@@ -288,7 +301,9 @@ class StreamProducer:
     def _flush_dropped(self) -> None:
         for symbol, (first, last) in self.dropping.items():
             stretch = self.missed.record(symbol, first, last, "buffer full")
-            log.warning("recorded missed stretch for %s: %s .. %s (buffer full)", symbol, stretch.from_time, stretch.to_time)
+            log.warning(
+                "recorded missed stretch for %s: %s .. %s (buffer full)", symbol, stretch.from_time, stretch.to_time
+            )
         self.dropping.clear()
 
     def _malformed(self, reason: str, raw) -> None:
@@ -354,7 +369,9 @@ class StreamProducer:
         while not stop.is_set():
             reason = "connect failed"
             try:
-                async with connect(url, open_timeout=10, ping_interval=20, ping_timeout=20, max_queue=4096, max_size=1 << 22) as ws:
+                async with connect(
+                    url, open_timeout=10, ping_interval=20, ping_timeout=20, max_queue=4096, max_size=1 << 22
+                ) as ws:
                     log.info("connected to %s", self.options.ws_url)
                     self.connected.set()
                     attempt = 0
@@ -525,7 +542,12 @@ class StreamProducer:
     def _broker_down(self, why) -> None:
         if self.broker_ok or not self._down_logged:
             self._down_logged = True
-            log.error("Kafka broker at %s unreachable (%s): buffering, up to %d messages", self.options.bootstrap_servers, why, self.options.buffer_limit)
+            log.error(
+                "Kafka broker at %s unreachable (%s): buffering, up to %d messages",
+                self.options.bootstrap_servers,
+                why,
+                self.options.buffer_limit,
+            )
         else:
             log.debug("Kafka broker still unreachable: %s", why)
         self.broker_ok = False

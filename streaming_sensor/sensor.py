@@ -36,7 +36,12 @@ UNIFIED_VIEW = AssetKey("unified_view")
 REFRESH_TAG = ("crypto-assets/refresh", "speed")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 
 
 @dataclass
@@ -62,7 +67,9 @@ class Cursor:
 
 
 def _run_in_flight(context: SensorEvaluationContext) -> bool:
-    runs = context.instance.get_run_records(RunsFilter(statuses=UNFINISHED, tags={"dagster/sensor_name": SENSOR_NAME}), limit=1)
+    runs = context.instance.get_run_records(
+        RunsFilter(statuses=UNFINISHED, tags={"dagster/sensor_name": SENSOR_NAME}), limit=1
+    )
     return bool(runs)
 
 
@@ -101,7 +108,9 @@ def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -
     for symbol in stale:
         cursor.requested[symbol] = newest
     cursor.last_batch_id = max(newest, cursor.last_batch_id or -1)
-    context.log.info(f"{len(records)} new micro-batch(es) up to batch {newest}; refreshing {', '.join(stale)} in one run")
+    context.log.info(
+        f"{len(records)} new micro-batch(es) up to batch {newest}; refreshing {', '.join(stale)} in one run"
+    )
     return SensorResult(run_requests=[request], cursor=cursor.to_json())
 
 

@@ -158,7 +158,10 @@ def stop_stream(
         if query is not None:
             stopping = query.isActive  # else it ended on its own, and its failure is a real one
             if gate is not None and not gate.close(grace):
-                log.warning("the running micro-batch did not finish within %gs of the stop; it runs again at the next start", grace)
+                log.warning(
+                    "the running micro-batch did not finish within %gs of the stop; it runs again at the next start",
+                    grace,
+                )
             if query.isActive:
                 query.stop()
             error = query.exception()
@@ -176,7 +179,9 @@ def stop_stream(
         try:
             jvm.wait(JVM_EXIT_SECONDS)
         except subprocess.TimeoutExpired:
-            log.warning("Spark's JVM (pid %d) did not exit within %ds of the stop; killing it", jvm.pid, JVM_EXIT_SECONDS)
+            log.warning(
+                "Spark's JVM (pid %d) did not exit within %ds of the stop; killing it", jvm.pid, JVM_EXIT_SECONDS
+            )
             jvm.kill()
             jvm.wait()
     return error
@@ -220,7 +225,10 @@ def batch_offsets(checkpoint: Path, batch_id: int) -> dict[str, dict[str, list[i
     start = (_read_offset_log(checkpoint, batch_id - 1) or {}) if batch_id > 0 else {}
     starts, ends = range_starts(start, end), positions(end)
     return {
-        topic: {part: [int(starts.get(topic, {}).get(part, 0)), int(stop)] for part, stop in sorted(parts.items(), key=lambda p: int(p[0]))}
+        topic: {
+            part: [int(starts.get(topic, {}).get(part, 0)), int(stop)]
+            for part, stop in sorted(parts.items(), key=lambda p: int(p[0]))
+        }
         for topic, parts in sorted(ends.items())
     }
 
@@ -244,8 +252,10 @@ def bind_log(checkpoint: Path, lake: Path) -> int:
             log.warning(
                 "new checkpoint %s next to a micro-batch log that already holds batches up to %d: this checkpoint's "
                 "batches are logged from %d on, and it reads Kafka again from the earliest offsets",
-                checkpoint, newest_logged, base,
-            )  # fmt: skip
+                checkpoint,
+                newest_logged,
+                base,
+            )
         write_text_atomic(json.dumps({"first_log_id": base}) + "\n", binding)
     highest = base + planned[-1] if planned else base - 1
     if newest_logged is not None and newest_logged > highest:
@@ -283,21 +293,35 @@ def start_stream(
             log.error(
                 "batch %d reads %s from the offsets given after Kafka lost data: each symbol's missed stretch "
                 "runs from its newest event before the loss to its first newer event after it",
-                log_id, reset,
-            )  # fmt: skip
+                log_id,
+                reset,
+            )
         rows, closed = folder.fold(batch_id, events, f"kafka-reset-b{log_id}" if reset else None)
         folded = time.perf_counter()
         record = writer.write(rows, log_id, batch_offsets(checkpoint, batch_id))
         for gap in closed:
             stretch = missed.record(gap.symbol, gap.from_ms, gap.to_ms, gap.reason, stretch_id=gap.id)
-            log.warning("recorded missed stretch for %s: %s .. %s (%s)", gap.symbol, stretch.from_time, stretch.to_time, gap.reason)
+            log.warning(
+                "recorded missed stretch for %s: %s .. %s (%s)",
+                gap.symbol,
+                stretch.from_time,
+                stretch.to_time,
+                gap.reason,
+            )
         folder.commit(batch_id)
         log.info(
             "batch %d: %d events -> %d candle rows, %d daily rows, event time %s .. %s "
             "(spark read+parse %.3fs, fold %.3fs, write+log+snapshot %.3fs)",
-            log_id, events.height, record.rows["candles_1m"], record.rows["daily"], record.min_event_time,
-            record.max_event_time, collected - started, folded - collected, time.perf_counter() - folded,
-        )  # fmt: skip
+            log_id,
+            events.height,
+            record.rows["candles_1m"],
+            record.rows["daily"],
+            record.min_event_time,
+            record.max_event_time,
+            collected - started,
+            folded - collected,
+            time.perf_counter() - folded,
+        )
 
     events = parse_events(read_kafka(spark, settings, max_offsets_per_trigger))
     return (

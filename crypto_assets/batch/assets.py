@@ -4,7 +4,6 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 :mod:`crypto_assets.batch.minute_ingest`), and reports metadata and asset checks.
 """
 
-
 import warnings
 
 import polars as pl
@@ -88,7 +87,10 @@ def build_batch_assets(settings: Settings) -> list:
             ("unique_minutes", "no duplicate (symbol, open_time)"),
             ("ohlc_consistent", "OHLC values are consistent"),
             ("minutes_complete", "every minute is present; lists the gaps (WARN)"),
-            ("sources_clean", "every source file was readable, no row was quarantined and no two sources disagreed (WARN)"),
+            (
+                "sources_clean",
+                "every source file was readable, no row was quarantined and no two sources disagreed (WARN)",
+            ),
         ),
     )
     def minute_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
@@ -104,17 +106,26 @@ def build_batch_assets(settings: Settings) -> list:
             if report.error:
                 context.log.warning(f"skipped {report.error}")
             else:
-                context.log.debug(f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
-                                 f"{report.quarantined:,} quarantined")  # fmt: skip
+                context.log.debug(
+                    f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
+                    f"{report.quarantined:,} quarantined"
+                )
 
         result = ingest_window(
-            sources, market.lake, cfg.symbol_names, start, end, progress=log_source, on_wait=context.log.info,
+            sources,
+            market.lake,
+            cfg.symbol_names,
+            start,
+            end,
+            progress=log_source,
+            on_wait=context.log.info,
             landing=cfg.landing_dir,
         )
         conflicts = result.conflicts.height
         if conflicts:
-            context.log.warning(f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n"
-                                f"{result.conflict_summary()}")  # fmt: skip
+            context.log.warning(
+                f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n{result.conflict_summary()}"
+            )
         frame = result.frame
         for line in symbol_lines(frame, "open_time", cfg.symbol_names):
             context.log.info(f"minute_raw {months} from {len(sources)} file(s): {line}")
@@ -144,13 +155,16 @@ def build_batch_assets(settings: Settings) -> list:
         )
         return MaterializeResult(
             metadata=metadata,
-            check_results=judged(check_window(months, cfg.symbol_names), [
-                to_check_result("schema", checks.schema_matches(frame, MINUTE_SCHEMA)),
-                to_check_result("unique_minutes", checks.unique_keys(frame, ["symbol", "open_time"])),
-                to_check_result("ohlc_consistent", checks.ohlc_consistent(frame)),
-                to_check_result("minutes_complete", checks.minutes_complete(frame, backfilled=backfill_runs(cfg))),
-                to_check_result("sources_clean", sources_clean),
-            ]),
+            check_results=judged(
+                check_window(months, cfg.symbol_names),
+                [
+                    to_check_result("schema", checks.schema_matches(frame, MINUTE_SCHEMA)),
+                    to_check_result("unique_minutes", checks.unique_keys(frame, ["symbol", "open_time"])),
+                    to_check_result("ohlc_consistent", checks.ohlc_consistent(frame)),
+                    to_check_result("minutes_complete", checks.minutes_complete(frame, backfilled=backfill_runs(cfg))),
+                    to_check_result("sources_clean", sources_clean),
+                ],
+            ),
         )
 
     @asset(
@@ -178,12 +192,15 @@ def build_batch_assets(settings: Settings) -> list:
         newest = [d for d in (latest_closed_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date") | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(check_window(months, cfg.symbol_names), [
-                to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
-                to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
-                to_check_result("ohlc_consistent", checks.ohlc_consistent(step.frame)),
-                to_check_result("fresh", checks.fresh(max(newest, default=None), cfg.freshness_hours)),
-            ]),
+            check_results=judged(
+                check_window(months, cfg.symbol_names),
+                [
+                    to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
+                    to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
+                    to_check_result("ohlc_consistent", checks.ohlc_consistent(step.frame)),
+                    to_check_result("fresh", checks.fresh(max(newest, default=None), cfg.freshness_hours)),
+                ],
+            ),
         )
 
     @asset(
@@ -215,13 +232,16 @@ def build_batch_assets(settings: Settings) -> list:
             metadata=dataset_metadata(step.frame, step.summary, "date")
             | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}
             | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(check_window(months, cfg.symbol_names), [
-                to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
-                to_check_result("no_missing_days", checks.no_missing_days(step.context)),
-                to_check_result(
-                    "moving_averages_correct", checks.moving_averages_correct(step.context, start.date())
-                ),
-            ]),
+            check_results=judged(
+                check_window(months, cfg.symbol_names),
+                [
+                    to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
+                    to_check_result("no_missing_days", checks.no_missing_days(step.context)),
+                    to_check_result(
+                        "moving_averages_correct", checks.moving_averages_correct(step.context, start.date())
+                    ),
+                ],
+            ),
         )
 
     @asset(
@@ -246,13 +266,16 @@ def build_batch_assets(settings: Settings) -> list:
             context.log.info(f"prophet_input {months}: {line}")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "ds") | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(check_window(months, cfg.symbol_names), [
-                to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
-                to_check_result(
-                    "complete",
-                    checks.combine(checks.no_nulls(step.frame), checks.unique_keys(step.frame, ["symbol", "ds"])),
-                ),
-            ]),
+            check_results=judged(
+                check_window(months, cfg.symbol_names),
+                [
+                    to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
+                    to_check_result(
+                        "complete",
+                        checks.combine(checks.no_nulls(step.frame), checks.unique_keys(step.frame, ["symbol", "ds"])),
+                    ),
+                ],
+            ),
         )
 
     return [minute_raw, daily_raw, daily_filled, prophet_input]

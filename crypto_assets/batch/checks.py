@@ -91,10 +91,9 @@ def minute_gaps(minutes: pl.DataFrame, spans: pl.DataFrame | None = None) -> pl.
         ranges = gaps_between_sorted(minutes.lazy())
     else:
         ranges = missing_ranges(minutes.lazy(), (symbol_spans(minutes) if spans is None else spans).lazy())
-    return (
-        ranges.select("symbol", "gap_start", (pl.col("gap_end") - MINUTE).alias("gap_end"), pl.col("minutes").alias("missing_minutes"))
-        .collect()
-    )
+    return ranges.select(
+        "symbol", "gap_start", (pl.col("gap_end") - MINUTE).alias("gap_end"), pl.col("minutes").alias("missing_minutes")
+    ).collect()
 
 
 def incomplete_days(gaps: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:
@@ -122,7 +121,9 @@ def partial_edge_days(minutes: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFram
     Their daily candles cover only part of the day, so they differ from the exchange's."""
     edges = spans.select(
         "symbol",
-        pl.concat_list(pl.col("span_start").dt.date(), (pl.col("span_end") - MINUTE).dt.date()).list.unique().alias("date"),
+        pl.concat_list(pl.col("span_start").dt.date(), (pl.col("span_end") - MINUTE).dt.date())
+        .list.unique()
+        .alias("date"),
     ).explode("date")
     counts = (
         minutes.lazy()

@@ -98,10 +98,14 @@ class Manifest:
     def _unlisted(self) -> list[Path]:
         known = {e.file for e in self.entries}
         return [
-            p for p in self.landing.iterdir()
-            if p.is_file() and p.name not in known and "__" in p.name and p.suffix.lower() in SUPPORTED_SUFFIXES
+            p
+            for p in self.landing.iterdir()
+            if p.is_file()
+            and p.name not in known
+            and "__" in p.name
+            and p.suffix.lower() in SUPPORTED_SUFFIXES
             and not p.name.startswith(TEMP_PREFIX)
-        ]  # fmt: skip
+        ]
 
     def _remove_unlisted(self) -> None:
         """A copy the manifest does not list was left by an ingest killed before it recorded the copy: that
@@ -117,9 +121,17 @@ class Manifest:
         for path in unlisted:
             digest, size = _hash_file(path)
             self.entries.append(
-                LandingEntry(self._next_order(), path.name, path.name.split("__", 1)[0], str(path), digest, size,
-                             _now(), merged=True)
-            )  # fmt: skip
+                LandingEntry(
+                    self._next_order(),
+                    path.name,
+                    path.name.split("__", 1)[0],
+                    str(path),
+                    digest,
+                    size,
+                    _now(),
+                    merged=True,
+                )
+            )
 
     def _next_order(self) -> int:
         return max((e.order for e in self.entries), default=0) + 1
@@ -210,7 +222,8 @@ def land(source: SourceFile, manifest: Manifest) -> Landed:
         fsync_path(landing)
     finally:
         tmp.unlink(missing_ok=True)
-    entry = LandingEntry(manifest._next_order(), name, source.symbol, str(source.path), digest, size, _now(),
-                         warning=warning)  # fmt: skip
+    entry = LandingEntry(
+        manifest._next_order(), name, source.symbol, str(source.path), digest, size, _now(), warning=warning
+    )
     manifest.entries.append(entry)
     return Landed(entry, already=False, warning=warning)

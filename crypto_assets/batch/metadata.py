@@ -42,7 +42,9 @@ def _metadata_value(value: object) -> object:
     return value
 
 
-def to_check_result(check_name: str, outcome: CheckOutcome, window: dict[str, object] | None = None) -> AssetCheckResult:
+def to_check_result(
+    check_name: str, outcome: CheckOutcome, window: dict[str, object] | None = None
+) -> AssetCheckResult:
     """``window`` (:func:`check_window`) says which months and symbols the check judged."""
     return AssetCheckResult(
         check_name=check_name,
@@ -55,12 +57,16 @@ def to_check_result(check_name: str, outcome: CheckOutcome, window: dict[str, ob
 
 def symbol_lines(frame: pl.DataFrame, time_column: str, symbols: list[str]) -> list[str]:
     """One line per symbol for a run's log: rows and the time range they cover (details are in metadata)."""
-    spans = {
-        s: (n, first, last)
-        for s, n, first, last in frame.group_by("symbol")
-        .agg(pl.len(), pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
-        .iter_rows()
-    } if frame.height else {}  # fmt: skip
+    spans = (
+        {
+            s: (n, first, last)
+            for s, n, first, last in frame.group_by("symbol")
+            .agg(pl.len(), pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
+            .iter_rows()
+        }
+        if frame.height
+        else {}
+    )
     lines = []
     for symbol in symbols:
         n, first, last = spans.get(symbol, (0, None, None))
@@ -79,7 +85,9 @@ def months_label(start, end) -> str:
     from datetime import timedelta
 
     last = end - timedelta(days=1)
-    return f"{start:%Y-%m}" if (start.year, start.month) == (last.year, last.month) else f"{start:%Y-%m} .. {last:%Y-%m}"
+    return (
+        f"{start:%Y-%m}" if (start.year, start.month) == (last.year, last.month) else f"{start:%Y-%m} .. {last:%Y-%m}"
+    )
 
 
 def judged(window: dict[str, object], results: list[AssetCheckResult]) -> list[AssetCheckResult]:

@@ -82,7 +82,9 @@ class IngestResult:
         if not self.conflicts.height:
             return "none"
         pairs = self.conflicts.group_by("source", "kept_source").len().sort("len", descending=True)
-        return "\n".join(f"{n:,} minute(s): kept {kept} over {lost}" for lost, kept, n in pairs.head(max_listed).iter_rows())
+        return "\n".join(
+            f"{n:,} minute(s): kept {kept} over {lost}" for lost, kept, n in pairs.head(max_listed).iter_rows()
+        )
 
 
 def read_source(source: SourceFile, latest_time: datetime) -> tuple[pl.LazyFrame, str]:
@@ -116,7 +118,9 @@ def _source_reader(source: SourceFile, label: str, latest_time: datetime) -> _Re
 
 def _lake_roots(lake: Path, landing: Path | None) -> list[Path]:
     """The folders only writers holding the minute_raw lock write to."""
-    roots = [lake / d for d in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET, EXCHANGE_MINUTES, EXCHANGE_EMPTY)]
+    roots = [
+        lake / d for d in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET, EXCHANGE_MINUTES, EXCHANGE_EMPTY)
+    ]
     return roots + ([landing] if landing is not None else [])
 
 
@@ -262,20 +266,41 @@ def _merge_pending(
     for symbol in sorted({e.symbol for e in pending}):
         mine = [e for e in pending if e.symbol == symbol]
         times = pl.concat([frames[e.order][0].select("open_time") for e in mine]).filter(
-            pl.col("open_time").is_not_null() & (pl.col("open_time") >= EARLIEST_TIME) & (pl.col("open_time") <= latest_time)
+            pl.col("open_time").is_not_null()
+            & (pl.col("open_time") >= EARLIEST_TIME)
+            & (pl.col("open_time") <= latest_time)
         )
-        months = sorted({Month(y, m) for y, m in times.select(
-            pl.col("open_time").dt.year().alias("y"), pl.col("open_time").dt.month().alias("m")).unique().iter_rows()})  # fmt: skip
+        months = sorted(
+            {
+                Month(y, m)
+                for y, m in times.select(
+                    pl.col("open_time").dt.year().alias("y"), pl.col("open_time").dt.month().alias("m")
+                )
+                .unique()
+                .iter_rows()
+            }
+        )
         readers = [
-            _Reader(manifest.path_of(e), symbol, rank, e.label(), lambda e=e: (frames[e.order][0].lazy(), frames[e.order][1]))
+            _Reader(
+                manifest.path_of(e),
+                symbol,
+                rank,
+                e.label(),
+                lambda e=e: (frames[e.order][0].lazy(), frames[e.order][1]),
+            )
             for rank, e in enumerate(mine)
         ]
         # Older files are read only to name the source of a stored row that a new file replaces.
         candidates = [
-            _Reader(manifest.path_of(e), symbol, len(mine) + i, e.label(),
-                    lambda e=e: read_source(SourceFile(manifest.path_of(e), e.symbol, 0), latest_time))
+            _Reader(
+                manifest.path_of(e),
+                symbol,
+                len(mine) + i,
+                e.label(),
+                lambda e=e: read_source(SourceFile(manifest.path_of(e), e.symbol, 0), latest_time),
+            )
             for i, e in enumerate(o for o in older if o.symbol == symbol)
-        ]  # fmt: skip
+        ]
         part = _merge_months(readers, lake, [symbol], months or [], latest_time, progress, candidates, older)
         result = _combine(result, part)
     for entry in pending:
@@ -346,11 +371,16 @@ def _merge_symbol_months(
     end = datetime(last.year, last.month, 1, tzinfo=UTC)
     in_window = (pl.col("open_time") >= start) & (pl.col("open_time") < end)
     # Rows whose time is missing or impossible belong to no month; they are kept apart, per symbol.
-    no_month = pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
+    no_month = (
+        pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
+    )
 
     base_rank = max([r.rank for r in (*readers, *candidates)], default=-1) + 1
     exchange_rank = base_rank + 1
-    labels = {r.rank: r.label for r in (*readers, *candidates)} | {base_rank: EARLIER_LAKE, exchange_rank: EXCHANGE_MINUTES}
+    labels = {r.rank: r.label for r in (*readers, *candidates)} | {
+        base_rank: EARLIER_LAKE,
+        exchange_rank: EXCHANGE_MINUTES,
+    }
     exchange = [
         _Reader(path, symbol, exchange_rank, EXCHANGE_MINUTES, read)
         for path, symbol, read in exchange_sources(lake, symbols, months, exchange_rank, latest_time)
@@ -367,7 +397,11 @@ def _merge_symbol_months(
             report = SourceReport(str(reader.path), reader.symbol)
             try:
                 frame, report.format = reader.read()
-                rows = frame.filter(in_window | no_month).with_columns(pl.lit(reader.rank, pl.Int32).alias("source_rank")).collect()
+                rows = (
+                    frame.filter(in_window | no_month)
+                    .with_columns(pl.lit(reader.rank, pl.Int32).alias("source_rank"))
+                    .collect()
+                )
             except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
                 report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{reader.path}: {exc}"
                 if report_them:
@@ -377,7 +411,11 @@ def _merge_symbol_months(
                 continue
             read_files.append(str(reader.path))
             # Only the columns the merge needs travel on: the raw frame is twice as wide.
-            good_parts.append(rows.filter(pl.col("reason").is_null() & ~no_month).select(*MINUTE_SCHEMA.names(), "source_rank", "line"))
+            good_parts.append(
+                rows.filter(pl.col("reason").is_null() & ~no_month).select(
+                    *MINUTE_SCHEMA.names(), "source_rank", "line"
+                )
+            )
             bad = quarantine_rows(rows.lazy()).collect()
             bad_parts.append(bad.filter(~no_month))
             unparsed.append(bad.filter(no_month))
@@ -393,8 +431,11 @@ def _merge_symbol_months(
     if candidates and (conflicts["source_rank"] == base_rank).any():
         lost = conflicts.filter(pl.col("source_rank") == base_rank).select(MINUTE_SCHEMA.names())
         first, final = lost["open_time"].min(), lost["open_time"].max()
-        overlapping = [c for c, e in zip(candidates, older_for(candidates, older), strict=True)
-                       if e.span() is None or (e.span()[0] <= final and e.span()[1] >= first)]  # fmt: skip
+        overlapping = [
+            c
+            for c, e in zip(candidates, older_for(candidates, older), strict=True)
+            if e.span() is None or (e.span()[0] <= final and e.span()[1] >= first)
+        ]
         count = len(good_parts)
         read_all(overlapping, report_them=False)
         # Their rows only name where a replaced stored row came from: only rows equal to one are kept, so they
@@ -435,14 +476,22 @@ def older_for(candidates: Sequence[_Reader], older: Sequence[LandingEntry]) -> l
     return [by_label[c.label] for c in candidates]
 
 
-def _merge(good_parts: list[pl.DataFrame], stored: pl.DataFrame, base_rank: int) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
+def _merge(
+    good_parts: list[pl.DataFrame], stored: pl.DataFrame, base_rank: int
+) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
     """The sources' good rows merged with the stored rows; (winners, conflicts, duplicates, source rows)."""
-    pool = pl.concat(good_parts) if good_parts else pl.DataFrame(schema={**MINUTE_SCHEMA, "source_rank": pl.Int32, "line": pl.Int64})
+    pool = (
+        pl.concat(good_parts)
+        if good_parts
+        else pl.DataFrame(schema={**MINUTE_SCHEMA, "source_rank": pl.Int32, "line": pl.Int64})
+    )
     if stored.height and pool.height:
         # A stored row some source still gives is that source's row, not a version of its own.
         stored = stored.join(pool.select(MINUTE_SCHEMA.names()), on=MINUTE_SCHEMA.names(), how="anti", nulls_equal=True)
     if stored.height:
-        stored = stored.with_columns(pl.lit(base_rank, pl.Int32).alias("source_rank"), pl.int_range(pl.len(), dtype=pl.Int64).alias("line"))
+        stored = stored.with_columns(
+            pl.lit(base_rank, pl.Int32).alias("source_rank"), pl.int_range(pl.len(), dtype=pl.Int64).alias("line")
+        )
         frame = pl.concat([pool, stored]) if pool.height else stored
     else:
         frame = pool
@@ -450,7 +499,9 @@ def _merge(good_parts: list[pl.DataFrame], stored: pl.DataFrame, base_rank: int)
     return winners, conflicts, duplicates, pool.height
 
 
-def _write_unparsed(parts: list[pl.DataFrame], lake: Path, symbols: Sequence[str], read_files: Sequence[str]) -> WriteSummary:
+def _write_unparsed(
+    parts: list[pl.DataFrame], lake: Path, symbols: Sequence[str], read_files: Sequence[str]
+) -> WriteSummary:
     """Rows without a usable time belong to no month; they are kept per symbol beside the months."""
     summary = WriteSummary()
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)

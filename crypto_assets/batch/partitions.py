@@ -32,6 +32,7 @@ def batch_partitions(settings: Settings) -> MonthlyPartitionsDefinition:
 def window_bounds(window: TimeWindow) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
+
 # Dagster's run tags of a single-run backfill over a range of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

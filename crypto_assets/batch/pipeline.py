@@ -160,4 +160,3 @@ def read_dataset(lake: Path, dataset: str, schema: pl.Schema, symbols: Sequence[
     """Every stored month of a dataset for the symbols (small daily datasets only)."""
     paths = [p for s in symbols for p in sorted((lake / dataset / f"symbol={s}").glob("year=*/month=*/part-0.parquet"))]
     return pl.scan_parquet(paths) if paths else pl.LazyFrame(schema=schema)
-

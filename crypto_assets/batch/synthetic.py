@@ -276,9 +276,7 @@ def generate_minutes(series: SyntheticSeries, seed: int = 42, artefacts: bool = 
     returns = shocks * sigma
     years = n / _MINUTES_PER_YEAR
     natural_std = math.sqrt(float(np.dot(sigma, sigma)))
-    target = profile.drift_per_year * years + min(natural_std, _ENDPOINT_STD_CAP) * float(
-        rng.standard_normal()
-    )
+    target = profile.drift_per_year * years + min(natural_std, _ENDPOINT_STD_CAP) * float(rng.standard_normal())
     returns += (target - float(returns.sum())) / n
 
     log_close = np.cumsum(returns)

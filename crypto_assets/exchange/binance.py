@@ -26,9 +26,19 @@ USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 TIME_UNIT_HEADER = "X-MBX-TIME-UNIT"
 
 KLINE_FIELDS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "trades", "taker_buy_base_volume", "taker_buy_quote_volume", "ignore",
-)  # fmt: skip
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
 
 
 def format_decimal(value: float) -> str:
@@ -45,7 +55,10 @@ def klines_to_frame(rows: Sequence[Sequence[object]], symbol: str) -> pl.DataFra
     frame = pl.DataFrame(
         {
             "open_time": pl.Series(columns[0], dtype=pl.Float64),
-            **{name: pl.Series(columns[i + 1], dtype=pl.String) for i, name in enumerate(("open", "high", "low", "close", "volume"))},
+            **{
+                name: pl.Series(columns[i + 1], dtype=pl.String)
+                for i, name in enumerate(("open", "high", "low", "close", "volume"))
+            },
         }
     )
     return frame.select(

@@ -180,8 +180,12 @@ class ExchangeClient:
         cursor = start_ms
         while cursor < end_ms:
             params = {
-                "symbol": symbol, "interval": "1m", "startTime": cursor, "endTime": end_ms - 1, "limit": MAX_KLINES_LIMIT,
-            }  # fmt: skip
+                "symbol": symbol,
+                "interval": "1m",
+                "startTime": cursor,
+                "endTime": end_ms - 1,
+                "limit": MAX_KLINES_LIMIT,
+            }
             rows = self._get_json(KLINES_PATH, params, KLINES_WEIGHT)
             if isinstance(rows, list) and not rows:
                 return
@@ -193,7 +197,9 @@ class ExchangeClient:
                 raise ExchangeError(f"GET {self._url(KLINES_PATH, params)}: not a klines answer: {problem}") from exc
             page = frame.filter((pl.col("open_time") >= _as_utc(start)) & (pl.col("open_time") < _from_ms(end_ms)))
             if last_ms < cursor:
-                raise ExchangeError(f"GET {self._url(KLINES_PATH, params)}: the exchange answered with klines before startTime")
+                raise ExchangeError(
+                    f"GET {self._url(KLINES_PATH, params)}: the exchange answered with klines before startTime"
+                )
             if page.height:
                 yield page
                 if progress is not None:
@@ -274,7 +280,9 @@ class ExchangeClient:
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 if failures >= self.retry.attempts:
-                    raise ExchangeError(f"GET {url} failed after {failures} attempts: {type(exc).__name__}: {exc}") from exc
+                    raise ExchangeError(
+                        f"GET {url} failed after {failures} attempts: {type(exc).__name__}: {exc}"
+                    ) from exc
                 self._sleep(self._backoff(failures))
                 continue
 
@@ -289,20 +297,26 @@ class ExchangeClient:
                 if retry_after > self.retry.max_wait_seconds:
                     raise ExchangeError(
                         f"GET {url}: {what}, Retry-After {retry_after:g}s is longer than the client waits "
-                        f"({self.retry.max_wait_seconds:g}s): {_describe(body)}", status, _error_code(body),
-                    )  # fmt: skip
+                        f"({self.retry.max_wait_seconds:g}s): {_describe(body)}",
+                        status,
+                        _error_code(body),
+                    )
                 if rate_limited >= self.retry.rate_limited_attempts:
                     raise ExchangeError(
                         f"GET {url}: {what}, Retry-After {retry_after:g}s; gave up after {rate_limited} such answers: "
-                        f"{_describe(body)}", status, _error_code(body),
-                    )  # fmt: skip
+                        f"{_describe(body)}",
+                        status,
+                        _error_code(body),
+                    )
                 self.budget.block_for(retry_after)
                 continue
             if status >= 500:
                 failures += 1
                 if failures >= self.retry.attempts:
                     raise ExchangeError(
-                        f"GET {url} failed after {failures} attempts: HTTP {status}: {_describe(body)}", status, _error_code(body)
+                        f"GET {url} failed after {failures} attempts: HTTP {status}: {_describe(body)}",
+                        status,
+                        _error_code(body),
                     )
                 self._sleep(self._backoff(failures))
                 continue
@@ -316,8 +330,9 @@ class ExchangeClient:
                 if failures >= self.retry.attempts:
                     raise ExchangeError(
                         f"GET {url} failed after {failures} attempts: HTTP {status} with a body that is not JSON "
-                        f"({len(body):,} bytes): {body[:200]!r}", status,
-                    ) from exc  # fmt: skip
+                        f"({len(body):,} bytes): {body[:200]!r}",
+                        status,
+                    ) from exc
                 self._sleep(self._backoff(failures))
 
 

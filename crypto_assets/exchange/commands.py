@@ -20,7 +20,9 @@ def _start_time(text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--start: expected an ISO time like 2021-03-26T03:00 or 'now', got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"--start: expected an ISO time like 2021-03-26T03:00 or 'now', got {text!r}"
+        ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -33,7 +35,9 @@ def _market(args: argparse.Namespace, settings):
         return Market.from_sources(args.source, symbols or settings.symbol_names, args.source_symbol)
     if args.lake is not None:
         return Market.from_lake(args.lake or settings.lake_dir, symbols)
-    return Market.synthetic(args.scale or settings.synthetic_scale, settings.synthetic_seed if args.seed is None else args.seed, symbols)
+    return Market.synthetic(
+        args.scale or settings.synthetic_scale, settings.synthetic_seed if args.seed is None else args.seed, symbols
+    )
 
 
 def cmd_exchange_replay(args: argparse.Namespace) -> int:
@@ -67,8 +71,9 @@ def cmd_exchange_replay(args: argparse.Namespace) -> int:
         print(
             f"replaying {market.description}: {', '.join(market.symbols)} from {server.clock.now():%Y-%m-%d %H:%M:%S} UTC "
             f"at {args.speed:g}x; faults: POST {server.rest_url}/_replay/faults (Content-Type: application/json)",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
+            file=sys.stderr,
+            flush=True,
+        )
         await server.serve_until_stopped()
 
     asyncio.run(run())
@@ -87,19 +92,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     data = replay.add_mutually_exclusive_group()
-    data.add_argument("--source", action="append", metavar="PATH", help="recorded 1-minute files, directories or globs (repeatable)")
-    data.add_argument("--lake", nargs="?", const="", metavar="DIR", help="serve minute_raw of this lake (default: the project's lake)")
+    data.add_argument(
+        "--source", action="append", metavar="PATH", help="recorded 1-minute files, directories or globs (repeatable)"
+    )
+    data.add_argument(
+        "--lake", nargs="?", const="", metavar="DIR", help="serve minute_raw of this lake (default: the project's lake)"
+    )
     replay.add_argument("--source-symbol", help="symbol of --source files whose names do not start with it")
     replay.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="serve only these symbols")
     replay.add_argument("--scale", choices=["tiny", "small", "full"], help="synthetic history (default: the project's)")
     replay.add_argument("--seed", type=int, help="synthetic seed (default: the project's)")
-    replay.add_argument("--start", help="replay clock start, ISO UTC or 'now' (default: now for synthetic data, the end of a recording otherwise)")
+    replay.add_argument(
+        "--start",
+        help="replay clock start, ISO UTC or 'now' (default: now for synthetic data, the end of a recording otherwise)",
+    )
     replay.add_argument("--speed", type=float, default=1.0, help="replay clock speed, N x real time (default 1)")
     replay.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     replay.add_argument("--port", type=int, default=0, help="REST port (default 0: pick a free one)")
     replay.add_argument("--ws-port", type=int, default=0, help="WebSocket port (default 0: pick a free one)")
-    replay.add_argument("--weight-limit", type=int, help="request weight per window (default: exchange.weight_limit_per_minute)")
-    replay.add_argument("--weight-window", type=float, default=60.0, help="weight window in seconds (default 60, as Binance)")
-    replay.add_argument("--ban-seconds", type=float, default=120.0, help="418 ban for clients that ignore a 429 (default 120)")
-    replay.add_argument("--trades-per-minute", type=int, default=12, help="synthesized trades per candle with volume (default 12)")
+    replay.add_argument(
+        "--weight-limit", type=int, help="request weight per window (default: exchange.weight_limit_per_minute)"
+    )
+    replay.add_argument(
+        "--weight-window", type=float, default=60.0, help="weight window in seconds (default 60, as Binance)"
+    )
+    replay.add_argument(
+        "--ban-seconds", type=float, default=120.0, help="418 ban for clients that ignore a 429 (default 120)"
+    )
+    replay.add_argument(
+        "--trades-per-minute", type=int, default=12, help="synthesized trades per candle with volume (default 12)"
+    )
     replay.set_defaults(func=cmd_exchange_replay)

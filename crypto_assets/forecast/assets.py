@@ -79,27 +79,44 @@ def build_forecast_assets(settings: Settings) -> list:
         "95% interval, conformal interval quantiles at 80%/95% and their honest coverage, and the served champion per "
         "horizon. CV predictions go to forecast_cv_predictions. Skips (and so the whole group) on a too short history.",
         check_specs=[
-            AssetCheckSpec("mape_1d_below_threshold", asset="forecast_metrics",
-                           description="the served model's 1-day CV MAPE is at most mape_warn_threshold (WARN)"),
-            AssetCheckSpec("not_worse_than_naive", asset="forecast_metrics",
-                           description="Prophet's CV MAPE is not above naive's at any horizon (WARN)"),
-            AssetCheckSpec("interval_coverage", asset="forecast_metrics",
-                           description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level (WARN)"),
-        ],  # fmt: skip
+            AssetCheckSpec(
+                "mape_1d_below_threshold",
+                asset="forecast_metrics",
+                description="the served model's 1-day CV MAPE is at most mape_warn_threshold (WARN)",
+            ),
+            AssetCheckSpec(
+                "not_worse_than_naive",
+                asset="forecast_metrics",
+                description="Prophet's CV MAPE is not above naive's at any horizon (WARN)",
+            ),
+            AssetCheckSpec(
+                "interval_coverage",
+                asset="forecast_metrics",
+                description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level (WARN)",
+            ),
+        ],
     )
     def forecast_metrics(context: AssetExecutionContext, config: ForecastConfig, market: MarketDataResource):
         symbol, options = context.partition_key, config.to_options()
         history = read_history(market.lake, symbol)
-        context.log.info(f"{symbol}: cross-validating {', '.join(options.models)} on {history.height:,} days, "
-                         f"up to {options.cv_max_cutoffs} origins every {options.cv_period_days} days on {options.cv_workers} worker(s)")  # fmt: skip
+        context.log.info(
+            f"{symbol}: cross-validating {', '.join(options.models)} on {history.height:,} days, "
+            f"up to {options.cv_max_cutoffs} origins every {options.cv_period_days} days on {options.cv_workers} worker(s)"
+        )
         try:
-            cv = cross_validate(history, options, progress=lambda done, total: done % 10 == 0 and context.log.info(f"{symbol}: {done}/{total} folds"))
+            cv = cross_validate(
+                history,
+                options,
+                progress=lambda done, total: done % 10 == 0 and context.log.info(f"{symbol}: {done}/{total} folds"),
+            )
         except TooShortHistory as exc:
             # No materialization: Dagster skips forecasts and forecast_results too, so the group is never
             # half-written. The checks (outputs Dagster requires) say why on the asset's page.
             context.log.warning(f"{symbol}: skipped. {exc}")
             for name in CHECK_NAMES:
-                yield to_check_result(name, CheckOutcome(False, f"skipped: {exc}", Severity.WARN, {"history_days": history.height}))
+                yield to_check_result(
+                    name, CheckOutcome(False, f"skipped: {exc}", Severity.WARN, {"history_days": history.height})
+                )
             return
         if cv.short_history:
             context.log.warning(f"{symbol}: {cv.note()}; the skill and coverage figures rest on fewer origins")
@@ -131,8 +148,16 @@ def build_forecast_assets(settings: Settings) -> list:
         yield MaterializeResult(metadata=metadata)
         for name, outcome in (
             ("mape_1d_below_threshold", checks.mape_below_threshold(cv.metrics, options.mape_warn_threshold, first_h)),
-            ("not_worse_than_naive", checks.not_worse_than_naive(cv.metrics.filter(pl.col("horizon").is_in(list(options.cv_horizons))))),
-            ("interval_coverage", checks.interval_coverage(cv.metrics, options.cv_horizons, options.interval_levels, options.coverage_tolerance)),
+            (
+                "not_worse_than_naive",
+                checks.not_worse_than_naive(cv.metrics.filter(pl.col("horizon").is_in(list(options.cv_horizons)))),
+            ),
+            (
+                "interval_coverage",
+                checks.interval_coverage(
+                    cv.metrics, options.cv_horizons, options.interval_levels, options.coverage_tolerance
+                ),
+            ),
         ):
             yield to_check_result(name, outcome)
 
@@ -142,7 +167,9 @@ def build_forecast_assets(settings: Settings) -> list:
         description="Every candidate (Prophet, naive, drift, AutoETS) fitted on the whole history: the next horizon_days "
         "with yhat and conformal lower/upper bands at 80% and 95%; `served` marks the champion of each day ahead.",
     )
-    def forecasts(context: AssetExecutionContext, config: ForecastConfig, market: MarketDataResource) -> MaterializeResult:
+    def forecasts(
+        context: AssetExecutionContext, config: ForecastConfig, market: MarketDataResource
+    ) -> MaterializeResult:
         symbol, options = context.partition_key, config.to_options()
         history = read_history(market.lake, symbol)
         metrics = read_symbol(market.lake, FORECAST_METRICS, symbol)
@@ -193,10 +220,14 @@ def build_forecast_assets(settings: Settings) -> list:
         csv_path = symbol_file(market.lake, FORECAST_RESULTS, symbol, ".csv")
         size = _write(results, parquet_path)
         write_csv(results, csv_path)
-        chart = write_forecast_chart(report_path(Path(market.home), symbol), symbol, daily, fc, metrics, predictions).resolve()
+        chart = write_forecast_chart(
+            report_path(Path(market.home), symbol), symbol, daily, fc, metrics, predictions
+        ).resolve()
         chart_url = report_url(market.settings(), chart.name)
-        context.log.info(f"{symbol}: {results.height:,} rows to {parquet_path} and {csv_path}; chart {chart} "
-                         f"(served at {chart_url} by `crypto-assets reports`)")  # fmt: skip
+        context.log.info(
+            f"{symbol}: {results.height:,} rows to {parquet_path} and {csv_path}; chart {chart} "
+            f"(served at {chart_url} by `crypto-assets reports`)"
+        )
         horizons = tuple(sorted({1, 7, 30} & set(metrics["horizon"].to_list())))
         return MaterializeResult(
             metadata={
@@ -208,9 +239,13 @@ def build_forecast_assets(settings: Settings) -> list:
                 "csv_path": MetadataValue.path(str(csv_path)),
                 "chart_path": MetadataValue.path(str(chart)),
                 "chart": MetadataValue.url(chart_url),
-                "chart_preview": MetadataValue.md(markdown_image(preview_png(symbol, daily, fc, metrics), f"{symbol} forecast")),
+                "chart_preview": MetadataValue.md(
+                    markdown_image(preview_png(symbol, daily, fc, metrics), f"{symbol} forecast")
+                ),
                 "preview": MetadataValue.md(metrics_markdown(metrics, symbol, horizons)),
-                "latest_rows": MetadataValue.md(markdown_table(results.filter(pl.col("is_forecast")).drop("symbol").head(7))),
+                "latest_rows": MetadataValue.md(
+                    markdown_table(results.filter(pl.col("is_forecast")).drop("symbol").head(7))
+                ),
             }
         )
 

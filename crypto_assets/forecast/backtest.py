@@ -55,7 +55,9 @@ def backtest(
     folds = fold_paths(series, all_idx, options, executor, progress)
     predictions = predictions_frame(series, all_idx, folds, options)
     split = series.ds[n_train - 1]
-    selection = evaluate(predictions.filter(pl.col("cutoff") <= split - np.timedelta64(options.horizon_days, "D")), options)
+    selection = evaluate(
+        predictions.filter(pl.col("cutoff") <= split - np.timedelta64(options.horizon_days, "D")), options
+    )
     served = served_models(selection)
     test = predictions.filter(pl.col("cutoff") >= split)
     hs = list(horizons or options.cv_horizons)
@@ -68,10 +70,16 @@ def backtest(
         frame = pick.select("cutoff", "horizon", "ds", "y", "scale", pl.lit(model).alias("model"), "yhat")
         for lv in options.interval_levels:
             lower, upper = bands(frame["yhat"].to_numpy(), frame["scale"].to_numpy(), q[f"q_{level_tag(lv)}"][0])
-            frame = frame.with_columns(pl.Series(f"lower_{level_tag(lv)}", lower), pl.Series(f"upper_{level_tag(lv)}", upper))
+            frame = frame.with_columns(
+                pl.Series(f"lower_{level_tag(lv)}", lower), pl.Series(f"upper_{level_tag(lv)}", upper)
+            )
         for other in (NAIVE, PROPHET):
             col = at.filter(pl.col("model") == other).sort("cutoff")["yhat"]
-            frame = frame.with_columns(col.alias(f"{other}_yhat") if col.len() == frame.height else pl.lit(None, pl.Float64).alias(f"{other}_yhat"))
+            frame = frame.with_columns(
+                col.alias(f"{other}_yhat")
+                if col.len() == frame.height
+                else pl.lit(None, pl.Float64).alias(f"{other}_yhat")
+            )
         rows.append(frame)
     test_frame = pl.concat(rows)
     return Backtest(selection, test_frame, summarize_test(test_frame, options))
@@ -101,6 +109,8 @@ def summarize_test(test: pl.DataFrame, options: ForecastOptions) -> pl.DataFrame
         }
         for lv in options.interval_levels:
             tag = level_tag(lv)
-            row[f"coverage_{tag}"] = float(np.mean((y >= part[f"lower_{tag}"].to_numpy()) & (y <= part[f"upper_{tag}"].to_numpy())))
+            row[f"coverage_{tag}"] = float(
+                np.mean((y >= part[f"lower_{tag}"].to_numpy()) & (y <= part[f"upper_{tag}"].to_numpy()))
+            )
         out.append(row)
     return pl.DataFrame(out)

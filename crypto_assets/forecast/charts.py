@@ -14,7 +14,14 @@ from crypto_assets.forecast.candidates import LABELS
 from crypto_assets.lake.atomic import write_text_atomic
 
 MODEL_ORDER = ("prophet", "naive", "drift", "auto_ets", "auto_arima")
-COLORS = {"prophet": "#1f77b4", "naive": "#7f7f7f", "drift": "#ff7f0e", "auto_ets": "#2ca02c", "auto_arima": "#9467bd", "served": "#d62728"}
+COLORS = {
+    "prophet": "#1f77b4",
+    "naive": "#7f7f7f",
+    "drift": "#ff7f0e",
+    "auto_ets": "#2ca02c",
+    "auto_arima": "#9467bd",
+    "served": "#d62728",
+}
 BACKTEST_HORIZONS = (1, 7, 30)
 
 
@@ -28,9 +35,27 @@ def _line(fig: go.Figure, row: int, x, y, name: str, **line) -> None:
 
 def _band(fig: go.Figure, served: pl.DataFrame, tag: str, alpha: float) -> None:
     x = served["ds"].to_list()
-    fig.add_trace(go.Scatter(x=x, y=served[f"upper_{tag}"].to_list(), line={"width": 0}, showlegend=False, hoverinfo="x+y", name=f"upper {tag}%"), row=1, col=1)
     fig.add_trace(
-        go.Scatter(x=x, y=served[f"lower_{tag}"].to_list(), fill="tonexty", fillcolor=f"rgba(214,39,40,{alpha})", line={"width": 0}, name=f"{tag}% interval"),
+        go.Scatter(
+            x=x,
+            y=served[f"upper_{tag}"].to_list(),
+            line={"width": 0},
+            showlegend=False,
+            hoverinfo="x+y",
+            name=f"upper {tag}%",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=served[f"lower_{tag}"].to_list(),
+            fill="tonexty",
+            fillcolor=f"rgba(214,39,40,{alpha})",
+            line={"width": 0},
+            name=f"{tag}% interval",
+        ),
         row=1,
         col=1,
     )
@@ -50,7 +75,15 @@ def _forecast_panel(fig: go.Figure, daily: pl.DataFrame, forecasts: pl.DataFrame
     for tag, alpha in (("95", 0.12), ("80", 0.25)):
         if f"lower_{tag}" in served.columns:
             _band(fig, served, tag, alpha)
-    _line(fig, 1, served["ds"].to_list(), served["yhat"].to_list(), _served_label(served), color=COLORS["served"], width=2.5)
+    _line(
+        fig,
+        1,
+        served["ds"].to_list(),
+        served["yhat"].to_list(),
+        _served_label(served),
+        color=COLORS["served"],
+        width=2.5,
+    )
     for model, dash in (("prophet", "dash"), ("naive", "dot")):
         path = forecasts.filter(pl.col("model") == model).sort("horizon")
         if path.height:
@@ -67,10 +100,20 @@ def _backtest_panel(fig: go.Figure, daily: pl.DataFrame, predictions: pl.DataFra
     symbols = {1: "circle", 7: "diamond", 30: "x"}
     for h in BACKTEST_HORIZONS:
         model = next((m for hh, m in served if hh == h), None)
-        rows = predictions.filter((pl.col("horizon") == h) & (pl.col("model") == model)).sort("ds") if model else predictions.clear()
+        rows = (
+            predictions.filter((pl.col("horizon") == h) & (pl.col("model") == model)).sort("ds")
+            if model
+            else predictions.clear()
+        )
         if rows.height:
             fig.add_trace(
-                go.Scatter(x=rows["ds"].to_list(), y=rows["yhat"].to_list(), mode="markers", name=f"predicted {h}d ahead ({LABELS.get(model, model)})", marker={"symbol": symbols.get(h, "circle"), "size": 6}),
+                go.Scatter(
+                    x=rows["ds"].to_list(),
+                    y=rows["yhat"].to_list(),
+                    mode="markers",
+                    name=f"predicted {h}d ahead ({LABELS.get(model, model)})",
+                    marker={"symbol": symbols.get(h, "circle"), "size": 6},
+                ),
                 row=2,
                 col=1,
             )
@@ -128,7 +171,14 @@ def forecast_figure(
     _forecast_panel(fig, daily, fc, recent_days)
     _backtest_panel(fig, daily, _for_symbol(predictions, symbol), m)
     rows = skill_rows(m)
-    fig.add_trace(go.Table(header={"values": SKILL_HEADER}, cells={"values": [list(c) for c in zip(*rows, strict=False)] if rows else [[]] * 7}), row=3, col=1)
+    fig.add_trace(
+        go.Table(
+            header={"values": SKILL_HEADER},
+            cells={"values": [list(c) for c in zip(*rows, strict=False)] if rows else [[]] * 7},
+        ),
+        row=3,
+        col=1,
+    )
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="price", row=2, col=1)
     fig.update_layout(height=1300, title=f"{symbol} forecast report", hovermode="x unified")
@@ -165,7 +215,9 @@ def _skill(value: float | None, lo: float | None, hi: float | None) -> str:
     return f"{value:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def metrics_markdown(metrics: pl.DataFrame, symbol: str | None = None, horizons: Sequence[int] = BACKTEST_HORIZONS) -> str:
+def metrics_markdown(
+    metrics: pl.DataFrame, symbol: str | None = None, horizons: Sequence[int] = BACKTEST_HORIZONS
+) -> str:
     """Markdown skill table: one row per (horizon, model) with MAPE, skill and its bootstrap interval, coverage."""
     m = _for_symbol(metrics, symbol) if symbol else metrics
     if "symbol" in m.columns and m["symbol"].n_unique() > 1:

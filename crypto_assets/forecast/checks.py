@@ -31,9 +31,11 @@ def mape_below_threshold(metrics: pl.DataFrame, threshold: float, horizon: int =
     mape = _mape(metrics, model).get(horizon)
     if mape is None:
         return CheckOutcome(
-            False, f"no {label} CV metrics at a {horizon}-day horizon", Severity.WARN,
+            False,
+            f"no {label} CV metrics at a {horizon}-day horizon",
+            Severity.WARN,
             {"threshold": threshold},
-        )  # fmt: skip
+        )
     passed = mape <= threshold
     verdict = "within" if passed else "above"
     return CheckOutcome(
@@ -52,9 +54,7 @@ def not_worse_than_naive(metrics: pl.DataFrame) -> CheckOutcome:
     lines = ["| horizon | prophet MAPE | naive MAPE | skill | worse than naive |", "|---|---|---|---|---|"]
     for h in horizons:
         skill = 1.0 - model[h] / naive[h] if naive[h] > 0 else float("nan")
-        lines.append(
-            f"| {h}d | {model[h]:.2%} | {naive[h]:.2%} | {skill:+.3f} | {'yes' if h in worse else 'no'} |"
-        )
+        lines.append(f"| {h}d | {model[h]:.2%} | {naive[h]:.2%} | {skill:+.3f} | {'yes' if h in worse else 'no'} |")
     metadata: dict[str, object] = {f"worse_than_naive_{h}d": h in worse for h in horizons}
     metadata["per_horizon"] = "\n".join(lines)
     if not horizons:
@@ -67,20 +67,29 @@ def not_worse_than_naive(metrics: pl.DataFrame) -> CheckOutcome:
     return CheckOutcome(not worse, description, Severity.WARN, metadata)
 
 
-def interval_coverage(metrics: pl.DataFrame, horizons: tuple[int, ...], levels: tuple[float, ...], tolerance: float) -> CheckOutcome:
+def interval_coverage(
+    metrics: pl.DataFrame, horizons: tuple[int, ...], levels: tuple[float, ...], tolerance: float
+) -> CheckOutcome:
     """WARN when the served intervals' honest CV coverage is more than ``tolerance`` from its level at any horizon."""
-    lines = ["| horizon | served | level | CV coverage | origins scored | off by more than tolerance |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| horizon | served | level | CV coverage | origins scored | off by more than tolerance |",
+        "|---|---|---|---|---|---|",
+    ]
     off = []
     for h in horizons:
         model = _served(metrics, h)
-        row = metrics.filter((pl.col("model") == model) & (pl.col("horizon") == h)).row(0, named=True) if model else None
+        row = (
+            metrics.filter((pl.col("model") == model) & (pl.col("horizon") == h)).row(0, named=True) if model else None
+        )
         for level in levels:
             cov = None if row is None else row.get(f"coverage_{level_tag(level)}")
             bad = cov is None or cov != cov or abs(cov - level) > tolerance
             if bad:
                 off.append(f"{h}d at {level:.0%}")
             shown = "n/a" if cov is None or cov != cov else f"{cov:.1%}"
-            lines.append(f"| {h}d | {LABELS.get(model, model)} | {level:.0%} | {shown} | {row['coverage_n'] if row else 0} | {'yes' if bad else 'no'} |")
+            lines.append(
+                f"| {h}d | {LABELS.get(model, model)} | {level:.0%} | {shown} | {row['coverage_n'] if row else 0} | {'yes' if bad else 'no'} |"
+            )
     description = (
         f"served intervals cover within {tolerance:.0%} of their level at every horizon"
         if not off

@@ -91,7 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT (a configured symbol unless --input is given)")
     parser.add_argument("--as-of", type=_day, help="last day of history used (default: the last day available)")
-    parser.add_argument("--input", help="a daily CSV in the exchange's 1d layout (timestamp,open,high,low,close,volume)")
+    parser.add_argument(
+        "--input", help="a daily CSV in the exchange's 1d layout (timestamp,open,high,low,close,volume)"
+    )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     parser.add_argument("--max-rows", type=int, default=200, help="rows shown in table format (default 200)")
     parser.set_defaults(func=cmd_forecast)

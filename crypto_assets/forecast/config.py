@@ -14,7 +14,9 @@ class ForecastConfig(Config):
 
     horizon_days: int = Field(D.horizon_days, description="days forecast past the last day of history")
     log_price: bool = Field(D.log_price, description="fit on log(close) and back-transform with exp")
-    models: list[str] = Field(list(D.models), description="candidate models: prophet, naive, drift, auto_ets, auto_arima")
+    models: list[str] = Field(
+        list(D.models), description="candidate models: prophet, naive, drift, auto_ets, auto_arima"
+    )
     level_anchor: bool = Field(D.level_anchor, description="Prophet's forecast starts at the last close")
     changepoint_prior_scale: float = D.changepoint_prior_scale
     changepoint_range: float = D.changepoint_range
@@ -36,7 +38,9 @@ class ForecastConfig(Config):
     cv_mp_context: str = Field(D.cv_mp_context, description="spawn or forkserver (fork deadlocks)")
     interval_levels: list[float] = Field(list(D.interval_levels), description="conformal interval levels")
     vol_window_days: int = Field(D.vol_window_days, description="days of returns that scale the intervals")
-    coverage_tolerance: float = Field(D.coverage_tolerance, description="coverage further than this from its level warns")
+    coverage_tolerance: float = Field(
+        D.coverage_tolerance, description="coverage further than this from its level warns"
+    )
     bootstrap_samples: int = Field(D.bootstrap_samples, description="bootstrap samples of the skill interval")
     mape_warn_threshold: float = Field(D.mape_warn_threshold, description="1-day MAPE above this warns (0.05 = 5%)")
 

@@ -86,14 +86,21 @@ def evaluate(predictions: pl.DataFrame, options: ForecastOptions) -> pl.DataFram
         yhat = _grid(observed, m, "yhat", n_o, n_h)
         err = y - yhat
         score = np.abs(np.log(y / yhat)) / scale
-        q = {lv: np.fmax.accumulate([conformal_quantile(score[:, j], lv) for j in range(n_h)]) for lv in options.interval_levels}
+        q = {
+            lv: np.fmax.accumulate([conformal_quantile(score[:, j], lv) for j in range(n_h)])
+            for lv in options.interval_levels
+        }
         for j, h in enumerate(range(1, n_h + 1)):
             mape, base = float(np.mean(ape[m][:, j])), float(np.mean(ape[NAIVE][:, j]))
             idx = boot[h]
             with np.errstate(divide="ignore", invalid="ignore"):
                 skills = 1.0 - ape[m][idx, j].mean(axis=1) / ape[NAIVE][idx, j].mean(axis=1)
             finite = np.isfinite(skills)
-            lo, hi = (np.quantile(skills[finite], [(1 - SKILL_CI) / 2, (1 + SKILL_CI) / 2]) if finite.all() and base > 0 else (math.nan, math.nan))
+            lo, hi = (
+                np.quantile(skills[finite], [(1 - SKILL_CI) / 2, (1 + SKILL_CI) / 2])
+                if finite.all() and base > 0
+                else (math.nan, math.nan)
+            )
             row = {
                 "model": m,
                 "horizon": h,
@@ -118,9 +125,15 @@ def evaluate(predictions: pl.DataFrame, options: ForecastOptions) -> pl.DataFram
         *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in ("mape", "skill", "skill_lo", "skill_hi")],
     )
     served = champions(metrics, options)
-    return metrics.with_columns(
-        pl.struct("model", "horizon").map_elements(lambda r: served[r["horizon"]] == r["model"], return_dtype=pl.Boolean).alias("served")
-    ).select("symbol", pl.exclude("symbol")).sort("model", "horizon")
+    return (
+        metrics.with_columns(
+            pl.struct("model", "horizon")
+            .map_elements(lambda r: served[r["horizon"]] == r["model"], return_dtype=pl.Boolean)
+            .alias("served")
+        )
+        .select("symbol", pl.exclude("symbol"))
+        .sort("model", "horizon")
+    )
 
 
 def champions(metrics: pl.DataFrame, options: ForecastOptions) -> dict[int, str]:

@@ -52,7 +52,4 @@ def to_series(history: pl.DataFrame, *, require_positive: bool = False) -> Serie
 
 def split_by_symbol(prophet_input: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Per-symbol histories sorted by ds (prophet_input may hold several symbols)."""
-    return {
-        str(key[0]): part.sort("ds")
-        for key, part in prophet_input.partition_by("symbol", as_dict=True).items()
-    }
+    return {str(key[0]): part.sort("ds") for key, part in prophet_input.partition_by("symbol", as_dict=True).items()}

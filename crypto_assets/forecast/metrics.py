@@ -46,10 +46,7 @@ def _metric_exprs() -> list[pl.Expr]:
         (err**2).mean().sqrt().alias("rmse"),
         # Mirrors mape(): y == 0 gives inf, which summarize() rejects.
         (err.abs() / pl.col("y").abs()).mean().alias("mape"),
-        pl.col("y")
-        .is_between(pl.col("yhat_lower"), pl.col("yhat_upper"), closed="both")
-        .mean()
-        .alias("coverage"),
+        pl.col("y").is_between(pl.col("yhat_lower"), pl.col("yhat_upper"), closed="both").mean().alias("coverage"),
     ]
 
 

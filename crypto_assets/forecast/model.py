@@ -117,9 +117,7 @@ def forecast(
     return _forecast_frame(model, series, options, include_history)
 
 
-def _forecast_frame(
-    model: Prophet, series: Series, options: ForecastOptions, include_history: bool
-) -> pl.DataFrame:
+def _forecast_frame(model: Prophet, series: Series, options: ForecastOptions, include_history: bool) -> pl.DataFrame:
     future = future_days(series.ds[-1], options.horizon_days)
     days = np.concatenate([series.ds, future]) if include_history else future
     yhat, lower, upper = predict_arrays(model, days, options)

@@ -31,12 +31,21 @@ def preview_png(symbol: str, daily_filled: pl.DataFrame, forecasts: pl.DataFrame
             x = served["ds"].to_list()
             for tag, alpha in (("95", 0.12), ("80", 0.25)):
                 if f"lower_{tag}" in served.columns and served[f"lower_{tag}"].null_count() == 0:
-                    price.fill_between(x, served[f"lower_{tag}"].to_list(), served[f"upper_{tag}"].to_list(), color=COLORS["served"], alpha=alpha, lw=0)
+                    price.fill_between(
+                        x,
+                        served[f"lower_{tag}"].to_list(),
+                        served[f"upper_{tag}"].to_list(),
+                        color=COLORS["served"],
+                        alpha=alpha,
+                        lw=0,
+                    )
             price.plot(x, served["yhat"].to_list(), color=COLORS["served"], lw=1.5, label="served")
             for model, style in (("prophet", "--"), ("naive", ":")):
                 path = fc.filter(pl.col("model") == model).sort("horizon")
                 if path.height:
-                    price.plot(path["ds"].to_list(), path["yhat"].to_list(), style, color=COLORS[model], lw=1, label=model)
+                    price.plot(
+                        path["ds"].to_list(), path["yhat"].to_list(), style, color=COLORS[model], lw=1, label=model
+                    )
         price.set_title(f"{symbol}: last {daily.height} days and forecast", fontsize=10)
         price.legend(fontsize=7, loc="upper left")
         price.tick_params(labelsize=7)

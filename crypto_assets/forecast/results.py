@@ -38,7 +38,14 @@ def actual_vs_predicted(history: pl.DataFrame, forecasts: pl.DataFrame) -> pl.Da
     return (
         pl.concat([actual, future], how="diagonal_relaxed")
         .with_columns(pl.col("model").is_not_null().alias("is_forecast"))
-        .select([pl.col(c) if c in ("symbol", "ds", "y", "model", "yhat", "is_forecast") or c in future.columns else pl.lit(None).alias(c) for c in RESULTS_SCHEMA])
+        .select(
+            [
+                pl.col(c)
+                if c in ("symbol", "ds", "y", "model", "yhat", "is_forecast") or c in future.columns
+                else pl.lit(None).alias(c)
+                for c in RESULTS_SCHEMA
+            ]
+        )
         .cast(RESULTS_SCHEMA)
         .sort("symbol", "ds")
     )

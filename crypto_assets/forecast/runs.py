@@ -44,7 +44,9 @@ def materialize_forecasts(
         except ValueError:
             days = 0
         if days < days_needed():
-            runs.append(ForecastRun(symbol, days, None, f"{days} days of history; cross-validation needs {days_needed()}"))
+            runs.append(
+                ForecastRun(symbol, days, None, f"{days} days of history; cross-validation needs {days_needed()}")
+            )
             continue
         with sigterm_kept():
             result = materialize(
@@ -55,12 +57,22 @@ def materialize_forecasts(
                 resources=defs.resources,
                 run_config={
                     "loggers": {"console": {"config": {"log_level": log_level}}},
-                    **({"ops": {name: {"config": config} for name in ("forecasts", "forecast_metrics")}} if config else {}),
+                    **(
+                        {"ops": {name: {"config": config} for name in ("forecasts", "forecast_metrics")}}
+                        if config
+                        else {}
+                    ),
                 },
                 raise_on_error=False,
             )
         checks = tuple((e.check_name, e.passed) for e in result.get_asset_check_evaluations())
         materialized = bool(result.asset_materializations_for_node("forecast_results"))
-        note = "run FAILED" if not result.success else "run succeeded" if materialized else "skipped by forecast_metrics (see the run's log)"
+        note = (
+            "run FAILED"
+            if not result.success
+            else "run succeeded"
+            if materialized
+            else "skipped by forecast_metrics (see the run's log)"
+        )
         runs.append(ForecastRun(symbol, days, result.success, note, checks))
     return runs

@@ -65,7 +65,9 @@ def paths_with_bands(
     return pl.concat(frames)
 
 
-def forecast_all(history: pl.DataFrame, metrics: pl.DataFrame, options: ForecastOptions) -> tuple[pl.DataFrame, dict[str, str]]:
+def forecast_all(
+    history: pl.DataFrame, metrics: pl.DataFrame, options: ForecastOptions
+) -> tuple[pl.DataFrame, dict[str, str]]:
     """Fit every candidate on the whole history and forecast horizon_days; returns the rows and model errors."""
     series = to_series(history, require_positive=options.log_price)
     paths, errors = candidate_paths(series.ds, series.y, options)

@@ -61,4 +61,4 @@ __all__ = [
     "read_symbol",
     "report_path",
     "symbol_file",
-]  # fmt: skip
+]

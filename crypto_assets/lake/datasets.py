@@ -87,13 +87,12 @@ def _month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[str, int,
     if runs["run"].n_unique() != keys.unique().height:
         frame = frame.sort("symbol", time_column)
         return _month_slices(frame, time_column)
-    bounds = runs.with_row_index("offset").group_by("run", maintain_order=True).agg(
-        pl.col("symbol", "y", "m").first(), pl.col("offset").first(), pl.len().alias("n")
+    bounds = (
+        runs.with_row_index("offset")
+        .group_by("run", maintain_order=True)
+        .agg(pl.col("symbol", "y", "m").first(), pl.col("offset").first(), pl.len().alias("n"))
     )
-    return {
-        (symbol, y, m): frame.slice(offset, n)
-        for _, symbol, y, m, offset, n in bounds.iter_rows()
-    }
+    return {(symbol, y, m): frame.slice(offset, n) for _, symbol, y, m, offset, n in bounds.iter_rows()}
 
 
 def _one_symbol(frame: pl.DataFrame) -> bool:
@@ -126,8 +125,9 @@ def _sorted_month_slices(frame: pl.DataFrame, time_column: str) -> dict[tuple[st
     if times.dtype == pl.Date:
         starts = pl.date_range(first, last, "1mo", eager=True)
     else:
-        starts = pl.datetime_range(first, last, "1mo", time_unit=times.dtype.time_unit,
-                                   time_zone=times.dtype.time_zone, eager=True)  # fmt: skip
+        starts = pl.datetime_range(
+            first, last, "1mo", time_unit=times.dtype.time_unit, time_zone=times.dtype.time_zone, eager=True
+        )
     offsets = times.search_sorted(starts, side="left").to_list() + [frame.height]
     symbol = frame["symbol"][0]
     return {

@@ -64,4 +64,3 @@ def existing_partitions(lake: Path, dataset: str, symbols: Iterable[str], months
             path = partition_path(lake, dataset, symbol, month)
             if path.is_file():
                 yield path
-

@@ -61,14 +61,20 @@ class MissedLog:
         return stretch
 
     def close(self, stretch: MissedStretch, to_ms: int) -> MissedStretch:
-        closed = MissedStretch(stretch.id, stretch.symbol, stretch.from_ms, int(to_ms), stretch.reason, stretch.from_time, _iso(to_ms))
+        closed = MissedStretch(
+            stretch.id, stretch.symbol, stretch.from_ms, int(to_ms), stretch.reason, stretch.from_time, _iso(to_ms)
+        )
         _append(self.path, closed)
         return closed
 
-    def record(self, symbol: str, from_ms: int, to_ms: int, reason: str, stretch_id: str | None = None) -> MissedStretch:
+    def record(
+        self, symbol: str, from_ms: int, to_ms: int, reason: str, stretch_id: str | None = None
+    ) -> MissedStretch:
         """A stretch known whole at once (messages dropped from a full buffer, data lost in Kafka). A given
         ``stretch_id`` makes recording it again (a replayed micro-batch) a repeat of the same stretch."""
-        stretch = MissedStretch(stretch_id or uuid.uuid4().hex, symbol, int(from_ms), int(to_ms), reason, _iso(from_ms) or "", _iso(to_ms))
+        stretch = MissedStretch(
+            stretch_id or uuid.uuid4().hex, symbol, int(from_ms), int(to_ms), reason, _iso(from_ms) or "", _iso(to_ms)
+        )
         _append(self.path, stretch)
         return stretch
 

@@ -67,7 +67,9 @@ def _metadata(result: UnifiedResult) -> dict[str, object]:
     first, last = (frame["date"].min(), frame["date"].max()) if frame.height else (None, None)
     latest = frame.row(-1, named=True) if frame.height else {}
     compaction = result.compaction
-    preview = frame.tail(10).select("date", "source", "is_filled", "open", "high", "low", "close", "volume", "ma7", "ma30", "as_of")
+    preview = frame.tail(10).select(
+        "date", "source", "is_filled", "open", "high", "low", "close", "volume", "ma7", "ma30", "as_of"
+    )
     return {
         "rows": MetadataValue.int(frame.height),
         "seam_date": MetadataValue.text(str(result.seam) if result.seam else "none (no closed batch day)"),
@@ -78,7 +80,8 @@ def _metadata(result: UnifiedResult) -> dict[str, object]:
         "last": MetadataValue.text(str(last)),
         "latest_close": MetadataValue.float(float(latest["close"])) if latest else MetadataValue.text("none"),
         "speed_minutes_used": MetadataValue.int(result.speed_minutes),
-        "speed_batch_id": MetadataValue.int(result.speed_batch_id) if result.speed_batch_id is not None
+        "speed_batch_id": MetadataValue.int(result.speed_batch_id)
+        if result.speed_batch_id is not None
         else MetadataValue.text("none"),
         "speed_batches_compacted": MetadataValue.int(compaction.batches_compacted),
         "speed_rows_expired": MetadataValue.int(sum(compaction.rows_expired.values())),
@@ -87,7 +90,7 @@ def _metadata(result: UnifiedResult) -> dict[str, object]:
         "bytes_written": MetadataValue.int(result.bytes_written),
         "path": MetadataValue.path(str(result.path)),
         "preview": MetadataValue.md(markdown_table(preview)),
-    }  # fmt: skip
+    }
 
 
 def _outcomes(result: UnifiedResult) -> dict[str, CheckOutcome]:
@@ -118,8 +121,15 @@ def _run_metadata(results: dict[str, UnifiedResult]) -> dict[str, object]:
         return _metadata(next(iter(results.values())))
     per_symbol = {symbol: _metadata(result) for symbol, result in results.items()}
     keys = ("rows", "seam_date", "batch_rows", "speed_rows", "as_of", "latest_close", "speed_batch_id")
-    table = "| symbol | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n" + "\n".join(
-        f"| {symbol} | " + " | ".join(str(m[k].value) for k in keys) + " |" for symbol, m in per_symbol.items()
+    table = (
+        "| symbol | "
+        + " | ".join(keys)
+        + " |\n|---|"
+        + "---|" * len(keys)
+        + "\n"
+        + "\n".join(
+            f"| {symbol} | " + " | ".join(str(m[k].value) for k in keys) + " |" for symbol, m in per_symbol.items()
+        )
     )
     seams = {m["seam_date"].value for m in per_symbol.values()}
     batch_ids = [r.speed_batch_id for r in results.values() if r.speed_batch_id is not None]
@@ -174,7 +184,9 @@ def build_serving_assets(settings: Settings) -> list:
             )
         outcomes = {symbol: _outcomes(result) for symbol, result in results.items()}
         days = [r.frame["date"] for r in results.values() if r.frame.height]
-        window = check_window(f"{min(d.min() for d in days)} .. {max(d.max() for d in days)}" if days else "none", list(results))
+        window = check_window(
+            f"{min(d.min() for d in days)} .. {max(d.max() for d in days)}" if days else "none", list(results)
+        )
         return MaterializeResult(
             metadata=_run_metadata(results),
             check_results=[

@@ -48,7 +48,9 @@ def batch_precedence(
     )
     missing = joined.filter(pl.col("source").is_null())
     wrong_source = joined.filter(pl.col("source").is_not_null() & (pl.col("source") != BATCH))
-    changed = joined.filter(pl.col("source").is_not_null() & pl.any_horizontal(_differs(c, tolerance) for c in compared))
+    changed = joined.filter(
+        pl.col("source").is_not_null() & pl.any_horizontal(_differs(c, tolerance) for c in compared)
+    )
     speed_before_seam = unified.filter((pl.col("source") == SPEED) & _up_to(seam))
     problems = missing.height + wrong_source.height + changed.height + speed_before_seam.height
     examples = pl.concat([missing, wrong_source, changed]).select("symbol", "date").head(5).rows()

@@ -41,8 +41,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         view = read_view(settings.lake_dir, symbol)
     except FileNotFoundError as exc:
-        print(f"error: {exc} (e.g. `dagster asset materialize -m crypto_assets.definitions --select unified_view "
-              f"--partition {symbol}`, or run `crypto-assets up`)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {exc} (e.g. `dagster asset materialize -m crypto_assets.definitions --select unified_view "
+            f"--partition {symbol}`, or run `crypto-assets up`)",
+            file=sys.stderr,
+        )
         return 1
     if args.start:
         view = view.filter(pl.col("date") >= args.start)
@@ -158,9 +161,13 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands; each sets ``func`` to a callable taking the parsed args."""
     query = sub.add_parser("query", help="print the unified view (batch + speed layer) of a symbol for a date range")
-    query.add_argument("--symbol", required=True, help="a configured symbol, e.g. BTCUSDT (the table shows the newest days)")
+    query.add_argument(
+        "--symbol", required=True, help="a configured symbol, e.g. BTCUSDT (the table shows the newest days)"
+    )
     query.add_argument("--from", dest="start", type=_day, help="first day, inclusive (default: the first stored)")
-    query.add_argument("--to", dest="end", type=_day, help="last day, inclusive (default: the last, today's running day)")
+    query.add_argument(
+        "--to", dest="end", type=_day, help="last day, inclusive (default: the last, today's running day)"
+    )
     _output_options(query)
     query.set_defaults(func=cmd_query)
 
@@ -169,16 +176,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run SQL over the lake with Polars SQL; every dataset is a table (no query: list the tables)",
         description="Tables: each lake dataset (minute_raw, daily_raw, daily_filled, prophet_input, quarantine, "
         "unified_view, forecasts, ...) and speed_candles_1m / speed_daily (every committed micro-batch version, "
-        "with batch_id). Example: crypto-assets sql \"SELECT date, close, ma7 FROM daily_filled WHERE symbol = "
+        'with batch_id). Example: crypto-assets sql "SELECT date, close, ma7 FROM daily_filled WHERE symbol = '
         "'BTCUSDT' ORDER BY date DESC LIMIT 5\"",
     )
     sql.add_argument("query", nargs="?", help="a SELECT statement")
     sql.add_argument("--tables", action="store_true", help="list the tables and their columns")
     sql.add_argument(
-        "--allow-file-access", action="store_true",
+        "--allow-file-access",
+        action="store_true",
         help="also allow Polars SQL's file functions (read_csv('path'), read_parquet, ...), which read any file "
         "you can; off by default, so a query reads only the lake's tables",
-    )  # fmt: skip
+    )
     _output_options(sql)
     sql.set_defaults(func=cmd_sql)
 
@@ -187,10 +195,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=cmd_status)
 
     storage = sub.add_parser("storage", help="disk use per dataset and partition, and what can be reclaimed")
-    storage.add_argument("--reclaim", action="store_true", help="compact the speed layer and delete orphaned temp files")
+    storage.add_argument(
+        "--reclaim", action="store_true", help="compact the speed layer and delete orphaned temp files"
+    )
     storage.set_defaults(func=cmd_storage)
 
-    reports = sub.add_parser("reports", help="serve the forecast reports (<home>/reports) on 127.0.0.1 for the UI's links")
+    reports = sub.add_parser(
+        "reports", help="serve the forecast reports (<home>/reports) on 127.0.0.1 for the UI's links"
+    )
     reports.add_argument("--port", type=int, help="port (default: serving.reports_port, 3001)")
     reports.set_defaults(func=cmd_reports)
 
@@ -203,8 +215,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SIGTERM.",
     )
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    up.add_argument("--exchange", choices=["replay", "configured"], default="replay",
-                    help="replay: start the replay exchange (default); configured: use exchange.rest_url/ws_url")  # fmt: skip
+    up.add_argument(
+        "--exchange",
+        choices=["replay", "configured"],
+        default="replay",
+        help="replay: start the replay exchange (default); configured: use exchange.rest_url/ws_url",
+    )
     up.add_argument("--skip-batch", action="store_true", help="do not materialize the batch graph first")
     up.add_argument("--no-speed", action="store_true", help="start no broker, producer or stream")
     up.add_argument("--sensor-interval", type=int, help="seconds between sensor evaluations (default: serving setting)")

@@ -60,7 +60,9 @@ def dataset_files(root: Path) -> list[Path]:
 def lake_tables(lake: Path) -> dict[str, pl.LazyFrame]:
     tables: dict[str, pl.LazyFrame] = {}
     if lake.is_dir():
-        for root in sorted(p for p in lake.iterdir() if p.is_dir() and p.name != SPEED and DATASET_PATTERN.match(p.name)):
+        for root in sorted(
+            p for p in lake.iterdir() if p.is_dir() and p.name != SPEED and DATASET_PATTERN.match(p.name)
+        ):
             files = dataset_files(root)
             if files:
                 tables[root.name] = pl.scan_parquet(files, hive_partitioning=False)
@@ -97,5 +99,7 @@ def run_sql(lake: Path, query: str, allow_file_access: bool = False) -> pl.DataF
 def describe_tables(lake: Path) -> pl.DataFrame:
     with reading(lake):
         tables = lake_tables(lake)
-        rows = [(name, ", ".join(f"{c} {t}" for c, t in frame.collect_schema().items())) for name, frame in tables.items()]
+        rows = [
+            (name, ", ".join(f"{c} {t}" for c, t in frame.collect_schema().items())) for name, frame in tables.items()
+        ]
     return pl.DataFrame(rows, schema=["table", "columns"], orient="row")

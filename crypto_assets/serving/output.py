@@ -22,6 +22,11 @@ def render(frame: pl.DataFrame, fmt: str, max_rows: int = 100, newest: bool = Fa
     if frame.height > shown.height:
         hidden = frame.height - shown.height
         where = "older rows before these" if newest else "more rows"
-        text = (f"… {hidden:,} {where}" + f" ({frame.height:,} in all; --from/--to or --format csv or json for every row)\n" + text
-                if newest else text + f"\n… {hidden:,} {where} ({frame.height:,} in all; --format csv or json prints every row)")  # fmt: skip
+        text = (
+            f"… {hidden:,} {where}"
+            + f" ({frame.height:,} in all; --from/--to or --format csv or json for every row)\n"
+            + text
+            if newest
+            else text + f"\n… {hidden:,} {where} ({frame.height:,} in all; --format csv or json prints every row)"
+        )
     return text + "\n"

@@ -22,8 +22,15 @@ from crypto_assets.serving.unified import SPEED, seam_of
 from crypto_assets.settings import Settings
 
 COMPONENTS = (
-    "exchange-replay", "broker", "producer", "stream", "reports", "code-server", "dagster-webserver", "dagster-daemon",
-)  # fmt: skip
+    "exchange-replay",
+    "broker",
+    "producer",
+    "stream",
+    "reports",
+    "code-server",
+    "dagster-webserver",
+    "dagster-daemon",
+)
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -47,7 +47,9 @@ def usage(lake: Path) -> pl.DataFrame:
         for partition in sorted(p for p in root.iterdir()):
             files = _files(partition)
             rows.append((root.name, partition.name, len(files), sum(f.stat().st_size for f in files)))
-    return pl.DataFrame(rows, schema={"dataset": pl.String, "partition": pl.String, "files": pl.Int64, "bytes": pl.Int64}, orient="row")
+    return pl.DataFrame(
+        rows, schema={"dataset": pl.String, "partition": pl.String, "files": pl.Int64, "bytes": pl.Int64}, orient="row"
+    )
 
 
 def orphaned_temp_files(roots: list[Path], now: float | None = None) -> list[Path]:
@@ -131,8 +133,12 @@ def render_storage(table: pl.DataFrame, spare: Reclaimable) -> str:
         for _, partition, files, size in part.iter_rows():
             lines.append(f"{dataset:<22} {partition:<20} {files:>6} {human_bytes(size):>11}")
         if part.height > 1:
-            lines.append(f"{'':<22} {'(total)':<20} {int(part['files'].sum()):>6} {human_bytes(int(part['bytes'].sum())):>11}")
-    lines.append(f"{'all':<22} {'':<20} {int(table['files'].sum() or 0):>6} {human_bytes(int(table['bytes'].sum() or 0)):>11}")
+            lines.append(
+                f"{'':<22} {'(total)':<20} {int(part['files'].sum()):>6} {human_bytes(int(part['bytes'].sum())):>11}"
+            )
+    lines.append(
+        f"{'all':<22} {'':<20} {int(table['files'].sum() or 0):>6} {human_bytes(int(table['bytes'].sum() or 0)):>11}"
+    )
     lines += ["", "reclaimable (crypto-assets storage --reclaim; unified_view runs also compact)"]
     for dataset, (count, size) in spare.compactable_batches.items():
         superseded, superseded_size = spare.superseded_batches[dataset]
@@ -140,8 +146,12 @@ def render_storage(table: pl.DataFrame, spare: Reclaimable) -> str:
             f"  speed/{dataset}: {count} committed micro-batch dir(s), {human_bytes(size)}, fold into the compacted file; "
             f"{superseded} ({human_bytes(superseded_size)}) hold only days the batch view has closed"
         )
-    lines.append(f"  speed/_log: {len(spare.log_days)} day(s) whose data the batch view has closed, {human_bytes(sum(b for _, b in spare.log_days))}"
-                 + (f" ({', '.join(d for d, _ in spare.log_days)})" if spare.log_days else ""))  # fmt: skip
-    lines.append(f"  orphaned temp files (older than 1 h): {len(spare.temp_files)}, {human_bytes(sum(b for _, b in spare.temp_files))}")
+    lines.append(
+        f"  speed/_log: {len(spare.log_days)} day(s) whose data the batch view has closed, {human_bytes(sum(b for _, b in spare.log_days))}"
+        + (f" ({', '.join(d for d, _ in spare.log_days)})" if spare.log_days else "")
+    )
+    lines.append(
+        f"  orphaned temp files (older than 1 h): {len(spare.temp_files)}, {human_bytes(sum(b for _, b in spare.temp_files))}"
+    )
     lines.append(f"  at most {human_bytes(spare.total_bytes)} in all (compacted rows that are still needed are kept)")
     return "\n".join(lines) + "\n"

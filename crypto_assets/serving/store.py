@@ -51,7 +51,10 @@ def _with_as_of(files: list[Path], schema: pl.Schema) -> pl.LazyFrame:
     if not files:
         return pl.LazyFrame(schema={**schema, "as_of": AS_OF})
     return pl.concat(
-        [pl.scan_parquet(f).select(schema.names()).with_columns(pl.lit(written_at(f), AS_OF).alias("as_of")) for f in files]
+        [
+            pl.scan_parquet(f).select(schema.names()).with_columns(pl.lit(written_at(f), AS_OF).alias("as_of"))
+            for f in files
+        ]
     )
 
 

@@ -78,20 +78,31 @@ class Supervisor:
 
     def _spawn(self, service: Service) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.log_offsets[service.name] = self.log_path(service.name).stat().st_size if self.log_path(service.name).exists() else 0
+        self.log_offsets[service.name] = (
+            self.log_path(service.name).stat().st_size if self.log_path(service.name).exists() else 0
+        )
         with self.log_path(service.name).open("ab") as log:
             log.write(f"\n--- {datetime.now(UTC).isoformat()} starting: {' '.join(service.argv)}\n".encode())
             log.flush()
             process = subprocess.Popen(
-                service.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                service.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         write_record(
             self.home,
             ProcessRecord(
-                service.name, process.pid, datetime.now(UTC).isoformat(timespec="seconds"), service.ports, service.argv,
+                service.name,
+                process.pid,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                service.ports,
+                service.argv,
                 str(self.log_path(service.name)),
             ),
-        )  # fmt: skip
+        )
         return process
 
     def _said(self, service: Service) -> bool:

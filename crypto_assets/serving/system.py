@@ -99,7 +99,9 @@ def speed_services(home: Path, plan: Plan) -> list[Service]:
     if plan.speed_layer:
         if plan.broker_port:
             # The broker prints its line once the topics exist, so the producer never writes to a missing topic.
-            services.append(Service("broker", cli(home, "broker"), [plan.broker_port], ready_text="Kafka-compatible broker"))
+            services.append(
+                Service("broker", cli(home, "broker"), [plan.broker_port], ready_text="Kafka-compatible broker")
+            )
         services.append(Service("producer", cli(home, "produce"), ready_text="streaming", settle_seconds=3.0))
         services.append(Service("stream", cli(home, "stream"), ready_text="streaming Kafka"))
     return services
@@ -118,15 +120,38 @@ def dagster_services(home: Path, plan: Plan, dagster_home: Path) -> list[Service
     workspace = write_workspace_yaml(dagster_home, "127.0.0.1", plan.code_server_port, LOCATION_NAME)
     reports = [Service("reports", cli(home, "reports"), [plan.reports_port])] if plan.reports_port else []
     code_server = [
-        entry_point("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(plan.code_server_port),
-        "-m", DEFINITIONS_MODULE, "--location-name", LOCATION_NAME, "--use-python-environment-entry-point",
-    ]  # fmt: skip
-    webserver = [entry_point("dagster-webserver"), "-h", "127.0.0.1", "-p", str(plan.dagster_port), "-w", str(workspace)]
+        entry_point("dagster"),
+        "code-server",
+        "start",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(plan.code_server_port),
+        "-m",
+        DEFINITIONS_MODULE,
+        "--location-name",
+        LOCATION_NAME,
+        "--use-python-environment-entry-point",
+    ]
+    webserver = [
+        entry_point("dagster-webserver"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(plan.dagster_port),
+        "-w",
+        str(workspace),
+    ]
     return reports + [
         Service("code-server", code_server, [plan.code_server_port]),
         Service("dagster-webserver", webserver, [plan.dagster_port]),
         # The daemon has no port; it logs this line once its daemons (scheduler, sensors, backfills, run queue) run.
-        Service("dagster-daemon", [entry_point("dagster-daemon"), "run", "-w", str(workspace)], ready_text="Instance is configured with the following daemons", settle_seconds=5.0),
+        Service(
+            "dagster-daemon",
+            [entry_point("dagster-daemon"), "run", "-w", str(workspace)],
+            ready_text="Instance is configured with the following daemons",
+            settle_seconds=5.0,
+        ),
     ]
 
 
@@ -163,7 +188,9 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
     env = environment(settings, plan, dict(os.environ))
     supervisor = Supervisor(home, env, echo)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    write_record(home, ProcessRecord("up", os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), command=sys.argv))
+    write_record(
+        home, ProcessRecord("up", os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), command=sys.argv)
+    )
     code = 0
     began = time.monotonic()
 
@@ -178,7 +205,9 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
         if plan.materialize:
             milestone("materializing the batch graph, then the forecast graph per symbol (crypto-assets demo)")
             if supervisor.run_once("batch graph", cli(home, "demo")) != 0:
-                echo("the batch or forecast run did not succeed; the system keeps running (see the runs in the Dagster UI)")
+                echo(
+                    "the batch or forecast run did not succeed; the system keeps running (see the runs in the Dagster UI)"
+                )
             milestone("batch and forecast graphs done")
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
         for service in dagster_services(home, plan, dagster_home):
@@ -220,7 +249,9 @@ def stop_recorded(home: Path, grace: float = 30.0, echo=print) -> int:
     """Stop a system from its pid files: ask ``up`` to stop (it stops its children), else stop each child."""
     records = read_process_records(home)
     up = records.pop("up", None)
-    targets = [(up.name, up.pid, False)] if up and pid_alive(up.pid) else [(r.name, r.pid, True) for r in records.values()]
+    targets = (
+        [(up.name, up.pid, False)] if up and pid_alive(up.pid) else [(r.name, r.pid, True) for r in records.values()]
+    )
     if not targets:
         echo("nothing is running")
     for name, pid, whole_group in targets:

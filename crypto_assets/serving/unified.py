@@ -62,7 +62,13 @@ def latest_per_key(frame: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
 # Which version of a minute the unified view keeps, best first. A closed candle is final (the exchange's
 # own); a partial one is only worth keeping while the stream can still complete it.
 SPEED_CLOSED, BATCH_CLOSED, SPEED_OPEN, BATCH_OPEN, SPEED_STALE = range(5)
-PRECEDENCE = ("speed closed", "batch closed", "speed unclosed", "batch unclosed", "speed unclosed, older than the watermark")
+PRECEDENCE = (
+    "speed closed",
+    "batch closed",
+    "speed unclosed",
+    "batch unclosed",
+    "speed unclosed, older than the watermark",
+)
 
 
 def minute_end(open_time: pl.Expr) -> pl.Expr:
@@ -101,7 +107,10 @@ def running_minutes(
         *columns,
         pl.col("as_of").cast(AS_OF),
         pl.lit(BATCH).alias("source"),
-        pl.when(pl.col("as_of") >= minute_end(pl.col("open_time"))).then(pl.lit(BATCH_CLOSED)).otherwise(pl.lit(BATCH_OPEN)).alias("rank"),
+        pl.when(pl.col("as_of") >= minute_end(pl.col("open_time")))
+        .then(pl.lit(BATCH_CLOSED))
+        .otherwise(pl.lit(BATCH_OPEN))
+        .alias("rank"),
     )
     both = pl.concat([speed, batch]).filter(after(seam, pl.col("open_time").dt.date()))
     return both.sort([*CANDLE_KEY, "rank"]).unique(CANDLE_KEY, keep="first", maintain_order=True).drop("rank")
@@ -135,10 +144,10 @@ def unify(batch_view: pl.LazyFrame, running: pl.LazyFrame, seam: date | None) ->
     )
     later = running.filter(after(seam, pl.col("date"))).select(kept)
     calendar = fill_calendar(pl.concat([closed, later]))
-    owner = pl.lit(SPEED) if seam is None else pl.when(pl.col("date") <= seam).then(pl.lit(BATCH)).otherwise(pl.lit(SPEED))
+    owner = (
+        pl.lit(SPEED) if seam is None else pl.when(pl.col("date") <= seam).then(pl.lit(BATCH)).otherwise(pl.lit(SPEED))
+    )
     # A filled day belongs to the layer that owns its date and is as fresh as the close it carries.
     return add_moving_averages(
-        calendar.with_columns(
-            pl.col("source").fill_null(owner), pl.col("as_of").forward_fill().over("symbol")
-        )
+        calendar.with_columns(pl.col("source").fill_null(owner), pl.col("as_of").forward_fill().over("symbol"))
     ).select(UNIFIED_SCHEMA.names())

@@ -104,7 +104,9 @@ def test_minute_raw_rebuilt_from_a_file_with_a_hole_keeps_the_backfilled_minutes
     full.filter((stamp < HOLE[0]) | (stamp >= HOLE[1])).write_csv(holed)
     lake = tmp_path / "lake"
     build_lake(shared_data, lake, [holed])
-    assert pl.read_parquet(april(lake)).height == pl.read_parquet(april(original_lake)).height - (10 * 1440 - OUTAGE_MINUTES)
+    assert pl.read_parquet(april(lake)).height == pl.read_parquet(april(original_lake)).height - (
+        10 * 1440 - OUTAGE_MINUTES
+    )
 
     with ReplayServer(recorded_market) as replay, client_for(replay) as client:
         backfill_window(lake, {SYMBOL: START}, client, *LAKE_WINDOW)
@@ -162,7 +164,10 @@ def test_invalid_exchange_candles_are_quarantined_with_their_reason_and_survive_
     empty = pl.read_parquet(partition_path(lake, EXCHANGE_EMPTY, SYMBOL, month))
     assert empty.schema == RANGE_SCHEMA
     # No valid candle at 00:03 and none in the outage; after the exchange clock nothing is recorded yet.
-    assert empty.select("gap_start", "gap_end").rows() == [(t0 + 3 * minute, t0 + 4 * minute), (t0 + 10 * minute, t0 + 15 * minute)]
+    assert empty.select("gap_start", "gap_end").rows() == [
+        (t0 + 3 * minute, t0 + 4 * minute),
+        (t0 + 10 * minute, t0 + 15 * minute),
+    ]
     assert result.remaining.select("gap_start", "gap_end").rows() == [(t0 + 50 * minute, t0 + 60 * minute)]
 
     before = {name: digest(partition_path(lake, name, SYMBOL, month)) for name in ("minute_raw", "quarantine")}

@@ -43,7 +43,9 @@ def test_a_killed_backfill_resumes_without_duplicates_or_missing_minutes(
         replay.inject(rest_delay_ms=150)  # every answer waits: the run takes seconds, long enough to kill
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
         command = [sys.executable, "-m", "crypto_assets.cli", *COMMAND, "--chunk-minutes", "1440"]
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         committed = []
         deadline = time.monotonic() + 120
         try:

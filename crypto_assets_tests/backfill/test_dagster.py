@@ -86,7 +86,10 @@ def test_a_partition_range_run_fills_the_gaps_of_minute_raw_from_the_exchange(
         daily = pl.read_parquet(lake / f"daily_raw/symbol={SYMBOL}/year=2021/month=04/part-0.parquet")
         filled_days = daily.filter(pl.col("date").is_between(date(2021, 4, 16), date(2021, 4, 25)))
         assert filled_days.height == 10
-        assert filled_days.filter(pl.col("minute_count") < 1440)["date"].to_list() == [date(2021, 4, 20), date(2021, 4, 25)]
+        assert filled_days.filter(pl.col("minute_count") < 1440)["date"].to_list() == [
+            date(2021, 4, 20),
+            date(2021, 4, 25),
+        ]
 
         # Again: minute_raw is rebuilt from the holed file and keeps the fetched minutes; nothing is fetched.
         again = materialize_batch_range(instance, load_settings(), "2021-03-01", "2021-04-01")
@@ -174,7 +177,10 @@ def test_refresh_months_start_where_the_last_complete_backfill_stopped():
     assert refresh_months(date(2026, 3, 9), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 3),) * 2
     assert refresh_months(date(2026, 3, 9), first, datetime(2026, 4, 1, tzinfo=UTC)) == (Month(2026, 3),) * 2
     # The first-days rule stays a floor: a run whose later steps failed after a complete backfill is redone.
-    assert refresh_months(date(2026, 3, 2), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (Month(2026, 2), Month(2026, 3))
+    assert refresh_months(date(2026, 3, 2), first, datetime(2026, 3, 1, 0, 5, tzinfo=UTC)) == (
+        Month(2026, 2),
+        Month(2026, 3),
+    )
 
 
 def test_the_last_covered_time_ignores_errors_and_stops_at_a_disabled_backfill(tmp_path):
@@ -191,7 +197,12 @@ def test_the_last_covered_time_ignores_errors_and_stops_at_a_disabled_backfill(t
         assert last_covered(instance) == old
         report("2026-05-01", enabled=True, error="GET ... failed after 5 attempts")  # the exchange was down
         assert last_covered(instance) == old
-        report("2021-04-01", enabled=True, error="none", covered_until=MetadataValue.timestamp(datetime(2021, 5, 1, tzinfo=UTC)))
+        report(
+            "2021-04-01",
+            enabled=True,
+            error="none",
+            covered_until=MetadataValue.timestamp(datetime(2021, 5, 1, tzinfo=UTC)),
+        )
         assert last_covered(instance) == old  # a later range backfill of old months says nothing about May
         report("2026-05-01", enabled=False)  # turned off: older records say nothing about the months since
         assert last_covered(instance) is None

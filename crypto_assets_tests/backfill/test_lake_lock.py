@@ -57,7 +57,9 @@ def test_an_ingest_waits_for_a_running_backfill_then_writes(shared_data, tmp_pat
 
     def ingest() -> None:
         try:
-            outcome["result"] = ingest_window(sources(shared_data), lake, [SYMBOL], *LAKE_WINDOW, lock_timeout=120, on_wait=on_wait)
+            outcome["result"] = ingest_window(
+                sources(shared_data), lake, [SYMBOL], *LAKE_WINDOW, lock_timeout=120, on_wait=on_wait
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = exc
 

@@ -66,11 +66,15 @@ def test_the_demo_skips_the_backfill_with_a_passing_check_that_says_why(project_
         assert checks[("exchange_backfill", "unique_minutes")].passed
         errors = [k for k, e in checks.items() if not e.passed and e.severity.value == "ERROR"]
         assert not errors, errors
-        metadata = instance.get_latest_materialization_event(AssetKey("exchange_backfill")).asset_materialization.metadata
+        metadata = instance.get_latest_materialization_event(
+            AssetKey("exchange_backfill")
+        ).asset_materialization.metadata
         assert BINANCE in metadata["skipped"].value and metadata["exchange"].value == BINANCE
         assert "requests" not in metadata and "covered_until" not in metadata
         assert metadata["missing_minutes"].value > 0  # the gaps are still reported (December after the 14th)
-        logged = [r.user_message for r in instance.all_logs(result.run_id) if "exchange backfill skipped" in r.user_message]
+        logged = [
+            r.user_message for r in instance.all_logs(result.run_id) if "exchange backfill skipped" in r.user_message
+        ]
         assert logged and "synthetic market" in logged[0]
     assert not (home / "lake/exchange_minutes").exists()
     assert not (home / "lake/exchange_empty").exists()

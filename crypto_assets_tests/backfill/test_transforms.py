@@ -107,7 +107,10 @@ def test_incomplete_days_from_the_gaps_equal_a_count_of_every_days_minutes():
     reference = counts.filter(
         (pl.col("date") > pl.col("date").min()) & (pl.col("date") < pl.col("date").max()) & (pl.col("len") < day)
     )
-    assert checks.incomplete_days(checks.minute_gaps(a_minutes), checks.symbol_spans(a_minutes)).rows() == reference.sort("date").select("symbol", "date").rows()
+    assert (
+        checks.incomplete_days(checks.minute_gaps(a_minutes), checks.symbol_spans(a_minutes)).rows()
+        == reference.sort("date").select("symbol", "date").rows()
+    )
     # A day with no candle at all never shows in a count of each day's minutes; its gap shows it.
     found = checks.incomplete_days(checks.minute_gaps(minutes), checks.symbol_spans(minutes))
     assert found.rows() == [("A", feb[1]), ("A", feb[2]), ("A", feb[3]), ("B", feb[1])]
@@ -198,7 +201,9 @@ def test_rows_outside_the_gaps_are_dropped_and_unanswered_minutes_become_empty_r
 
 
 def test_exchange_rows_are_validated_with_the_file_rules_and_numbered():
-    page = pl.concat([candles("A", [0]), candles("A", [1], price=-1.0), candles("A", [2]).with_columns(high=pl.lit(1.0))])
+    page = pl.concat(
+        [candles("A", [0]), candles("A", [1], price=-1.0), candles("A", [2]).with_columns(high=pl.lit(1.0))]
+    )
     rows = exchange_rows(page.lazy(), "lake/exchange_minutes/x.parquet", 3, at(100)).collect()
     assert rows["line"].to_list() == [1, 2, 3]
     reasons = rows["reason"].to_list()
@@ -232,7 +237,9 @@ def test_gaps_filled_lists_outages_warns_on_fetchable_gaps_and_says_when_disable
     outcome = gaps_filled(after)
     # Minutes the exchange has no candle for either (outages) cannot be filled: listed, not a failure.
     assert outcome.passed and "150 minutes in 1 range(s)" in outcome.description
-    fetchable = gaps_filled(pl.concat([after, after.with_columns(exchange_empty=pl.lit(False), gap_start=pl.lit(at(200)))]))
+    fetchable = gaps_filled(
+        pl.concat([after, after.with_columns(exchange_empty=pl.lit(False), gap_start=pl.lit(at(200)))])
+    )
     assert not fetchable.passed and fetchable.severity == checks.Severity.WARN
     assert outcome.metadata["remaining_gaps"].count("\n") == 2 and "| yes |" in outcome.metadata["remaining_gaps"]
     assert gaps_filled(after.clear()).passed
@@ -250,9 +257,14 @@ def test_month_of_a_chunk_is_the_month_of_its_gaps():
 def test_minutes_complete_names_the_partial_first_and_last_days():
     start = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
     full = [("BTCUSDT", start + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, 1.0) for i in range(3 * 1440)]
-    whole = [("ETHUSDT", datetime(2024, 1, 2, tzinfo=UTC) + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, 1.0) for i in range(1440)]
+    whole = [
+        ("ETHUSDT", datetime(2024, 1, 2, tzinfo=UTC) + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, 1.0)
+        for i in range(1440)
+    ]
     minutes = pl.DataFrame(full + whole, schema=MINUTE_SCHEMA, orient="row")
     outcome = checks.minutes_complete(minutes)
     assert outcome.passed  # edge days are no gap
     assert outcome.metadata["partial_edge_days"] == "BTCUSDT 2024-01-01 (720 min), BTCUSDT 2024-01-04 (720 min)"
-    assert checks.minutes_complete(minutes.filter(pl.col("symbol") == "ETHUSDT")).metadata["partial_edge_days"] == "none"
+    assert (
+        checks.minutes_complete(minutes.filter(pl.col("symbol") == "ETHUSDT")).metadata["partial_edge_days"] == "none"
+    )

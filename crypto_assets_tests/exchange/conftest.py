@@ -20,10 +20,16 @@ def btc_2021(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def recorded_2021(btc_2021: Path) -> pl.DataFrame:
     """The recorded CSV read independently of the replay: the oracle for exact values."""
-    return pl.read_csv(btc_2021, schema_overrides={c: pl.Float64 for c in ("open", "high", "low", "close", "volume")}).select(
+    return pl.read_csv(
+        btc_2021, schema_overrides={c: pl.Float64 for c in ("open", "high", "low", "close", "volume")}
+    ).select(
         pl.col("timestamp").str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC").alias("open_time"),
-        "open", "high", "low", "close", "volume",
-    )  # fmt: skip
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    )
 
 
 @pytest.fixture(scope="session")

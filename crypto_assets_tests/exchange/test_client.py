@@ -25,7 +25,9 @@ START = datetime(2021, 3, 26, 3, tzinfo=UTC)
 def client_for(replay: ReplayServer, **kwargs) -> ExchangeClient:
     timeout = kwargs.pop("timeout", 5.0)
     limit = kwargs.pop("weight_limit", 6000)
-    settings = ExchangeSettings(rest_url=replay.rest_url, ws_url=replay.ws_url, timeout_seconds=timeout, weight_limit_per_minute=limit)
+    settings = ExchangeSettings(
+        rest_url=replay.rest_url, ws_url=replay.ws_url, timeout_seconds=timeout, weight_limit_per_minute=limit
+    )
     return ExchangeClient(settings, retry=kwargs.pop("retry", FAST_RETRY), **kwargs)
 
 
@@ -294,8 +296,10 @@ def test_weight_used_by_another_client_on_the_same_ip_is_respected(market_2021):
 
 
 class _BadKlines(BaseHTTPRequestHandler):
-    rows = [[1616727600000, "1", "2", "0.5", "1.5", "10", 1616727659999, "15", 3, "5", "7", "0"],
-            [1616727660000, "1", "2", "0.5", "n/a", "10", 1616727719999, "15", 3, "5", "7", "0"]]  # fmt: skip
+    rows = [
+        [1616727600000, "1", "2", "0.5", "1.5", "10", 1616727659999, "15", 3, "5", "7", "0"],
+        [1616727660000, "1", "2", "0.5", "n/a", "10", 1616727719999, "15", 3, "5", "7", "0"],
+    ]
 
     def do_GET(self):
         body = json.dumps(self.rows).encode()

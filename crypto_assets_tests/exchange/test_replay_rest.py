@@ -41,7 +41,9 @@ def replay(market_2021):
 
 
 def test_klines_are_binance_arrays(replay, recorded_2021):
-    status, headers, rows = get(f"{replay.rest_url}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={START_MS}&limit=2")
+    status, headers, rows = get(
+        f"{replay.rest_url}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={START_MS}&limit=2"
+    )
     assert status == 200 and headers["X-MBX-USED-WEIGHT-1M"].isdigit()
     assert len(rows) == 2 and all(len(row) == 12 for row in rows)
     first = rows[0]
@@ -104,7 +106,9 @@ def test_ping_and_control_status(replay):
 def test_the_future_is_not_served(market_2021):
     """With the clock at 03:05:30 the newest candle is 03:05, formed for 30 s."""
     with ReplayServer(market_2021, start=START + timedelta(minutes=5, seconds=30)) as replay:
-        _, _, rows = get(f"{replay.rest_url}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={START_MS}&endTime={START_MS + 3_600_000}")
+        _, _, rows = get(
+            f"{replay.rest_url}/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={START_MS}&endTime={START_MS + 3_600_000}"
+        )
     assert [r[0] for r in rows] == [START_MS + i * 60_000 for i in range(6)]
     assert rows[-1][8] < 12 and float(rows[-1][5]) > 0
 
@@ -115,7 +119,9 @@ def test_synthetic_market_runs_live_from_now_and_is_deterministic():
     before = time.time()
     with ReplayServer(market) as replay, ExchangeClient(ExchangeSettings(rest_url=replay.rest_url)) as client:
         now_ms = client.server_time_ms()
-        recent = client.klines_frame("BTCUSDT", datetime.now(UTC) - timedelta(minutes=30), datetime.now(UTC) + timedelta(minutes=5))
+        recent = client.klines_frame(
+            "BTCUSDT", datetime.now(UTC) - timedelta(minutes=30), datetime.now(UTC) + timedelta(minutes=5)
+        )
     assert abs(now_ms / 1000 - before) < 60
     assert 29 <= recent.height <= 31  # every minute of the last half hour, none from the future
     assert recent["open_time"].diff().drop_nulls().dt.total_minutes().to_list() == [1] * (recent.height - 1)
@@ -130,8 +136,18 @@ def test_synthetic_market_runs_live_from_now_and_is_deterministic():
 
 def test_command_line_server_binds_localhost_and_stops_on_sigterm(btc_2021, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "CRYPTO_ASSETS_HOME": str(tmp_path / "home")}
-    command = [sys.executable, "-m", "crypto_assets.cli", "exchange-replay", "--source", str(btc_2021),
-               "--start", "2021-03-26T03:00:00", "--speed", "60"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crypto_assets.cli",
+        "exchange-replay",
+        "--source",
+        str(btc_2021),
+        "--start",
+        "2021-03-26T03:00:00",
+        "--speed",
+        "60",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         line = proc.stdout.readline()
@@ -155,8 +171,13 @@ def test_command_line_reports_unusable_sources(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "CRYPTO_ASSETS_HOME": str(tmp_path / "home")}
     done = subprocess.run(
         [sys.executable, "-m", "crypto_assets.cli", "exchange-replay", "--source", str(bad)],
-        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2 and f"{bad}:1: header" in done.stderr
 
 
@@ -166,7 +187,9 @@ def test_a_lake_serves_what_was_ingested(btc_2021, tmp_path, recorded_2021):
     from crypto_assets.settings import SourceSpec
 
     sources, _ = discover_sources([SourceSpec(str(btc_2021))], ["BTCUSDT"])
-    ingest_window(sources, tmp_path / "lake", ["BTCUSDT"], datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
+    ingest_window(
+        sources, tmp_path / "lake", ["BTCUSDT"], datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC)
+    )
     market = Market.from_lake(tmp_path / "lake")
     with ReplayServer(market) as replay, ExchangeClient(ExchangeSettings(rest_url=replay.rest_url)) as client:
         frame = client.klines_frame("BTCUSDT", datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
@@ -175,7 +198,10 @@ def test_a_lake_serves_what_was_ingested(btc_2021, tmp_path, recorded_2021):
 
 def post_faults(replay: ReplayServer, body: dict) -> dict:
     request = urllib.request.Request(
-        f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        f"{replay.rest_url}/_replay/faults",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())

@@ -72,7 +72,11 @@ def test_kline_updates_every_two_seconds_then_the_recorded_candle(streamed, reco
         final = updates[-1]["k"]
         row = recorded_2021.row(minute, named=True)
         assert (float(final["o"]), float(final["h"]), float(final["l"]), float(final["c"]), float(final["v"])) == (
-            row["open"], row["high"], row["low"], row["close"], row["volume"]
+            row["open"],
+            row["high"],
+            row["low"],
+            row["close"],
+            row["volume"],
         )  # exactly: the strings parse back to the recorded float64 values
         # The partial candle only grows towards the final one.
         volumes = [float(u["k"]["v"]) for u in updates]
@@ -91,7 +95,11 @@ def test_trades_are_consistent_with_the_candle(streamed, recorded_2021):
         assert sum(float(x["q"]) for x in trades) == pytest.approx(row["volume"], abs=1e-7)
         ids = [x["t"] for x in trades]
         assert ids == list(range(ids[0], ids[0] + len(ids)))
-        final = next(m["data"]["k"] for m in streamed if m["stream"] == "btcusdt@kline_1m" and m["data"]["k"]["t"] == t and m["data"]["k"]["x"])
+        final = next(
+            m["data"]["k"]
+            for m in streamed
+            if m["stream"] == "btcusdt@kline_1m" and m["data"]["k"]["t"] == t and m["data"]["k"]["x"]
+        )
         assert (final["f"], final["L"], final["n"]) == (ids[0], ids[-1], len(ids))
         assert set(trades[0]) == {"e", "E", "s", "t", "p", "q", "T", "m", "M"}
 
@@ -199,7 +207,10 @@ def replay(market_2021):
 
 def post_faults(replay: ReplayServer, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(
-        f"{replay.rest_url}/_replay/faults", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        f"{replay.rest_url}/_replay/faults",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -13,9 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DAILY_DIR = REPO_ROOT.parent / "shared" / "data" / "binance_spot_1d"
 
 
-def make_history(
-    y: np.ndarray, symbol: str = "TEST", start: date = date(2020, 1, 1)
-) -> pl.DataFrame:
+def make_history(y: np.ndarray, symbol: str = "TEST", start: date = date(2020, 1, 1)) -> pl.DataFrame:
     ds = np.datetime64(start, "D") + np.arange(len(y))
     return pl.DataFrame(
         {"ds": ds, "y": np.asarray(y, dtype=float), "symbol": symbol},

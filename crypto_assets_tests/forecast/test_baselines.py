@@ -15,7 +15,12 @@ from .conftest import make_history
 
 BASELINES_ONLY = ("naive", "drift")
 OPTS = ForecastOptions(
-    models=BASELINES_ONLY, cv_initial_days=60, cv_period_days=5, cv_max_cutoffs=None, cv_horizons=(1, 7, 30), cv_workers=1
+    models=BASELINES_ONLY,
+    cv_initial_days=60,
+    cv_period_days=5,
+    cv_max_cutoffs=None,
+    cv_horizons=(1, 7, 30),
+    cv_workers=1,
 )
 
 
@@ -46,7 +51,10 @@ def test_linear_trend_drift_exact_naive_lags_by_b_h() -> None:
         assert m[("drift", h)]["skill"] == pytest.approx(1.0)
         # MAPE: the naive error b*h over the actual a + b*(t_cut + h), averaged over the cut-offs.
         cut_t = np.array(
-            [(c - date(2020, 1, 1)).days for c in result.predictions.filter((pl.col("model") == "naive") & (pl.col("horizon") == h))["cutoff"]]
+            [
+                (c - date(2020, 1, 1)).days
+                for c in result.predictions.filter((pl.col("model") == "naive") & (pl.col("horizon") == h))["cutoff"]
+            ]
         )
         assert m[("naive", h)]["mape"] == pytest.approx(np.mean(b * h / (a + b * (cut_t + h))), rel=1e-12)
 
@@ -57,8 +65,14 @@ def test_random_walk_naive_mae_grows_like_sqrt_h() -> None:
     # Offset keeps prices far from 0 so MAPE (and skill) stay defined.
     y = 10_000.0 + np.cumsum(rng.normal(0.0, sigma, 6_000))
     opts = ForecastOptions(
-        models=BASELINES_ONLY, horizon_days=7, cv_initial_days=100, cv_period_days=3, cv_max_cutoffs=None,
-        cv_horizons=(1, 7), cv_workers=1, vol_window_days=500,
+        models=BASELINES_ONLY,
+        horizon_days=7,
+        cv_initial_days=100,
+        cv_period_days=3,
+        cv_max_cutoffs=None,
+        cv_horizons=(1, 7),
+        cv_workers=1,
+        vol_window_days=500,
     )
     result = cross_validate(make_history(y), opts)
     m = _by(result.metrics)

@@ -30,11 +30,19 @@ def test_forecast_command_as_of_sees_no_later_day(tmp_path: Path, capsys) -> Non
     as_of = history["ds"][319]
     full = write_csv(tmp_path / "XYZUSDT_1d.csv", history)
     # The same file with wild prices after --as-of: a look-ahead would change the output.
-    poisoned = write_csv(tmp_path / "poisoned.csv", history.with_columns(pl.when(pl.col("ds") > as_of).then(pl.col("y") * 50).otherwise("y").alias("y")))
+    poisoned = write_csv(
+        tmp_path / "poisoned.csv",
+        history.with_columns(pl.when(pl.col("ds") > as_of).then(pl.col("y") * 50).otherwise("y").alias("y")),
+    )
 
-    assert main(["forecast", "--symbol", "XYZUSDT", "--input", str(full), "--as-of", str(as_of), "--format", "csv"]) == 0
+    assert (
+        main(["forecast", "--symbol", "XYZUSDT", "--input", str(full), "--as-of", str(as_of), "--format", "csv"]) == 0
+    )
     out, err = capsys.readouterr()
-    assert main(["forecast", "--symbol", "XYZUSDT", "--input", str(poisoned), "--as-of", str(as_of), "--format", "csv"]) == 0
+    assert (
+        main(["forecast", "--symbol", "XYZUSDT", "--input", str(poisoned), "--as-of", str(as_of), "--format", "csv"])
+        == 0
+    )
     assert capsys.readouterr().out == out
 
     rows = pl.read_csv(io.StringIO(out), try_parse_dates=True)

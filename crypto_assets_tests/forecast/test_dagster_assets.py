@@ -43,13 +43,18 @@ def run_graph(home: Path, dagster_dir: Path, symbol: str, config: dict | None = 
         partition_key=symbol,
         instance=instance,
         resources={"market": MarketDataResource(home=str(home))},
-        run_config={"ops": {name: {"config": config} for name in ("forecast_metrics", "forecasts")}} if config else None,
+        run_config={"ops": {name: {"config": config} for name in ("forecast_metrics", "forecasts")}}
+        if config
+        else None,
     )
     return instance_cm, instance, result
 
 
 def served_rows(metrics: pl.DataFrame, horizons=(1, 7, 30)) -> dict[int, dict]:
-    return {r["horizon"]: r for r in metrics.filter(pl.col("served") & pl.col("horizon").is_in(list(horizons))).iter_rows(named=True)}
+    return {
+        r["horizon"]: r
+        for r in metrics.filter(pl.col("served") & pl.col("horizon").is_in(list(horizons))).iter_rows(named=True)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,9 @@ def known_answers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     n = 700
     t = np.arange(n)
     walk = np.exp(10.0 + np.cumsum(rng.normal(0.0, 0.02, n)))
-    weekly = np.exp(7.0 + np.cumsum(rng.normal(0.0, 0.002, n)) + 0.04 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 0.002, n))
+    weekly = np.exp(
+        7.0 + np.cumsum(rng.normal(0.0, 0.002, n)) + 0.04 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 0.002, n)
+    )
     return {"BTCUSDT": (date(2023, 1, 2), walk), "ETHUSDT": (date(2023, 1, 2), weekly)}
 
 
@@ -116,10 +123,13 @@ def test_short_history_adapts_and_too_short_skips_the_whole_group(project_home, 
     rng = np.random.default_rng(3)
     home = project_home()
     # BTCUSDT: 400 days, fewer origins than a year's; ETHUSDT: 250 days, too few for any CV.
-    write_daily_lake(home / "lake", {
-        "BTCUSDT": (date(2024, 1, 1), np.exp(10 + np.cumsum(rng.normal(0, 0.02, 400)))),
-        "ETHUSDT": (date(2024, 1, 1), np.exp(7 + np.cumsum(rng.normal(0, 0.02, 250)))),
-    })  # fmt: skip
+    write_daily_lake(
+        home / "lake",
+        {
+            "BTCUSDT": (date(2024, 1, 1), np.exp(10 + np.cumsum(rng.normal(0, 0.02, 400)))),
+            "ETHUSDT": (date(2024, 1, 1), np.exp(7 + np.cumsum(rng.normal(0, 0.02, 250)))),
+        },
+    )
     cm, instance, result = run_graph(home, tmp_path / "dagster", "ETHUSDT")
     with cm:
         assert result.success
@@ -156,8 +166,18 @@ def test_report_on_real_daily_history(shared_data: Path, project_home, tmp_path:
         assert chart == home / "reports" / "forecast_BTCUSDT.html"
         assert results.metadata["chart"].value == f"http://127.0.0.1:3001/{chart.name}"
         html = chart.read_text()
-        for trace in ('"name":"close"', '"name":"served: ', '"name":"80% interval"', '"name":"95% interval"', '"name":"Prophet"',
-                      '"name":"naive"', '"name":"actual (CV period)"', '"name":"predicted 1d ahead', '"name":"predicted 30d ahead', "skill vs naive [95% CI]"):  # fmt: skip
+        for trace in (
+            '"name":"close"',
+            '"name":"served: ',
+            '"name":"80% interval"',
+            '"name":"95% interval"',
+            '"name":"Prophet"',
+            '"name":"naive"',
+            '"name":"actual (CV period)"',
+            '"name":"predicted 1d ahead',
+            '"name":"predicted 30d ahead',
+            "skill vs naive [95% CI]",
+        ):
             assert trace in html, trace
         preview = results.metadata["chart_preview"].value
         assert base64.b64decode(preview.split(",", 1)[1].rstrip(")")).startswith(b"\x89PNG")

@@ -101,7 +101,9 @@ def test_results_table_and_writers(tmp_path: Path, history: pl.DataFrame, fc: pl
 
 
 def test_chart_html_and_markdown(tmp_path: Path, history: pl.DataFrame, fc: pl.DataFrame, cv: CVResult) -> None:
-    path = write_forecast_chart(tmp_path / "SYNUSDT.html", "SYNUSDT", make_daily_filled(history), fc, cv.metrics, cv.predictions)
+    path = write_forecast_chart(
+        tmp_path / "SYNUSDT.html", "SYNUSDT", make_daily_filled(history), fc, cv.metrics, cv.predictions
+    )
     html = path.read_text(encoding="utf-8")
     assert "plotly" in html and "<html" in html
     assert '<script src="http' not in html  # plotly.js inlined: no network at view time

@@ -24,7 +24,9 @@ def results(shared_data: Path) -> dict[str, pl.DataFrame]:
     out = {}
     with make_executor(DEFAULT_OPTIONS) as pool:
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            history = read_daily_csv(shared_data / "binance_spot_1d" / f"{symbol}_1d.csv").filter(pl.col("ds") <= date(2024, 12, 31))
+            history = read_daily_csv(shared_data / "binance_spot_1d" / f"{symbol}_1d.csv").filter(
+                pl.col("ds") <= date(2024, 12, 31)
+            )
             out[symbol] = backtest(history, TRAIN_END, DEFAULT_OPTIONS, executor=pool)
     return out
 
@@ -46,5 +48,7 @@ def test_served_forecast_out_of_sample_2024(results, symbol: str) -> None:
         assert row["skill_lo"] <= row["skill"] <= row["skill_hi"]
     assert summary[1]["prophet_mape"] <= 1.5 * summary[1]["naive_mape"]
     # 80% intervals over all 2024 outcomes (three horizons pooled; ~49 origins each)
-    pooled = sum(r["coverage_80"] * r["origins"] for r in summary.values()) / sum(r["origins"] for r in summary.values())
+    pooled = sum(r["coverage_80"] * r["origins"] for r in summary.values()) / sum(
+        r["origins"] for r in summary.values()
+    )
     assert 0.72 <= pooled <= 0.88, bt.summary

@@ -50,7 +50,9 @@ def minute_rows(symbol: str, start: datetime, count: int, price: float, step: fl
 
 def daily_minutes(symbol: str, days: list[date], closes: list[float], per_day: int = 3) -> pl.DataFrame:
     """A few minutes per day whose last close is the given one (so the daily close is known by hand)."""
-    frames = [minute_rows(symbol, utc(d.year, d.month, d.day), per_day, close) for d, close in zip(days, closes, strict=True)]
+    frames = [
+        minute_rows(symbol, utc(d.year, d.month, d.day), per_day, close) for d, close in zip(days, closes, strict=True)
+    ]
     return pl.concat(frames)
 
 

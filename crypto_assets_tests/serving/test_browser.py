@@ -70,7 +70,8 @@ def logs_of(home: Path) -> str:
 def system(project_home, tmp_path):
     """``crypto-assets up`` in a temp home on free ports; stopped with SIGTERM afterwards."""
     home = project_home(
-        extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\n[stream]\ntrigger_seconds = 5\n", scale="tiny"
+        extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\n[stream]\ntrigger_seconds = 5\n",
+        scale="tiny",
     )
     port = free_port()
     dagster_home = tmp_path / "dagster_home"
@@ -90,10 +91,18 @@ def system(project_home, tmp_path):
     with log.open("w") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
     try:
-        wait_for(lambda: up.poll() is not None or "dagster-daemon" in read_process_records(home), 900, "the system to start", log)
+        wait_for(
+            lambda: up.poll() is not None or "dagster-daemon" in read_process_records(home),
+            900,
+            "the system to start",
+            log,
+        )
         assert up.poll() is None, log.read_text()
         wait_for(lambda: port_open(port), 60, "the webserver", log)
         print(f"system up in {time.time() - begin:.0f}s")
@@ -109,11 +118,15 @@ def month_start(day: datetime) -> str:
     return day.replace(day=1).strftime("%Y-%m-%d")
 
 
-def fresh_sensor_views(instance: DagsterInstance, after: float, newer_than_batch: int | None) -> dict[str, tuple[str, dict]]:
+def fresh_sensor_views(
+    instance: DagsterInstance, after: float, newer_than_batch: int | None
+) -> dict[str, tuple[str, dict]]:
     """symbol -> (run id, metadata) of its newest ``unified_view`` materialization after ``after``, by a run of
     the sensor, built from a micro-batch logged after batch ``newer_than_batch`` and from events after ``after``."""
     found: dict[str, tuple[str, dict]] = {}
-    records = instance.fetch_materializations(AssetRecordsFilter(AssetKey("unified_view"), after_timestamp=after), limit=200).records
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(AssetKey("unified_view"), after_timestamp=after), limit=200
+    ).records
     for record in records:  # newest first
         symbol = record.partition_key
         if symbol in found:
@@ -193,15 +206,25 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
 
             backfill = wait_for(lambda: instance.get_backfills(), 60, "the backfill to be created", daemon_log)[0]
             done = wait_for(
-                lambda: (b := instance.get_backfill(backfill.backfill_id)).status.value.startswith(("COMPLETED", "FAILED", "CANCELED")) and b,
-                420, "the backfill to finish", daemon_log, step=2.0,
-            )  # fmt: skip
+                lambda: (
+                    (b := instance.get_backfill(backfill.backfill_id)).status.value.startswith(
+                        ("COMPLETED", "FAILED", "CANCELED")
+                    )
+                    and b
+                ),
+                420,
+                "the backfill to finish",
+                daemon_log,
+                step=2.0,
+            )
             finished = time.time()
             print(f"UI backfill: launch to done in {finished - launched:.0f}s")
             # The batch view closes every day before the one its run wrote it on.
             yesterday = (datetime.fromtimestamp(finished, UTC) - timedelta(days=1)).date()
             batch_at_finish = latest_batch_id(home / "lake")
-            print(f"backfill finished {finished - started:.0f}s into the test (micro-batch {batch_at_finish} logged by then)")
+            print(
+                f"backfill finished {finished - started:.0f}s into the test (micro-batch {batch_at_finish} logged by then)"
+            )
             runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
             assert done.status.value == "COMPLETED_SUCCESS", (done.status, [(r.run_id, r.status) for r in runs])
             assert len(runs) == 1, [(r.run_id, r.status) for r in runs]
@@ -242,8 +265,11 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
             # micro-batches logged after the backfill finished.
             views = wait_for(
                 lambda: (v := fresh_sensor_views(instance, finished, batch_at_finish)).keys() >= set(SYMBOLS) and v,
-                300, "sensor runs of unified_view with micro-batches newer than the backfill", daemon_log, step=2.0,
-            )  # fmt: skip
+                300,
+                "sensor runs of unified_view with micro-batches newer than the backfill",
+                daemon_log,
+                step=2.0,
+            )
             print(f"unified_view refreshed by the sensor {time.time() - started:.0f}s into the test")
             for symbol in SYMBOLS:
                 _, metadata = views[symbol]
@@ -275,7 +301,9 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
             logs.fill("type:ASSET_CHECK_EVALUATION")
             logs.press("Enter")
             for check in UNIFIED_VIEW_CHECKS:
-                expect(page.get_by_text(f"Check {check} succeeded for materialization of unified_view.")).to_be_visible()
+                expect(
+                    page.get_by_text(f"Check {check} succeeded for materialization of unified_view.")
+                ).to_be_visible()
             expect(page.get_by_text("failed for materialization")).to_have_count(0)
             shot("sensor-run-checks")
 

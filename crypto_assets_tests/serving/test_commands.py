@@ -42,12 +42,19 @@ def lake(project_home):
     home = project_home()
     lake = home / "lake"
     days = [START + timedelta(days=i) for i in range(40)]
-    write_batch_layer(lake, pl.concat([daily_minutes(s, days, [100.0 + i for i in range(40)]) for s in SYMBOLS]), utc(2024, 2, 10, 1))
+    write_batch_layer(
+        lake, pl.concat([daily_minutes(s, days, [100.0 + i for i in range(40)]) for s in SYMBOLS]), utc(2024, 2, 10, 1)
+    )
     for batch_id in range(3):
         day = SEAM + timedelta(days=batch_id)  # batch 0 re-states the closed seam day
         start = utc(day.year, day.month, day.day)
         candles = pl.concat([minute_rows(s, start, 2, 200.0 + batch_id) for s in SYMBOLS])
-        write_microbatch(lake, batch_id, speed_candles(candles, batch_id, start + timedelta(minutes=2)), committed=start + timedelta(minutes=3))
+        write_microbatch(
+            lake,
+            batch_id,
+            speed_candles(candles, batch_id, start + timedelta(minutes=2)),
+            committed=start + timedelta(minutes=3),
+        )
     for symbol in SYMBOLS:
         build_unified_view(lake, symbol, SYMBOLS)
     return lake
@@ -60,7 +67,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_query_prints_the_unified_view_for_a_date_range_in_three_formats(lake, capsys):
-    code, out, _ = run(capsys, "query", "--symbol", "BTCUSDT", "--from", "2024-02-08", "--to", "2024-02-11", "--format", "csv")
+    code, out, _ = run(
+        capsys, "query", "--symbol", "BTCUSDT", "--from", "2024-02-08", "--to", "2024-02-11", "--format", "csv"
+    )
     assert code == 0
     frame = pl.read_csv(out.encode())
     assert frame["date"].to_list() == ["2024-02-08", "2024-02-09", "2024-02-10", "2024-02-11"]  # --to is inclusive
@@ -98,7 +107,13 @@ def test_sql_queries_every_dataset_of_the_lake(lake, capsys):
         {"symbol": "BTCUSDT", "days": 42, "speed_days": 2, "batch_last": "2024-02-09"},
         {"symbol": "ETHUSDT", "days": 42, "speed_days": 2, "batch_last": "2024-02-09"},
     ]
-    code, out, _ = run(capsys, "sql", "SELECT batch_id, count(*) AS n FROM speed_candles_1m GROUP BY batch_id ORDER BY batch_id", "--format", "csv")
+    code, out, _ = run(
+        capsys,
+        "sql",
+        "SELECT batch_id, count(*) AS n FROM speed_candles_1m GROUP BY batch_id ORDER BY batch_id",
+        "--format",
+        "csv",
+    )
     assert code == 0 and out.splitlines()[1:] == ["1,4", "2,4"]  # batch 0 held only a superseded day
 
     code, _, err = run(capsys, "sql", "SELECT * FROM no_such_table")
@@ -148,7 +163,11 @@ def test_sql_file_access_is_an_explicit_opt_in_and_errors_stay_one_line(lake, ca
 def test_status_reports_components_layers_and_lag(lake, capsys):
     home = lake.parent
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while not port_open(port) and time.monotonic() < deadline:
@@ -180,7 +199,9 @@ def test_storage_shows_usage_and_reclaims_superseded_microbatches_and_orphaned_t
     # More micro-batches land after the last view build, and a crashed write left a temp file behind.
     for batch_id in (3, 4):
         start = utc(2024, 2, 11, 1, batch_id)
-        write_microbatch(lake, batch_id, speed_candles(minute_rows("BTCUSDT", start, 1, 250.0), batch_id, start), committed=start)
+        write_microbatch(
+            lake, batch_id, speed_candles(minute_rows("BTCUSDT", start, 1, 250.0), batch_id, start), committed=start
+        )
     orphan = lake / "daily_raw" / "symbol=BTCUSDT" / ".tmp-part-0.parquet.123.abc"
     orphan.write_bytes(b"x" * 100)
     old = time.time() - 7200
@@ -193,7 +214,9 @@ def test_storage_shows_usage_and_reclaims_superseded_microbatches_and_orphaned_t
     assert "orphaned temp files (older than 1 h): 1" in out
 
     code, out, _ = run(capsys, "storage", "--reclaim")
-    assert code == 0 and "compacted 2 micro-batch(es) through batch 3" in out and "removed 1 orphaned temp file(s)" in out
+    assert (
+        code == 0 and "compacted 2 micro-batch(es) through batch 3" in out and "removed 1 orphaned temp file(s)" in out
+    )
     assert not orphan.exists()
     assert [i for i, _ in batch_dirs(lake, CANDLES_1M)] == [4]
     assert pl.read_parquet(compacted_file(lake, CANDLES_1M))["batch_id"].unique().sort().to_list() == [1, 2, 3]

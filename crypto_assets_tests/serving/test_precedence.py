@@ -21,7 +21,9 @@ END = MINUTE + timedelta(minutes=1)
 SPEED_PRICE, BATCH_PRICE = 100.0, 200.0
 
 
-def speed_row(symbol: str, open_time: datetime, price: float, closed: bool, event_time: datetime, batch_id: int) -> dict:
+def speed_row(
+    symbol: str, open_time: datetime, price: float, closed: bool, event_time: datetime, batch_id: int
+) -> dict:
     row = minute_rows(symbol, open_time, 1, price).row(0, named=True)
     return {**row, "is_closed": closed, "event_time": event_time, "batch_id": batch_id}
 
@@ -81,7 +83,16 @@ def test_precedence_of_one_minute(speed_state: str, batch_state: str):
         # An older micro-batch's version of the minute never counts, whatever it says.
         speed.append(speed_row(symbol, MINUTE, 1.0, closed=True, event_time=MINUTE + timedelta(seconds=5), batch_id=2))
     if speed_state == "unclosed, older than the watermark":
-        speed.append(speed_row(symbol, MINUTE + timedelta(minutes=5), 7.0, closed=False, event_time=MINUTE + timedelta(minutes=6), batch_id=4))
+        speed.append(
+            speed_row(
+                symbol,
+                MINUTE + timedelta(minutes=5),
+                7.0,
+                closed=False,
+                event_time=MINUTE + timedelta(minutes=6),
+                batch_id=4,
+            )
+        )
     if BATCH_STATES[batch_state] is not None:
         batch.append(batch_row(symbol, MINUTE, BATCH_PRICE, BATCH_STATES[batch_state]))
 
@@ -110,7 +121,8 @@ def test_a_stale_partial_minute_does_not_hold_the_day_after_the_seam():
                 **row,
                 "volume": 0.98597 if row["open_time"] == day + partial else row["volume"],
                 "is_closed": row["open_time"] != day + partial,
-                "event_time": day + partial + timedelta(seconds=15) if row["open_time"] == day + partial
+                "event_time": day + partial + timedelta(seconds=15)
+                if row["open_time"] == day + partial
                 else row["open_time"] + timedelta(minutes=1, milliseconds=5),
                 "batch_id": 1,
             }
@@ -174,7 +186,14 @@ def histories(draw):
                 # An event of the minute (a final kline comes just after its end); far later ones move the watermark.
                 seconds = draw(st.integers(0, 61) if closed else st.integers(0, 59))
                 speed.append(
-                    speed_row(symbol, open_time, float(batch_id * 10 + minute), closed, open_time + timedelta(seconds=seconds), batch_id)
+                    speed_row(
+                        symbol,
+                        open_time,
+                        float(batch_id * 10 + minute),
+                        closed,
+                        open_time + timedelta(seconds=seconds),
+                        batch_id,
+                    )
                 )
             if draw(st.booleans()):
                 as_of = open_time + timedelta(seconds=draw(st.integers(1, 300)))
@@ -186,7 +205,9 @@ def histories(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(histories(), st.sampled_from([None, date(2024, 1, 1)]), st.sampled_from([timedelta(0), DELAY, timedelta(minutes=5)]))
+@given(
+    histories(), st.sampled_from([None, date(2024, 1, 1)]), st.sampled_from([timedelta(0), DELAY, timedelta(minutes=5)])
+)
 def test_running_minutes_match_the_reference(history, seam, delay):
     speed, batch = history
     got = running_minutes(speed_frame(speed).lazy(), batch_frame(batch).lazy(), seam, delay).collect()

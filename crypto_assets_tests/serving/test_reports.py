@@ -89,12 +89,21 @@ def test_symlinks_out_of_the_reports_folder_are_not_followed(served, tmp_path):
 def test_odd_paths_get_a_plain_error_and_no_traceback(served, capfd):
     _, port = served
     odd = [
-        "GET /%00 HTTP/1.1", "GET /forecast_BTCUSDT.html%00.txt HTTP/1.1", "GET /%ff%fe HTTP/1.1",
-        "GET /..%2f..%2fsecret.toml HTTP/1.1", "GET /..%5csecret.toml HTTP/1.1", "GET //etc/passwd HTTP/1.1",
-        "GET /forecast_BTCUSDT.html/ HTTP/1.1", "GET /" + "a" * 5000 + " HTTP/1.1", "GET * HTTP/1.1",
-        "GET http://evil.example/secret.toml HTTP/1.1", "POST /forecast_BTCUSDT.html HTTP/1.1",
-        "DELETE /forecast_BTCUSDT.html HTTP/1.1", "GET /~root HTTP/1.1", "GARBAGE",
-    ]  # fmt: skip
+        "GET /%00 HTTP/1.1",
+        "GET /forecast_BTCUSDT.html%00.txt HTTP/1.1",
+        "GET /%ff%fe HTTP/1.1",
+        "GET /..%2f..%2fsecret.toml HTTP/1.1",
+        "GET /..%5csecret.toml HTTP/1.1",
+        "GET //etc/passwd HTTP/1.1",
+        "GET /forecast_BTCUSDT.html/ HTTP/1.1",
+        "GET /" + "a" * 5000 + " HTTP/1.1",
+        "GET * HTTP/1.1",
+        "GET http://evil.example/secret.toml HTTP/1.1",
+        "POST /forecast_BTCUSDT.html HTTP/1.1",
+        "DELETE /forecast_BTCUSDT.html HTTP/1.1",
+        "GET /~root HTTP/1.1",
+        "GARBAGE",
+    ]
     for line in odd:
         status, body = _raw(port, line)
         assert 400 <= status < 600 and b"token" not in body and b"Traceback" not in body, line

@@ -36,14 +36,20 @@ def history(symbol: str, count: int) -> pl.DataFrame:
 
 def streamed(day: date, price: float, batch_id: int, minutes: int = 3) -> pl.DataFrame:
     start = utc(day.year, day.month, day.day)
-    candles = pl.concat([minute_rows(s, start, minutes, price * (1 if s == "BTCUSDT" else 0.1), step=0.5) for s in SYMBOLS])
+    candles = pl.concat(
+        [minute_rows(s, start, minutes, price * (1 if s == "BTCUSDT" else 0.1), step=0.5) for s in SYMBOLS]
+    )
     return speed_candles(candles, batch_id, start + timedelta(minutes=minutes, seconds=5))
 
 
 def materialize_view(instance, symbol: str):
     defs = build_definitions(load_settings())
     result = materialize(
-        list(defs.assets), selection=[AssetKey("unified_view")], partition_key=symbol, instance=instance, resources=defs.resources
+        list(defs.assets),
+        selection=[AssetKey("unified_view")],
+        partition_key=symbol,
+        instance=instance,
+        resources=defs.resources,
     )
     assert result.success
     return result
@@ -75,7 +81,9 @@ def test_unified_view_keeps_batch_precedence_and_continuous_averages_and_bounds_
         assert view.height == 42
         assert view["source"].to_list() == ["batch"] * 40 + ["speed"] * 2
         batch = pl.read_parquet(lake / "daily_filled/symbol=BTCUSDT/year=2024/month=02/part-0.parquet")
-        assert view.filter(pl.col("date") == seam)["close"].item() == batch.filter(pl.col("date") == seam)["close"].item()
+        assert (
+            view.filter(pl.col("date") == seam)["close"].item() == batch.filter(pl.col("date") == seam)["close"].item()
+        )
         assert view["close"].to_list()[-2:] == [301.0, 311.0]
         closes = view["close"].to_numpy()
         for name, size in (("ma7", 7), ("ma30", 30)):
@@ -124,9 +132,12 @@ def test_one_run_refreshes_every_symbol_as_the_sensor_asks(project_home, tmp_pat
     with instance_at(tmp_path / "dagster") as instance:
         defs = build_definitions(load_settings())
         result = materialize(
-            list(defs.assets), selection=[AssetKey("unified_view")], instance=instance, resources=defs.resources,
+            list(defs.assets),
+            selection=[AssetKey("unified_view")],
+            instance=instance,
+            resources=defs.resources,
             tags={RANGE_START_TAG: SYMBOLS[0], RANGE_END_TAG: SYMBOLS[-1]},
-        )  # fmt: skip
+        )
         assert result.success and len(instance.get_runs()) == 1
         assert instance.get_materialized_partitions(AssetKey("unified_view")) == set(SYMBOLS)
         for symbol in SYMBOLS:
@@ -137,5 +148,9 @@ def test_one_run_refreshes_every_symbol_as_the_sensor_asks(project_home, tmp_pat
         assert all(e.metadata["judged_symbols"].value == ", ".join(SYMBOLS) for e in checks.values())
         event = instance.get_latest_materialization_event(AssetKey("unified_view")).asset_materialization
         metadata = {k: v.value for k, v in event.metadata.items()}
-        assert metadata["symbols"] == ", ".join(SYMBOLS) and metadata["speed_rows"] == 2 and metadata["speed_batch_id"] == 0
+        assert (
+            metadata["symbols"] == ", ".join(SYMBOLS)
+            and metadata["speed_rows"] == 2
+            and metadata["speed_batch_id"] == 0
+        )
         assert all(f"| {s} |" in metadata["per_symbol"] for s in SYMBOLS)

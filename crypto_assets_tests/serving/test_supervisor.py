@@ -101,7 +101,11 @@ def test_a_child_that_dies_while_starting_fails_with_its_log(tmp_path):
     supervisor = Supervisor(tmp_path, dict(os.environ), lambda _: None)
     try:
         with pytest.raises(StartError, match="(?s)exited with code 3.*broken on purpose"):
-            supervisor.start(Service("bad", python("import sys; print('broken on purpose', flush=True); sys.exit(3)"), ready_text="never"))
+            supervisor.start(
+                Service(
+                    "bad", python("import sys; print('broken on purpose', flush=True); sys.exit(3)"), ready_text="never"
+                )
+            )
     finally:
         supervisor.stop_all(grace=5)
 
@@ -124,9 +128,23 @@ def test_up_stops_every_child_on_sigterm(tmp_path, project_home):
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--no-speed", "--skip-batch", "--port", str(free_port())],
-            env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "crypto_assets.cli",
+                "--home",
+                str(home),
+                "up",
+                "--no-speed",
+                "--skip-batch",
+                "--port",
+                str(free_port()),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         assert wait_for(lambda: "dagster-daemon" in read_process_records(home), timeout=150), log.read_text()
         records = read_process_records(home)
@@ -149,4 +167,3 @@ def test_up_stops_every_child_on_sigterm(tmp_path, project_home):
     for path in (home / "logs").glob("*.log"):
         text = path.read_text(errors="replace")
         assert not any(mark in text for mark in TRACEBACK_MARKS), f"{path.name}:\n{text[-3000:]}"
-

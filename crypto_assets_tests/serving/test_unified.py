@@ -90,13 +90,18 @@ def test_closed_batch_days_win_and_moving_averages_run_across_the_seam():
 def test_a_day_the_batch_layer_wrote_while_it_was_running_is_topped_up_by_the_stream():
     # The batch layer ran at 00:03 on day 5: days 1-4 are closed, day 5 holds only three early minutes.
     batch_minutes = pl.concat(
-        [daily_minutes(SYMBOL, days(0, 4), [10.0, 11.0, 12.0, 13.0]), minute_rows(SYMBOL, utc(2024, 1, 5), 3, 20.0, step=1.0)]
+        [
+            daily_minutes(SYMBOL, days(0, 4), [10.0, 11.0, 12.0, 13.0]),
+            minute_rows(SYMBOL, utc(2024, 1, 5), 3, 20.0, step=1.0),
+        ]
     )
     written = utc(2024, 1, 5, 0, 3)
     batch = batch_view(batch_minutes, written)
     # The stream started at 00:02 and goes on to 00:05 (its minutes still open); the batch layer's closed
     # 00:02 beats the stream's partial one.
-    speed = speed_candles(minute_rows(SYMBOL, utc(2024, 1, 5, 0, 2), 4, 30.0, step=1.0), 3, utc(2024, 1, 5, 0, 5, 30), closed=False)
+    speed = speed_candles(
+        minute_rows(SYMBOL, utc(2024, 1, 5, 0, 2), 4, 30.0, step=1.0), 3, utc(2024, 1, 5, 0, 5, 30), closed=False
+    )
     running_batch = batch_minutes.filter(pl.col("open_time") >= utc(2024, 1, 5)).with_columns(
         pl.lit(written, AS_OF).alias("as_of")
     )
@@ -157,10 +162,14 @@ def test_checks_fail_on_a_broken_view():
     assert not checks.batch_precedence(tampered, batch, seam).passed
     assert not checks.moving_averages_continuous(tampered, batch, seam).passed
 
-    relabelled = unified.with_columns(pl.when(pl.col("date") == seam).then(pl.lit(SPEED)).otherwise("source").alias("source"))
+    relabelled = unified.with_columns(
+        pl.when(pl.col("date") == seam).then(pl.lit(SPEED)).otherwise("source").alias("source")
+    )
     assert not checks.batch_precedence(relabelled, batch, seam).passed
 
-    wrong_ma = unified.with_columns(pl.when(pl.col("source") == SPEED).then(pl.col("ma7") * 2).otherwise("ma7").alias("ma7"))
+    wrong_ma = unified.with_columns(
+        pl.when(pl.col("source") == SPEED).then(pl.col("ma7") * 2).otherwise("ma7").alias("ma7")
+    )
     assert not checks.moving_averages_continuous(wrong_ma, batch, seam).passed
 
     repeated = pl.concat([unified, unified.tail(1)])

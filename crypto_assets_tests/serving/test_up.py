@@ -37,7 +37,9 @@ def wait_for(condition, timeout: float, what: str, log: Path):
         if value:
             return value
         time.sleep(2.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n" + log.read_text(errors="replace")[-6000:])
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}\n" + log.read_text(errors="replace")[-6000:]
+    )
 
 
 def milestones(text: str) -> dict[str, int]:
@@ -46,16 +48,26 @@ def milestones(text: str) -> dict[str, int]:
 
 def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(project_home, tmp_path):
     # The embedded default: synthetic market (small scale), replay exchange, embedded broker, Spark stream.
-    home = project_home(scale="small", extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\n")
+    home = project_home(
+        scale="small", extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\n"
+    )
     dagster_home = tmp_path / "dagster_home"
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(dagster_home), "CRYPTO_ASSETS_KAFKA_BROKER_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DAGSTER_HOME": str(dagster_home),
+        "CRYPTO_ASSETS_KAFKA_BROKER_PORT": str(free_port()),
+    }
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
     try:
         wait_for(lambda: up.poll() is not None or FIRST_VIEW in log.read_text(), 1500, "the first unified_view", log)
         text = log.read_text(errors="replace")
@@ -63,7 +75,9 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
         lines_by_first_view = text[: text.index(FIRST_VIEW)].count("\n") + 1
         times = milestones(text)
         print("\n".join(f"{seconds:5d}s  {message[:100]}" for message, seconds in times.items()))
-        assert lines_by_first_view < MAX_LOG_LINES, f"{lines_by_first_view} lines before the first unified_view:\n{text}"
+        assert lines_by_first_view < MAX_LOG_LINES, (
+            f"{lines_by_first_view} lines before the first unified_view:\n{text}"
+        )
         assert f"http://127.0.0.1:{port}/assets/unified_view" in text
 
         settings = load_settings()
@@ -81,13 +95,20 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
             for key in defs.resolve_asset_graph().asset_check_keys:
                 # The sensor keeps refreshing unified_view: a check may be in flight (planned); wait for its result.
                 record = wait_for(
-                    lambda key=key: (r := instance.get_latest_asset_check_evaluation_record(key)) is None
-                    or r.status.value != "PLANNED" and (r,),
-                    120, f"check {key.to_user_string()} to finish", log,
-                )  # fmt: skip
+                    lambda key=key: (
+                        (r := instance.get_latest_asset_check_evaluation_record(key)) is None
+                        or r.status.value != "PLANNED"
+                        and (r,)
+                    ),
+                    120,
+                    f"check {key.to_user_string()} to finish",
+                    log,
+                )
                 evaluation = record[0].evaluation if isinstance(record, tuple) else None
                 if evaluation is None or not evaluation.passed:
-                    problems.append(f"check {key.to_user_string()}: {evaluation.description if evaluation else 'never evaluated'}")
+                    problems.append(
+                        f"check {key.to_user_string()}: {evaluation.description if evaluation else 'never evaluated'}"
+                    )
 
             # The forecast chart link of forecast_results answers with the interactive report.
             event = instance.get_latest_materialization_event(AssetKey("forecast_results"))
@@ -103,8 +124,12 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
     assert up.returncode == 0, "up did not stop cleanly on SIGTERM"
     assert not read_process_records(home), "pid files left behind"
     status = subprocess.run(
-        [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "status"], env=env, capture_output=True, text=True, cwd=tmp_path
-    )  # fmt: skip
+        [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert "dagster-daemon" in status.stdout and "not started" not in status.stdout, status.stdout
     assert re.search(r"dagster-daemon\s+stopped", status.stdout), status.stdout
     daemon_log = (home / "logs" / "dagster-daemon.log").read_text(errors="replace")

@@ -48,7 +48,9 @@ STEPS = (build_daily_raw, build_daily_filled, build_prophet_input)
 
 
 def digests(lake: Path) -> dict[str, str]:
-    return {str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(lake.rglob("*.parquet"))}
+    return {
+        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(lake.rglob("*.parquet"))
+    }
 
 
 def float_bits(frame: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -75,7 +77,9 @@ def lakes(shared_data, spark, tmp_path_factory):
     assert ingest.quarantined == 0 and ingest.minute.rows == 300_000
     shutil.copytree(root / "polars" / MINUTE_RAW, root / "spark" / MINUTE_RAW)
     engines = {"polars": POLARS, "spark": SparkEngine(spark)}
-    results = {name: [step(root / name, SYMBOLS, START, END, engine) for step in STEPS] for name, engine in engines.items()}
+    results = {
+        name: [step(root / name, SYMBOLS, START, END, engine) for step in STEPS] for name, engine in engines.items()
+    }
     return root, engines, results
 
 
@@ -149,7 +153,9 @@ def materialize_with_engine(engine: str, shared_data: Path, home: Path, monkeypa
         }
 
 
-def test_dagster_range_run_on_spark_writes_the_files_the_polars_engine_writes(shared_data, spark, tmp_path, monkeypatch):
+def test_dagster_range_run_on_spark_writes_the_files_the_polars_engine_writes(
+    shared_data, spark, tmp_path, monkeypatch
+):
     materialize_with_engine("spark", shared_data, tmp_path / "spark_home", monkeypatch)
 
     def no_spark(*_args, **_kwargs):

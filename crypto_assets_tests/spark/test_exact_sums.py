@@ -33,7 +33,9 @@ def test_daily_volume_is_the_correctly_rounded_sum_whatever_the_row_order():
     # Busy and quiet minutes over many magnitudes, rounded to 8 decimals like exchange quantities.
     volumes = np.round(rng.lognormal(mean=2.0, sigma=3.0, size=days * 1440), 8)
     frame = minutes_with_volumes(volumes, days)
-    results = [aggregate_daily(frame.sample(fraction=1.0, shuffle=True, seed=seed).lazy()).collect() for seed in range(4)]
+    results = [
+        aggregate_daily(frame.sample(fraction=1.0, shuffle=True, seed=seed).lazy()).collect() for seed in range(4)
+    ]
     for other in results[1:]:
         assert (bits(other["volume"]) == bits(results[0]["volume"])).all()
     exact = [math.fsum(volumes[d * 1440 : (d + 1) * 1440]) for d in range(days)]
@@ -59,7 +61,9 @@ def test_infinite_or_huge_volumes_fall_back_to_a_plain_sum_instead_of_failing():
 
 def test_moving_averages_add_the_window_oldest_first_then_scale_by_one_over_size():
     closes = np.random.default_rng(5).lognormal(mean=9.0, sigma=1.0, size=90)
-    frame = pl.DataFrame({"symbol": "X1", "date": [date(2024, 1, 1) + timedelta(days=i) for i in range(90)], "close": closes})
+    frame = pl.DataFrame(
+        {"symbol": "X1", "date": [date(2024, 1, 1) + timedelta(days=i) for i in range(90)], "close": closes}
+    )
     result = add_moving_averages(frame.lazy()).collect()
     for name, size in (("ma7", 7), ("ma30", 30)):
         expected: list[float | None] = [None] * (size - 1)

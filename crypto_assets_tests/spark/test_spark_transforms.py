@@ -51,7 +51,10 @@ def test_daily_aggregation_matches_polars_bit_for_bit(utc_ahead_session, tmp_pat
     ]
     rng = np.random.default_rng(3)
     day = datetime(2024, 3, 5, tzinfo=UTC)
-    rows += [("Y2", day + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, float(v)) for i, v in enumerate(rng.lognormal(0, 4, 1440))]
+    rows += [
+        ("Y2", day + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, float(v))
+        for i, v in enumerate(rng.lognormal(0, 4, 1440))
+    ]
     minutes = pl.DataFrame(rows, schema=MINUTE_SCHEMA, orient="row")
     files = write(minutes, tmp_path / "minutes.parquet")
 

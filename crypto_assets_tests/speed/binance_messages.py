@@ -19,7 +19,9 @@ def recorded_candles(shared_data: Path, symbol: str, year: int, start: datetime,
     path = shared_data / "binance_spot_1m" / str(year) / f"{symbol}_1m.csv"
     frame = pl.read_csv(path, try_parse_dates=True)
     return (
-        frame.with_columns(pl.col("timestamp").dt.replace_time_zone("UTC").alias("open_time"), pl.lit(symbol).alias("symbol"))
+        frame.with_columns(
+            pl.col("timestamp").dt.replace_time_zone("UTC").alias("open_time"), pl.lit(symbol).alias("symbol")
+        )
         .filter(pl.col("open_time") >= start.replace(tzinfo=UTC))
         .head(minutes)
         .select("symbol", "open_time", "open", "high", "low", "close", "volume")
@@ -32,17 +34,43 @@ def _fmt(value: float) -> str:
 
 def kline(symbol: str, t: int, o, h, lo, c, v, closed: bool, event: int) -> dict:
     return {
-        "e": "kline", "E": event, "s": symbol,
+        "e": "kline",
+        "E": event,
+        "s": symbol,
         "k": {
-            "t": t, "T": t + MINUTE_MS - 1, "s": symbol, "i": "1m", "f": 1, "L": 2,
-            "o": _fmt(o), "c": _fmt(c), "h": _fmt(h), "l": _fmt(lo), "v": _fmt(v),
-            "n": 2, "x": closed, "q": "0", "V": "0", "Q": "0", "B": "0",
+            "t": t,
+            "T": t + MINUTE_MS - 1,
+            "s": symbol,
+            "i": "1m",
+            "f": 1,
+            "L": 2,
+            "o": _fmt(o),
+            "c": _fmt(c),
+            "h": _fmt(h),
+            "l": _fmt(lo),
+            "v": _fmt(v),
+            "n": 2,
+            "x": closed,
+            "q": "0",
+            "V": "0",
+            "Q": "0",
+            "B": "0",
         },
-    }  # fmt: skip
+    }
 
 
 def trade(symbol: str, trade_id: int, price: float, qty: float, when: int) -> dict:
-    return {"e": "trade", "E": when, "s": symbol, "t": trade_id, "p": _fmt(price), "q": _fmt(qty), "T": when, "m": False, "M": True}
+    return {
+        "e": "trade",
+        "E": when,
+        "s": symbol,
+        "t": trade_id,
+        "p": _fmt(price),
+        "q": _fmt(qty),
+        "T": when,
+        "m": False,
+        "M": True,
+    }
 
 
 def minute_messages(row: dict, updates: int = 2) -> list[tuple[str, dict]]:

@@ -25,7 +25,9 @@ from streaming_sensor.stream_job import batch_offsets
 SYMBOL = "BTCUSDT"
 
 
-def speed_config(home: Path, bootstrap: str, prefix: str, ws_url: str = "ws://127.0.0.1:9", trigger: float = 1.0) -> Path:
+def speed_config(
+    home: Path, bootstrap: str, prefix: str, ws_url: str = "ws://127.0.0.1:9", trigger: float = 1.0
+) -> Path:
     extra = f"""
 [[symbols]]
 name = "{SYMBOL}"
@@ -93,12 +95,18 @@ def start_command(config: Path, log_path: Path, *args: str, new_session: bool = 
     env.pop("CRYPTO_ASSETS_HOME", None)
     handle = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "crypto_assets.cli", *args], env=env, cwd=REPO, stdout=handle, stderr=handle,
+        [sys.executable, "-m", "crypto_assets.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=handle,
+        stderr=handle,
         start_new_session=new_session,
-    )  # fmt: skip
+    )
 
 
-def start_stream(config: Path, log_path: Path, extra_args: tuple[str, ...] = (), new_session: bool = False) -> subprocess.Popen:
+def start_stream(
+    config: Path, log_path: Path, extra_args: tuple[str, ...] = (), new_session: bool = False
+) -> subprocess.Popen:
     return start_command(config, log_path, "stream", *extra_args, new_session=new_session)
 
 
@@ -126,7 +134,9 @@ TRACEBACK_MARKS = ("Traceback (most recent call last)", "Py4JJavaError", "Stack 
 
 def committed_offsets(checkpoint: Path) -> dict[str, dict[str, int]]:
     """End offsets of the newest batch Spark has committed."""
-    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").is_dir() else []
+    commits = (
+        [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")] if (checkpoint / "commits").is_dir() else []
+    )
     if not commits:
         return {}
     ranges = batch_offsets(checkpoint, max(commits))
@@ -144,7 +154,9 @@ def wait_caught_up(process: subprocess.Popen, checkpoint: Path, ends: dict, time
         if process.poll() is not None:
             raise AssertionError(f"the stream job exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"the stream job did not catch up with {ends} in {timeout}s:\n{log_path.read_text()[-4000:]}")
+            raise AssertionError(
+                f"the stream job did not catch up with {ends} in {timeout}s:\n{log_path.read_text()[-4000:]}"
+            )
         time.sleep(0.5)
 
 
@@ -206,6 +218,8 @@ def speed_view(lake: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
             candles.append(pl.read_parquet(batch_file(lake, CANDLES_1M, record.batch_id)))
         if record.rows.get(DAILY):
             daily.append(pl.read_parquet(batch_file(lake, DAILY, record.batch_id)))
-    latest_candles = pl.concat(candles).sort("batch_id").unique(["symbol", "open_time"], keep="last").sort("symbol", "open_time")
+    latest_candles = (
+        pl.concat(candles).sort("batch_id").unique(["symbol", "open_time"], keep="last").sort("symbol", "open_time")
+    )
     latest_daily = pl.concat(daily).sort("batch_id").unique(["symbol", "date"], keep="last").sort("symbol", "date")
     return latest_candles, latest_daily

@@ -21,10 +21,22 @@ M = 60_000
 T0 = int(datetime(2021, 3, 26, 23, 50, tzinfo=UTC).timestamp() * 1000)  # the stream crosses midnight
 DELAY = 2 * M
 EVENT_SCHEMA = {
-    "kind": pl.String, "symbol": pl.String, "minute_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64,
-    "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64, "is_closed": pl.Boolean, "event_ms": pl.Int64,
-    "topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "reason": pl.String, "raw": pl.String,
-}  # fmt: skip
+    "kind": pl.String,
+    "symbol": pl.String,
+    "minute_ms": pl.Int64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "is_closed": pl.Boolean,
+    "event_ms": pl.Int64,
+    "topic": pl.String,
+    "partition": pl.Int32,
+    "offset": pl.Int64,
+    "reason": pl.String,
+    "raw": pl.String,
+}
 
 
 def market_events(symbols=("BTCUSDT", "ETHUSDT"), minutes=20, seed=7) -> list[dict]:
@@ -51,11 +63,23 @@ def market_events(symbols=("BTCUSDT", "ETHUSDT"), minutes=20, seed=7) -> list[di
         offsets[kind] += 1
         rows.append(
             {
-                "kind": kind, "symbol": symbol, "minute_ms": minute, "open": o, "high": h, "low": lo, "close": c,
-                "volume": v, "is_closed": closed, "event_ms": when, "topic": f"t.{kind}", "partition": 0,
-                "offset": offsets[kind], "reason": None, "raw": None,
+                "kind": kind,
+                "symbol": symbol,
+                "minute_ms": minute,
+                "open": o,
+                "high": h,
+                "low": lo,
+                "close": c,
+                "volume": v,
+                "is_closed": closed,
+                "event_ms": when,
+                "topic": f"t.{kind}",
+                "partition": 0,
+                "offset": offsets[kind],
+                "reason": None,
+                "raw": None,
             }
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -67,8 +91,12 @@ def batches(rows: list[dict], count: int) -> list[pl.DataFrame]:
 def bad_row(offset: int) -> dict:
     return {
         **dict.fromkeys(EVENT_SCHEMA),
-        "topic": "t.trade", "partition": 0, "offset": offset, "reason": "value: not a JSON stream message", "raw": "{oops",
-    }  # fmt: skip
+        "topic": "t.trade",
+        "partition": 0,
+        "offset": offset,
+        "reason": "value: not a JSON stream message",
+        "raw": "{oops",
+    }
 
 
 def fold_all(folder: CandleFolder, frames: list[pl.DataFrame], first: int = 0) -> list[pl.DataFrame]:
@@ -106,7 +134,9 @@ def test_a_replay_of_a_batch_killed_before_its_snapshot_gives_identical_rows(tmp
     restarted = CandleFolder(tmp_path / "state", DELAY)
     restarted.reconcile(last_planned=3, last_committed=2)
     assert restarted.fold(3, frames[3])[0].equals(rows)
-    assert [r.height for r in first] == [r.height for r in fold_all(CandleFolder(tmp_path / "other", DELAY), frames[:3])]
+    assert [r.height for r in first] == [
+        r.height for r in fold_all(CandleFolder(tmp_path / "other", DELAY), frames[:3])
+    ]
 
 
 def test_restarts_from_snapshots_at_every_batch_give_the_rows_of_an_uninterrupted_fold(tmp_path, frames):
@@ -165,7 +195,9 @@ def test_bad_rows_pass_through_and_never_stop_the_fold(tmp_path, frames):
     assert rows.filter(pl.col("kind") == "candle").height > 0
 
 
-def test_after_kafka_lost_data_each_symbol_gets_one_stretch_from_its_last_event_to_its_first_newer_one(tmp_path, frames):
+def test_after_kafka_lost_data_each_symbol_gets_one_stretch_from_its_last_event_to_its_first_newer_one(
+    tmp_path, frames
+):
     folder = CandleFolder(tmp_path / "state", DELAY)
     fold_all(folder, frames[:2])
     before = {s: b.max_event_ms for s, b in folder._state.books.items()}
@@ -184,7 +216,9 @@ def test_after_kafka_lost_data_each_symbol_gets_one_stretch_from_its_last_event_
     restarted.reconcile(last_planned=3, last_committed=2)
     eth = lost.filter(pl.col("symbol") == "ETHUSDT")
     _, later = restarted.fold(3, eth)
-    assert [(g.id, g.from_ms, g.to_ms) for g in later] == [("kafka-reset-b2-ETHUSDT", before["ETHUSDT"], eth["event_ms"].min())]
+    assert [(g.id, g.from_ms, g.to_ms) for g in later] == [
+        ("kafka-reset-b2-ETHUSDT", before["ETHUSDT"], eth["event_ms"].min())
+    ]
     restarted.commit(3)
     assert CandleFolder(tmp_path / "state", DELAY).fold(4, frames[4])[1] == []
 
@@ -207,8 +241,10 @@ def test_read_limits_follow_each_partitions_backlog_like_sparks_kafka_source():
     assert split_limit(start, latest, 10_000) == latest
     ranges = offset_ranges(canonical(start), canonical(ends, {"kline": "A"}), "x:1")
     assert [(r.topic, r.partition, r.start, r.end, r.topic_id) for r in ranges] == [
-        ("empty", 0, 0, 1, None), ("kline", 0, 0, 29, "A"), ("trade", 0, 100, 199, None),
-    ]  # fmt: skip
+        ("empty", 0, 0, 1, None),
+        ("kline", 0, 0, 29, "A"),
+        ("trade", 0, 100, 199, None),
+    ]
 
 
 def test_a_batch_after_data_loss_reads_and_logs_from_the_reset_point(tmp_path):
@@ -218,18 +254,32 @@ def test_a_batch_after_data_loss_reads_and_logs_from_the_reset_point(tmp_path):
     write_offsets(checkpoint, 5, reset)
     assert batch_offsets(checkpoint, 5) == {"t": {"0": [0, 30], "1": [70, 90]}}
     assert batch_reset(checkpoint, 5) == {"t": {"0": 0}} and batch_reset(checkpoint, 4) == {}
-    assert [(r.partition, r.start, r.end) for r in offset_ranges(json.loads(json.dumps(canonical({"t": {"0": 500, "1": 70}}))), reset, "x")] == [
-        (0, 0, 30), (1, 70, 90),
-    ]  # fmt: skip
+    assert [
+        (r.partition, r.start, r.end)
+        for r in offset_ranges(json.loads(json.dumps(canonical({"t": {"0": 500, "1": 70}}))), reset, "x")
+    ] == [
+        (0, 0, 30),
+        (1, 70, 90),
+    ]
     assert TOPIC_IDS in reset and RESET_FROM in reset and list(reset)[:1] == ["t"]
 
 
 def _rows(minute: int) -> pl.DataFrame:
     when = datetime(2021, 3, 26, 3, minute, tzinfo=UTC)
     return pl.DataFrame(
-        {"kind": ["candle"], "symbol": ["BTCUSDT"], "open_time": [when], "open": [1.0], "high": [2.0], "low": [0.5],
-         "close": [1.5], "volume": [3.0], "is_closed": [True], "event_time": [when]}
-    )  # fmt: skip
+        {
+            "kind": ["candle"],
+            "symbol": ["BTCUSDT"],
+            "open_time": [when],
+            "open": [1.0],
+            "high": [2.0],
+            "low": [0.5],
+            "close": [1.5],
+            "volume": [3.0],
+            "is_closed": [True],
+            "event_time": [when],
+        }
+    )
 
 
 def test_every_batch_is_logged_even_with_no_rows_and_a_log_of_another_checkpoint_is_refused(tmp_path):

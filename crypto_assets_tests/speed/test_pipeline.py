@@ -58,9 +58,12 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
         try:
             with ReplayServer(market, start=START, speed=SPEED) as replay:
                 options = ProducerOptions(
-                    symbols=[SYMBOL], ws_url=replay.ws_url, bootstrap_servers=broker.bootstrap_servers,
-                    topic_prefix=PREFIX, stats_seconds=5,
-                )  # fmt: skip
+                    symbols=[SYMBOL],
+                    ws_url=replay.ws_url,
+                    bootstrap_servers=broker.bootstrap_servers,
+                    topic_prefix=PREFIX,
+                    stats_seconds=5,
+                )
                 with producer_thread(options, home / "speed") as producer:
                     time.sleep(REPLAY_SECONDS)
                 counters = producer.counters
@@ -71,9 +74,14 @@ def pipeline(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
                 stops.append((stop_group(stream), log_path.read_text()))
         candles, daily = speed_view(home / "lake")
         yield {
-            "broker": broker, "ends": ends, "candles": candles, "daily": daily, "home": home, "counters": counters,
+            "broker": broker,
+            "ends": ends,
+            "candles": candles,
+            "daily": daily,
+            "home": home,
+            "counters": counters,
             "stops": stops,
-        }  # fmt: skip
+        }
 
 
 def test_sigterm_to_the_stream_jobs_group_stops_it_cleanly(pipeline):
@@ -96,7 +104,10 @@ def test_stream_candles_equal_the_recorded_candles(pipeline, shared_data):
     got = closed.select(expected.columns)
     assert got.equals(expected), (got, expected)
     # every minute after the first closed one is there; at most the last one is still open
-    assert candles.filter(~pl.col("is_closed"))["open_time"].to_list() in ([], [last + (expected["open_time"][1] - first)])
+    assert candles.filter(~pl.col("is_closed"))["open_time"].to_list() in (
+        [],
+        [last + (expected["open_time"][1] - first)],
+    )
 
 
 def test_daily_rows_aggregate_the_candles_like_the_batch_layer(pipeline):
@@ -122,7 +133,9 @@ def _offset_ranges_cover(lake: Path, ends: dict) -> None:
             spans = [s for s in spans if s[1] > s[0]]
             position = 0
             for start, stop in spans:
-                assert start == position, f"{topic}[{part}]: gap or overlap at {position} (next batch starts at {start})"
+                assert start == position, (
+                    f"{topic}[{part}]: gap or overlap at {position} (next batch starts at {start})"
+                )
                 position = stop
             assert position == end
     for record in records:
@@ -162,7 +175,9 @@ def test_sigkilled_stream_job_restarts_from_its_checkpoint_with_no_lost_or_dupli
                 time.sleep(0.001)
         else:
             time.sleep(rng.uniform(0.0, 1.0))
-        assert not caught_up(checkpoint, ends), f"trial {trial}: the job caught up before the kill; the kill must land mid-stream"
+        assert not caught_up(checkpoint, ends), (
+            f"trial {trial}: the job caught up before the kill; the kill must land mid-stream"
+        )
         sigkill_job(process, whole_tree=trial == 1)
         kills += 1
         newest_commit = max(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))
@@ -237,9 +252,13 @@ def test_a_broker_restart_under_the_running_stream_job_is_logged_as_data_loss_an
     try:
         with ReplayServer(market, start=start, speed=SPEED) as replay:
             options = ProducerOptions(
-                symbols=[SYMBOL], ws_url=replay.ws_url, bootstrap_servers=broker.bootstrap_servers,
-                topic_prefix=prefix, stats_seconds=5, backoff_initial=0.2,
-            )  # fmt: skip
+                symbols=[SYMBOL],
+                ws_url=replay.ws_url,
+                bootstrap_servers=broker.bootstrap_servers,
+                topic_prefix=prefix,
+                stats_seconds=5,
+                backoff_initial=0.2,
+            )
             with producer_thread(options, home / "speed") as producer:
                 deadline = time.monotonic() + 180
                 while _commits(checkpoint) < 3:  # the job is streaming batches when the broker goes
@@ -280,9 +299,14 @@ def test_a_broker_restart_under_the_running_stream_job_is_logged_as_data_loss_an
     ids = [r.batch_id for r in records]
     assert ids == list(range(len(ids)))
     resets = [
-        i for i in range(1, len(records))
-        if any(span[0] < records[i - 1].offsets.get(t, {}).get(p, [0, 0])[1] for t, parts in records[i].offsets.items() for p, span in parts.items())
-    ]  # fmt: skip
+        i
+        for i in range(1, len(records))
+        if any(
+            span[0] < records[i - 1].offsets.get(t, {}).get(p, [0, 0])[1]
+            for t, parts in records[i].offsets.items()
+            for p, span in parts.items()
+        )
+    ]
     assert len(resets) == 1, [r.offsets for r in records]
     for topic, parts in ends.items():
         for part, end in parts.items():

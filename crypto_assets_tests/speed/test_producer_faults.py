@@ -78,24 +78,41 @@ def read_topic(bootstrap: str, topic: str, before: dict[str, int] | None = None,
 def final_klines(messages: list[dict]) -> pl.DataFrame:
     rows = [
         {
-            "open_time": datetime.fromtimestamp(m["k"]["t"] / 1000, UTC), "open": float(m["k"]["o"]),
-            "high": float(m["k"]["h"]), "low": float(m["k"]["l"]), "close": float(m["k"]["c"]), "volume": float(m["k"]["v"]),
+            "open_time": datetime.fromtimestamp(m["k"]["t"] / 1000, UTC),
+            "open": float(m["k"]["o"]),
+            "high": float(m["k"]["h"]),
+            "low": float(m["k"]["l"]),
+            "close": float(m["k"]["c"]),
+            "volume": float(m["k"]["v"]),
         }
-        for m in messages if m["k"]["x"]
-    ]  # fmt: skip
-    return pl.DataFrame(rows).with_columns(pl.col("open_time").dt.cast_time_unit("us")).unique("open_time").sort("open_time")
+        for m in messages
+        if m["k"]["x"]
+    ]
+    return (
+        pl.DataFrame(rows)
+        .with_columns(pl.col("open_time").dt.cast_time_unit("us"))
+        .unique("open_time")
+        .sort("open_time")
+    )
 
 
 def options(ws_url: str, bootstrap: str, prefix: str, **extra) -> ProducerOptions:
-    return ProducerOptions(symbols=[SYMBOL], ws_url=ws_url, bootstrap_servers=bootstrap, topic_prefix=prefix, stats_seconds=2, **extra)
+    return ProducerOptions(
+        symbols=[SYMBOL], ws_url=ws_url, bootstrap_servers=bootstrap, topic_prefix=prefix, stats_seconds=2, **extra
+    )
 
 
-def test_dropped_connection_and_server_shutdown_reconnect_and_every_gap_is_a_recorded_stretch(market, shared_data, tmp_path):
+def test_dropped_connection_and_server_shutdown_reconnect_and_every_gap_is_a_recorded_stretch(
+    market, shared_data, tmp_path
+):
     prefix = "faults"
-    with embedded_broker(topics=[topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]) as broker, ReplayServer(
-        market, start=START, speed=120.0
-    ) as replay:
-        with producer_thread(options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=2.0), tmp_path) as producer:
+    with (
+        embedded_broker(topics=[topic_name(prefix, "kline_1m"), topic_name(prefix, "trade")]) as broker,
+        ReplayServer(market, start=START, speed=120.0) as replay,
+    ):
+        with producer_thread(
+            options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=2.0), tmp_path
+        ) as producer:
             c = producer.counters
             wait_for(lambda: c.published > 100, what="first messages")
             replay.drop_connections()  # cut without a close frame
@@ -189,9 +206,12 @@ def test_broker_outage_buffers_and_delivers_everything_once_the_broker_is_back(m
     port = free_port()
     broker = start_broker(port, topics)
     try:
-        with ReplayServer(market, start=START, speed=120.0) as replay, producer_thread(
-            options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=0.2), tmp_path
-        ) as producer:
+        with (
+            ReplayServer(market, start=START, speed=120.0) as replay,
+            producer_thread(
+                options(replay.ws_url, broker.bootstrap_servers, prefix, backoff_initial=0.2), tmp_path
+            ) as producer,
+        ):
             c = producer.counters
             wait_for(lambda: c.published > 200, what="first messages")
             broker.stop()  # Tansu keeps its log in memory: what it acknowledged is gone, the new one starts empty
@@ -249,7 +269,9 @@ def test_a_sigkilled_producer_records_what_it_missed_when_it_starts_again(market
         config = speed_config(home, broker.bootstrap_servers, prefix, ws_url=replay.ws_url)
         first = start_command(config, log_path, "produce", "--stats-seconds", "2")
         try:
-            wait_for(lambda: published() > 300 and SYMBOL in read_state(speed_dir).get("delivered_ms", {}), 90, "first run")
+            wait_for(
+                lambda: published() > 300 and SYMBOL in read_state(speed_dir).get("delivered_ms", {}), 90, "first run"
+            )
             time.sleep(random.uniform(0.0, 1.0))
             first.send_signal(signal.SIGKILL)
             first.wait()
@@ -257,7 +279,9 @@ def test_a_sigkilled_producer_records_what_it_missed_when_it_starts_again(market
             stop_process(first)
         saved = read_state(speed_dir)
         at_kill = kafka_ends(broker.bootstrap_servers, topics)
-        assert saved["stopped"] is False and [s.reason for s in read_stretches(speed_dir)] == [], "a SIGKILL records nothing itself"
+        assert saved["stopped"] is False and [s.reason for s in read_stretches(speed_dir)] == [], (
+            "a SIGKILL records nothing itself"
+        )
         time.sleep(3.0)  # six exchange minutes at 120x that nobody captures
         second = start_command(config, log_path, "produce", "--stats-seconds", "2")
         try:
@@ -266,7 +290,8 @@ def test_a_sigkilled_producer_records_what_it_missed_when_it_starts_again(market
             stop_process(second)
         assert second.returncode == 0, log_path.read_text()[-3000:]
         runs = [
-            [m for t in topics for m in read_topic(broker.bootstrap_servers, t, at_kill[t], after=after)] for after in (False, True)
+            [m for t in topics for m in read_topic(broker.bootstrap_servers, t, at_kill[t], after=after)]
+            for after in (False, True)
         ]
         klines = read_topic(broker.bootstrap_servers, topics[0])
 

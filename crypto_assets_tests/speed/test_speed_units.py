@@ -43,12 +43,26 @@ def test_final_kline_is_the_candle_and_is_never_overwritten():
     fold(book, [kline(T0, 10, 11, 9, 10.5, 1.0, False, T0 + 2000), kline(T0, 10, 12, 8, 11, 5.0, True, T0 + M)])
     fold(book, [kline(T0, 10, 99, 1, 50, 100.0, False, T0 + 30_000), trade(T0, 500.0, 9.0, T0 + 59_000)])
     row = book.candles([T0]).row(0, named=True)
-    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (10, 12, 8, 11, 5.0, True)
+    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (
+        10,
+        12,
+        8,
+        11,
+        5.0,
+        True,
+    )
 
 
 def test_trades_after_the_newest_kline_move_the_open_candle_and_the_next_kline_supersedes_them():
     book = CandleBook("BTCUSDT")
-    fold(book, [kline(T0, 10, 10, 10, 10, 1.0, False, T0 + 2000), trade(T0, 10.0, 1.0, T0 + 2000), trade(T0, 13.0, 0.5, T0 + 3000)])
+    fold(
+        book,
+        [
+            kline(T0, 10, 10, 10, 10, 1.0, False, T0 + 2000),
+            trade(T0, 10.0, 1.0, T0 + 2000),
+            trade(T0, 13.0, 0.5, T0 + 3000),
+        ],
+    )
     row = book.candles([T0]).row(0, named=True)
     # the trade at the kline's own millisecond is already inside the kline; the later one is added
     assert (row["high"], row["close"], row["volume"]) == (13.0, 13.0, 1.5)
@@ -65,13 +79,24 @@ def test_first_trade_opens_a_candle_before_any_kline():
     touched, _ = fold(book, [trade(T0, 7.0, 2.0, T0 + 10), trade(T0, 6.0, 1.0, T0 + 20)])
     assert touched == {T0}
     row = book.candles([T0]).row(0, named=True)
-    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (7, 7, 6, 6, 3.0, False)
+    assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["is_closed"]) == (
+        7,
+        7,
+        6,
+        6,
+        3.0,
+        False,
+    )
 
 
 def test_events_older_than_the_watermark_are_dropped_per_symbol():
     book = CandleBook("BTCUSDT")
     fold(book, [kline(T0 + 10 * M, 1, 1, 1, 1, 1, True, T0 + 11 * M)], delay_ms=2 * M)
-    touched, late = fold(book, [kline(T0, 1, 1, 1, 1, 1, True, T0 + M), kline(T0 + 9 * M, 1, 1, 1, 1, 1, True, T0 + 10 * M)], delay_ms=2 * M)
+    touched, late = fold(
+        book,
+        [kline(T0, 1, 1, 1, 1, 1, True, T0 + M), kline(T0 + 9 * M, 1, 1, 1, 1, 1, True, T0 + 10 * M)],
+        delay_ms=2 * M,
+    )
     assert late == 1 and touched == {T0 + 9 * M}
 
 
@@ -81,7 +106,9 @@ def test_daily_rows_reuse_the_batch_aggregation_and_span_midnight_correctly():
     events = []
     for i in range(4):  # 23:58, 23:59, 00:00, 00:01
         o = 100 + i
-        events.append(kline(T0 + i * M, o, o + rng.random(), o - rng.random(), o + 0.5, 1.0 + i, True, T0 + (i + 1) * M))
+        events.append(
+            kline(T0 + i * M, o, o + rng.random(), o - rng.random(), o + 0.5, 1.0 + i, True, T0 + (i + 1) * M)
+        )
     touched, _ = fold(book, events)
     daily = book.daily(touched)
     expected = aggregate_daily(book.candles(book.minutes).lazy()).collect()
@@ -182,11 +209,18 @@ def _rows(batch: int) -> pl.DataFrame:
             "symbol": ["BTCUSDT", "BTCUSDT", None],
             "open_time": [when, None, None],
             "date": [None, when.date(), None],
-            "open": [1.0, 1.0, None], "high": [2.0, 2.0, None], "low": [0.5, 0.5, None],
-            "close": [1.5, 1.5, None], "volume": [3.0, 3.0, None],
-            "is_closed": [True, None, None], "minute_count": [None, 1, None],
-            "event_time": [when, when, None], "dropped": [None, None, None],
-            "topic": [None, None, "crypto.trade"], "partition": [None, None, 0], "offset": [None, None, 7],
+            "open": [1.0, 1.0, None],
+            "high": [2.0, 2.0, None],
+            "low": [0.5, 0.5, None],
+            "close": [1.5, 1.5, None],
+            "volume": [3.0, 3.0, None],
+            "is_closed": [True, None, None],
+            "minute_count": [None, 1, None],
+            "event_time": [when, when, None],
+            "dropped": [None, None, None],
+            "topic": [None, None, "crypto.trade"],
+            "partition": [None, None, 0],
+            "offset": [None, None, 7],
             "reason": [None, None, "value: not a JSON stream message"],
         }
     )

@@ -117,14 +117,21 @@ def build_backfill_assets(settings: Settings) -> list:
         def stored_gaps():
             return scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
 
-        def not_run(metadata: dict[str, object], gaps, filled: batch_checks.CheckOutcome, why: str) -> MaterializeResult:
+        def not_run(
+            metadata: dict[str, object], gaps, filled: batch_checks.CheckOutcome, why: str
+        ) -> MaterializeResult:
             """Nothing fetched and minute_raw untouched: the stored gap report stands; ``filled`` says why."""
             return MaterializeResult(
                 metadata=metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
-                check_results=judged(window, [
-                    to_check_result("gaps_filled", filled),
-                    to_check_result("unique_minutes", batch_checks.CheckOutcome(True, f"{why}: minute_raw was not written")),
-                ]),
+                check_results=judged(
+                    window,
+                    [
+                        to_check_result("gaps_filled", filled),
+                        to_check_result(
+                            "unique_minutes", batch_checks.CheckOutcome(True, f"{why}: minute_raw was not written")
+                        ),
+                    ],
+                ),
             )
 
         if not cfg.exchange.backfill:
@@ -135,7 +142,9 @@ def build_backfill_assets(settings: Settings) -> list:
         if skip:
             context.log.warning(f"exchange backfill skipped: {skip}")
             gaps = stored_gaps()
-            return not_run({"enabled": True, "skipped": skip}, gaps, checks.gaps_filled(gaps, skipped=skip), "backfill skipped")
+            return not_run(
+                {"enabled": True, "skipped": skip}, gaps, checks.gaps_filled(gaps, skipped=skip), "backfill skipped"
+            )
 
         from crypto_assets.exchange.client import ExchangeClient
 
@@ -161,7 +170,12 @@ def build_backfill_assets(settings: Settings) -> list:
             context.log.error(f"exchange backfill did not run: {exc}")
             error = f"lake busy: {exc}"
             gaps = stored_gaps()
-            metadata = {"enabled": True, "error": error, "lock": MetadataValue.path(str(exc.lock_path)), "lock_holder": exc.holder}
+            metadata = {
+                "enabled": True,
+                "error": error,
+                "lock": MetadataValue.path(str(exc.lock_path)),
+                "lock_holder": exc.holder,
+            }
             return not_run(metadata, gaps, checks.gaps_filled(gaps, error=error), "backfill did not run")
         for line in result.per_symbol(cfg.symbol_names):
             context.log.info(f"exchange_backfill {months_label(start, end)}: {line}")
@@ -190,10 +204,13 @@ def build_backfill_assets(settings: Settings) -> list:
                 "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
             }
             | ({COVERED_UNTIL: MetadataValue.timestamp(result.covered_until)} if result.covered_until else {}),
-            check_results=judged(window, [
-                to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
-                to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
-            ]),
+            check_results=judged(
+                window,
+                [
+                    to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
+                    to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
+                ],
+            ),
         )
 
     return [minute_gaps, exchange_backfill]

@@ -51,7 +51,9 @@ def gaps_filled(
     metadata = summary | {"remaining_gaps": gap_table(gaps_after, max_listed)}
     todo, empty = summary["gaps"], summary["exchange_empty_ranges"]
     if skipped:
-        return CheckOutcome(True, f"backfill skipped on purpose: {skipped}", Severity.WARN, metadata | {"skipped": skipped})
+        return CheckOutcome(
+            True, f"backfill skipped on purpose: {skipped}", Severity.WARN, metadata | {"skipped": skipped}
+        )
     if error:
         description = f"the exchange failed, {summary['missing_minutes']:,} missing minutes left: {error}"
         return CheckOutcome(False, description, Severity.ERROR, metadata | {"error": error})

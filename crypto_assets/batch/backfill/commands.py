@@ -61,7 +61,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 2
     start = datetime.combine(args.from_day, datetime.min.time(), UTC)
     end = datetime.combine(args.to_day, datetime.min.time(), UTC)
-    print(f"backfilling {', '.join(starts)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d} (exclusive) from {settings.exchange.rest_url}")
+    print(
+        f"backfilling {', '.join(starts)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d} (exclusive) from {settings.exchange.rest_url}"
+    )
 
     with tqdm(total=0, unit="min", desc="backfill", dynamic_ncols=True) as bar:
 
@@ -119,5 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     backfill.add_argument("--to", dest="to_day", type=_day, required=True, help="end day, exclusive, e.g. 2021-03-11")
     backfill.add_argument("--symbol", action="append", help="only this configured symbol (repeatable; default: all)")
     backfill.add_argument("--chunk-minutes", type=_positive, help="missing minutes per commit (default 5000)")
-    backfill.add_argument("--list", type=_positive, default=25, help="exchange-empty ranges to list at the end (default 25)")
+    backfill.add_argument(
+        "--list", type=_positive, default=25, help="exchange-empty ranges to list at the end (default 25)"
+    )
     backfill.set_defaults(func=cmd_backfill)

@@ -51,7 +51,9 @@ class KlineSource(Protocol):
     """What the backfill needs from the exchange client (:class:`crypto_assets.exchange.client.ExchangeClient`);
     ``server_time_ms`` and ``requests_sent`` are used when present."""
 
-    def klines(self, symbol: str, start: datetime, end: datetime, closed_only: bool = True) -> Iterator[pl.DataFrame]: ...
+    def klines(
+        self, symbol: str, start: datetime, end: datetime, closed_only: bool = True
+    ) -> Iterator[pl.DataFrame]: ...
 
 
 class FetchError(RuntimeError):
@@ -218,9 +220,7 @@ def _fetch(client: KlineSource, chunk: Chunk, closed_end: datetime) -> tuple[pl.
     before = _requests_sent(client)
     ranges = [(start, min(end, closed_end)) for start, end in chunk.fetches if start < closed_end]
     try:
-        pages = [
-            page for start, end in ranges for page in client.klines(chunk.symbol, start, end, closed_only=False)
-        ]
+        pages = [page for start, end in ranges for page in client.klines(chunk.symbol, start, end, closed_only=False)]
     except Exception as exc:  # the client's own error names the request; anything it raises ends the run
         raise FetchError(f"{chunk.symbol} {chunk.month}: {exc}") from exc
     after = _requests_sent(client)
@@ -290,9 +290,17 @@ def backfill_window(
             empty = committer.record_empty(chunk.symbol, chunk.month, requested, valid_in_gaps)
             empties.append(empty)
             report = ChunkReport(
-                chunk.symbol, chunk.month, chunk.minutes, fetched.height, added, quarantined,
-                int(empty["minutes"].sum() or 0), requests, time.perf_counter() - began, fetched_at - began,
-            )  # fmt: skip
+                chunk.symbol,
+                chunk.month,
+                chunk.minutes,
+                fetched.height,
+                added,
+                quarantined,
+                int(empty["minutes"].sum() or 0),
+                requests,
+                time.perf_counter() - began,
+                fetched_at - began,
+            )
             result.chunks.append(report)
             if on_chunk:
                 on_chunk(report)

@@ -42,5 +42,7 @@ def find_gaps(
     return gap_report(minutes, spans, known_empty, month_starts(start, end)).collect()
 
 
-def write_gap_report(gaps: pl.DataFrame, lake: Path, symbols: list[str], start: datetime, end: datetime) -> WriteSummary:
+def write_gap_report(
+    gaps: pl.DataFrame, lake: Path, symbols: list[str], start: datetime, end: datetime
+) -> WriteSummary:
     return write_months(gaps, lake, MINUTE_GAPS, "gap_start", symbols, months_between(start, end))

@@ -81,7 +81,9 @@ def minute_raw_lock(
                         holder,
                     ) from None
                 if on_wait is not None and not told:
-                    on_wait(f"minute_raw of {lake} is being written by {holder}; waiting up to {timeout:g} s (lock {path})")
+                    on_wait(
+                        f"minute_raw of {lake} is being written by {holder}; waiting up to {timeout:g} s (lock {path})"
+                    )
                     told = True
                 time.sleep(min(POLL_SECONDS, left))
         since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -86,8 +86,9 @@ def build_missed_stretch_sensor(settings: Settings, job: JobDefinition):
         cursor = Cursor.parse(context.cursor)
         closed, offset = closed_since(stretches_path(settings.speed_dir), cursor.offset)
         if not closed:
-            return SensorResult(skip_reason=SkipReason("no missed stretch closed since the last tick"),
-                                cursor=Cursor(offset).to_json())  # fmt: skip
+            return SensorResult(
+                skip_reason=SkipReason("no missed stretch closed since the last tick"), cursor=Cursor(offset).to_json()
+            )
         if not settings.exchange.backfill:
             return SensorResult(
                 skip_reason=SkipReason(f"{len(closed)} missed stretch(es) closed, but exchange.backfill is false"),

@@ -95,7 +95,9 @@ def flag_known_empty(gaps: pl.LazyFrame, known_empty: pl.LazyFrame, cuts: Sequen
         .filter(pl.col("t") < pl.col("gap_end"))
         .select("symbol", "t", "end")
         .join_asof(
-            empty.select("symbol", pl.col("gap_start").alias("e_start"), pl.col("gap_end").alias("e_end")).sort("e_start"),
+            empty.select("symbol", pl.col("gap_start").alias("e_start"), pl.col("gap_end").alias("e_end")).sort(
+                "e_start"
+            ),
             left_on="t",
             right_on="e_start",
             by="symbol",
@@ -178,6 +180,7 @@ def exchange_rows(frame: pl.LazyFrame, source_file: str, rank: int, latest_time:
 
 def merge_minutes(existing: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     """``existing`` plus the minutes of ``new`` it lacks, one row per (symbol, open_time), sorted."""
+
     def ranked(frame: pl.DataFrame, rank: int) -> pl.DataFrame:
         return frame.select(MINUTE_SCHEMA.names()).with_columns(
             pl.lit(rank, dtype=pl.Int32).alias("source_rank"),
@@ -261,7 +264,9 @@ def _month_chunks(
                 first, last_end = fetches[-1]
                 extra = _minutes(last_end, piece_end)
                 joined = _pages(_minutes(first, piece_end), page_minutes)
-                apart = _pages(_minutes(first, last_end), page_minutes) + _pages(_minutes(start, piece_end), page_minutes)
+                apart = _pages(_minutes(first, last_end), page_minutes) + _pages(
+                    _minutes(start, piece_end), page_minutes
+                )
                 if extra <= room and joined <= apart:
                     fetches[-1] = (first, piece_end)
                     used += extra
@@ -276,6 +281,4 @@ def _month_chunks(
 
 
 def ranges_frame(rows: Iterable[tuple[str, datetime, datetime]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [(s, a, b, _minutes(a, b)) for s, a, b in rows], schema=RANGE_SCHEMA, orient="row"
-    )
+    return pl.DataFrame([(s, a, b, _minutes(a, b)) for s, a, b in rows], schema=RANGE_SCHEMA, orient="row")

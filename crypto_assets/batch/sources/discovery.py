@@ -58,10 +58,12 @@ def discover_sources(
             if symbol is None:
                 problems.append(
                     SourceFormatError(
-                        path, 0, "symbol",
+                        path,
+                        0,
+                        "symbol",
                         f"cannot tell the symbol from the file name; start it with one of "
                         f"{', '.join(known_symbols)} or set 'symbol' for this source",
-                    )  # fmt: skip
+                    )
                 )
                 continue
             found.append(SourceFile(resolved, validate_symbol(symbol), len(found)))

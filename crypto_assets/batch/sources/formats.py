@@ -41,9 +41,19 @@ from crypto_assets.batch.sources.errors import SourceFormatError
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 KLINE_DUMP_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
-)  # fmt: skip
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
 EXTRA = "__extra"
 
 # The header and the rows that layout detection looks at come from this much of the file's start.
@@ -137,18 +147,23 @@ def _unpack_limit(packed: int) -> int:
 def _too_big(path: Path, what: str, unpacked: int | None, packed: int) -> SourceFormatError:
     size = f"expands to {_size(unpacked)}" if unpacked is not None else f"expands beyond {_size(_unpack_limit(packed))}"
     return SourceFormatError(
-        path, 0, "archive",
+        path,
+        0,
+        "archive",
         f"{what} {size} from {_size(packed)}; the limits are {_size(MAX_UNPACKED_BYTES)} and {MAX_RATIO}x its "
         "packed size, so it was not unpacked (unpack it yourself and ingest the .csv if it is genuine)",
-    )  # fmt: skip
+    )
 
 
 def _zip_member(path: Path, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
     """The archive's one CSV member, checked against the unpack limits before a byte is unpacked."""
     files = [
-        info for info in archive.infolist()
-        if not info.is_dir() and not info.filename.startswith("__MACOSX/") and not Path(info.filename).name.startswith("._")
-    ]  # fmt: skip
+        info
+        for info in archive.infolist()
+        if not info.is_dir()
+        and not info.filename.startswith("__MACOSX/")
+        and not Path(info.filename).name.startswith("._")
+    ]
     if not files:
         raise SourceFormatError(path, 0, "archive", "the archive is empty")
     csvs = [info for info in files if info.filename.lower().endswith(".csv")]
@@ -284,10 +299,12 @@ def _duplicate(path: Path, line: int, fields: list[str], lowered: list[str], nam
     positions = [i + 1 for i, c in enumerate(lowered) if c == name]
     if len(positions) > 1:
         raise SourceFormatError(
-            path, line, "header",
+            path,
+            line,
+            "header",
             f"column {fields[positions[0] - 1]!r} appears {len(positions)} times (columns "
             f"{', '.join(map(str, positions))}); it is ambiguous which one to use",
-        )  # fmt: skip
+        )
 
 
 def detect_layout(path: Path, head: bytes) -> Layout:
@@ -317,10 +334,16 @@ def detect_layout(path: Path, head: bytes) -> Layout:
         # Epoch numbers mean the Kaggle export; date-time text means the exchange's own CSV.
         epoch = _epoch_by_vote([r[time_index] if time_index < len(r) else "" for r in rows])
         return Layout(
-            SourceFormat.KAGGLE if epoch else SourceFormat.EXCHANGE_CSV, True, tuple(fields), fields[time_index],
-            tuple(fields[i] for i in indexes), epoch_time=epoch, time_index=time_index, field_indexes=indexes,
+            SourceFormat.KAGGLE if epoch else SourceFormat.EXCHANGE_CSV,
+            True,
+            tuple(fields),
+            fields[time_index],
+            tuple(fields[i] for i in indexes),
+            epoch_time=epoch,
+            time_index=time_index,
+            field_indexes=indexes,
             **common,
-        )  # fmt: skip
+        )
 
     kline = (KLINE_DUMP_COLUMNS, "open_time", PRICE_FIELDS)
     if lowered[0] == "open_time" and len(fields) == len(KLINE_DUMP_COLUMNS):
@@ -336,12 +359,16 @@ def detect_layout(path: Path, head: bytes) -> Layout:
         return Layout(SourceFormat.KLINE_DUMP, False, *kline, epoch_time=True, **(common | {"header_line": 0}))
 
     if _is_number(fields[0]):
-        raise SourceFormatError(path, first + 1, "columns", f"{len(fields)} fields and no header; a Binance kline dump has 12")
+        raise SourceFormatError(
+            path, first + 1, "columns", f"{len(fields)} fields and no header; a Binance kline dump has 12"
+        )
     raise SourceFormatError(
-        path, first + 1, "header",
+        path,
+        first + 1,
+        "header",
         f"unrecognised header {line[:120]!r}; expected 'Timestamp,Open,High,Low,Close,Volume' (Kaggle), "
         "'timestamp,open,high,low,close,volume' (exchange CSV) or a headerless 12-column Binance kline dump",
-    )  # fmt: skip
+    )
 
 
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
@@ -354,9 +381,11 @@ def _check_decimal_commas(path: Path, separator: str, rows: list[list[str]], ind
         for i in indexes:
             if i < len(row) and _DECIMAL_COMMA.match(row[i]):
                 raise SourceFormatError(
-                    path, 0, "decimal",
+                    path,
+                    0,
+                    "decimal",
                     f"values such as {row[i]!r} use a decimal comma; write numbers with a decimal point",
-                )  # fmt: skip
+                )
 
 
 def _csv_text(path: Path, member: str | None, layout: Layout) -> bytes | Path:
@@ -435,7 +464,9 @@ def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFr
     """
     if not layout.epoch_time:
         return None
-    unread = frame.select(pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(PRICE_FIELDS).is_not_null())).to_series()
+    unread = frame.select(
+        pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(PRICE_FIELDS).is_not_null())
+    ).to_series()
     if not unread.any():
         return None
     if isinstance(source, io.BytesIO):

@@ -70,9 +70,7 @@ def aggregate_daily(minutes: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("volume").sum(),
             pl.len().cast(pl.UInt32).alias("minute_count"),
         )
-        .with_columns(
-            pl.when(pl.col("_volume_exact")).then(exact).otherwise(pl.col("volume")).alias("volume")
-        )
+        .with_columns(pl.when(pl.col("_volume_exact")).then(exact).otherwise(pl.col("volume")).alias("volume"))
         .sort("symbol", "date")
         .select(DAILY_SCHEMA.names())
     )

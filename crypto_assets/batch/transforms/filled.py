@@ -10,9 +10,7 @@ from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 
 MA_WINDOWS = {"ma7": 7, "ma30": 30}
 
-FILLED_SCHEMA = pl.Schema(
-    {**DAILY_SCHEMA, "is_filled": pl.Boolean, **{name: pl.Float64 for name in MA_WINDOWS}}
-)
+FILLED_SCHEMA = pl.Schema({**DAILY_SCHEMA, "is_filled": pl.Boolean, **{name: pl.Float64 for name in MA_WINDOWS}})
 
 
 def fill_calendar(daily: pl.LazyFrame, through: date | None = None) -> pl.LazyFrame:
@@ -25,9 +23,7 @@ def fill_calendar(daily: pl.LazyFrame, through: date | None = None) -> pl.LazyFr
         pl.col("date").min().alias("first"),
         (pl.lit(through, dtype=pl.Date) if through else pl.col("date").max()).alias("last"),
     )
-    calendar = bounds.select(
-        "symbol", pl.date_ranges("first", "last", interval="1d").alias("date")
-    ).explode("date")
+    calendar = bounds.select("symbol", pl.date_ranges("first", "last", interval="1d").alias("date")).explode("date")
     joined = calendar.join(daily, on=["symbol", "date"], how="left").sort("symbol", "date")
     is_filled = pl.col("close").is_null()
     carried = pl.col("close").forward_fill().over("symbol")

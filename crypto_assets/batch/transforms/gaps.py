@@ -56,7 +56,9 @@ def missing_ranges(minutes: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
         how="left",
     )
     leading = ends.select(
-        "symbol", pl.col("span_start").alias("gap_start"), pl.col("first").fill_null(pl.col("span_end")).alias("gap_end")
+        "symbol",
+        pl.col("span_start").alias("gap_start"),
+        pl.col("first").fill_null(pl.col("span_end")).alias("gap_end"),
     )
     trailing = ends.filter(pl.col("last").is_not_null()).select(
         "symbol", (pl.col("last") + MINUTE).alias("gap_start"), pl.col("span_end").alias("gap_end")

@@ -64,8 +64,14 @@ def name_conflicts(conflicts: pl.DataFrame, labels: dict[int, str]) -> pl.DataFr
     mapping = {int(k): v for k, v in labels.items()}
     return conflicts.select(
         *MINUTE_SCHEMA.names(),
-        pl.col("source_rank").cast(pl.Int64).replace_strict(mapping, default="unknown", return_dtype=pl.String).alias("source"),
-        pl.col("kept_rank").cast(pl.Int64).replace_strict(mapping, default="unknown", return_dtype=pl.String).alias("kept_source"),
+        pl.col("source_rank")
+        .cast(pl.Int64)
+        .replace_strict(mapping, default="unknown", return_dtype=pl.String)
+        .alias("source"),
+        pl.col("kept_rank")
+        .cast(pl.Int64)
+        .replace_strict(mapping, default="unknown", return_dtype=pl.String)
+        .alias("kept_source"),
     )
 
 

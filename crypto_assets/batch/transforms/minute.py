@@ -27,9 +27,7 @@ MINUTE_SCHEMA = pl.Schema(
 )
 
 # Bad rows keep what could be read of them, plus where they came from and why they were refused.
-QUARANTINE_SCHEMA = pl.Schema(
-    {**MINUTE_SCHEMA, "source_file": pl.String, "line": pl.Int64, "reason": pl.String}
-)
+QUARANTINE_SCHEMA = pl.Schema({**MINUTE_SCHEMA, "source_file": pl.String, "line": pl.Int64, "reason": pl.String})
 
 # Bitcoin's genesis block: no exchange candle can be older.
 EARLIEST_TIME = datetime(2009, 1, 3, tzinfo=UTC)
@@ -38,11 +36,14 @@ EARLIEST_TIME = datetime(2009, 1, 3, tzinfo=UTC)
 def epoch_to_datetime(value: pl.Expr) -> pl.Expr:
     """Unix time in s, ms, µs or ns, told apart per row by magnitude (dumps switched ms→µs in 2025)."""
     micros = (
-        pl.when(value.abs() < 1e11).then(value * 1e6)
-        .when(value.abs() < 1e14).then(value * 1e3)
-        .when(value.abs() < 1e17).then(value)
+        pl.when(value.abs() < 1e11)
+        .then(value * 1e6)
+        .when(value.abs() < 1e14)
+        .then(value * 1e3)
+        .when(value.abs() < 1e17)
+        .then(value)
         .otherwise(value / 1e3)
-    )  # fmt: skip
+    )
     return pl.from_epoch(micros.floor().cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
 
 
@@ -61,10 +62,12 @@ def _parse_text_time(frame: pl.LazyFrame) -> pl.LazyFrame:
     """
     text = pl.col("time_raw").str.strip_chars()
     frame = frame.with_columns(
-        text.str.slice(0, 19).str.replace("T", " ", literal=True)
-        .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False).alias("_fast"),
+        text.str.slice(0, 19)
+        .str.replace("T", " ", literal=True)
+        .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
+        .alias("_fast"),
         (text.str.len_bytes() == 19).alias("_plain"),
-    )  # fmt: skip
+    )
     plain = pl.col("_fast").is_not_null() & pl.col("_plain")
     parts = ("_date", "_hm", "_s", "_frac", "_zone")
     frame = frame.with_columns(
@@ -72,10 +75,14 @@ def _parse_text_time(frame: pl.LazyFrame) -> pl.LazyFrame:
         plain.alias("_plain"),
     ).unnest("_p")
     frame = frame.with_columns(
-        pl.when(pl.col("_plain")).then(pl.col("_fast")).otherwise(
-            (pl.col("_date") + " " + pl.col("_hm") + pl.col("_s").fill_null(":00"))
-            .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
-        ).alias("_naive"),
+        pl.when(pl.col("_plain"))
+        .then(pl.col("_fast"))
+        .otherwise(
+            (pl.col("_date") + " " + pl.col("_hm") + pl.col("_s").fill_null(":00")).str.strptime(
+                pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False
+            )
+        )
+        .alias("_naive"),
         pl.when(pl.col("_plain")).then(pl.lit("")).otherwise(pl.col("_zone")).alias("_zone"),
     )
     frame = frame.with_columns(
@@ -87,22 +94,26 @@ def _parse_text_time(frame: pl.LazyFrame) -> pl.LazyFrame:
     sign = pl.when(pl.col("_sign") == "-").then(-1).otherwise(1)
     zone = pl.col("_zone")
     frame = frame.with_columns(
-        pl.when(zone.is_in(UTC_NAMES) | (zone == "")).then(0)
-        .when(hours.is_not_null() & (minutes < 60)).then(sign * (hours * 60 + minutes))
+        pl.when(zone.is_in(UTC_NAMES) | (zone == ""))
+        .then(0)
+        .when(hours.is_not_null() & (minutes < 60))
+        .then(sign * (hours * 60 + minutes))
         .alias("_offset")
-    )  # fmt: skip
+    )
     usable = pl.col("_offset").is_not_null() & (pl.col("_offset").abs() <= MAX_OFFSET_MINUTES)
     frame = frame.with_columns(usable.alias("_usable"))
     has_zone, usable, naive = pl.col("_has_zone"), pl.col("_usable"), pl.col("_naive")
     problem = (
-        pl.when(naive.is_null()).then(None)
+        pl.when(naive.is_null())
+        .then(None)
         .when(has_zone & zone.str.contains("[A-Za-z]") & ~usable)
         .then(pl.lit("open_time: ambiguous time zone '") + zone + pl.lit("' (write an offset such as +02:00, or UTC)"))
-        .when(has_zone & ~usable).then(pl.lit("open_time: impossible UTC offset '") + zone + pl.lit("'"))
+        .when(has_zone & ~usable)
+        .then(pl.lit("open_time: impossible UTC offset '") + zone + pl.lit("'"))
         # A file that writes offsets on some rows leaves it open what the rows without one mean.
         .when(~has_zone & (has_zone & usable).any())
         .then(pl.lit("open_time: no UTC offset, unlike other rows of this file (ambiguous)"))
-    )  # fmt: skip
+    )
     fraction = pl.col("_frac").str.slice(1, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
     utc = naive + pl.duration(microseconds=fraction) - pl.duration(minutes=pl.col("_offset"))
     frame = frame.with_columns(problem.alias("time_problem"))
@@ -132,13 +143,17 @@ def _value_problem(name: str, limit: float, negative: str) -> pl.Expr:
     """The first thing wrong with one value, or null (one chained rule per field keeps validation cheap)."""
     c = pl.col(name)
     return (
-        pl.when(c.is_null()).then(pl.lit(f"{name}: missing or not a number"))
-        .when(c.is_nan()).then(pl.lit(f"{name}: NaN"))
-        .when(c.is_infinite()).then(pl.lit(f"{name}: not finite"))
-        .when(c > limit).then(pl.lit(f"{name}: absurdly large (above {limit:.0e})"))
+        pl.when(c.is_null())
+        .then(pl.lit(f"{name}: missing or not a number"))
+        .when(c.is_nan())
+        .then(pl.lit(f"{name}: NaN"))
+        .when(c.is_infinite())
+        .then(pl.lit(f"{name}: not finite"))
+        .when(c > limit)
+        .then(pl.lit(f"{name}: absurdly large (above {limit:.0e})"))
         .when(c <= 0 if negative == "price" else c < 0)
         .then(pl.lit(f"{name}: zero or negative price" if negative == "price" else f"{name}: negative"))
-    )  # fmt: skip
+    )
 
 
 def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
@@ -148,8 +163,10 @@ def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
     in_range = (t >= EARLIEST_TIME) & (t <= latest_time)
     problems = [
         pl.col("time_problem") if has_time_problem else None,
-        _problem(t.is_null() & (pl.col("time_problem").is_null() if has_time_problem else True),
-                 "open_time: unparseable timestamp"),  # fmt: skip
+        _problem(
+            t.is_null() & (pl.col("time_problem").is_null() if has_time_problem else True),
+            "open_time: unparseable timestamp",
+        ),
         _problem(t.is_not_null() & ~in_range, "open_time: out of range"),
         _problem(in_range & (t.dt.truncate("1m") != t), "open_time: not on a minute boundary"),
         _problem(pl.col("extra_fields"), "row: more fields than the header"),
@@ -184,9 +201,11 @@ def _time_as_written(frame: pl.LazyFrame) -> pl.Expr:
     raw = pl.col("time_raw")
     if frame.collect_schema()["time_raw"] == pl.String:
         return raw
-    number = pl.when(raw.is_finite() & (raw == raw.floor()) & (raw.abs() < 9e18)).then(
-        raw.cast(pl.Int64, strict=False).cast(pl.String)
-    ).otherwise(raw.cast(pl.String))
+    number = (
+        pl.when(raw.is_finite() & (raw == raw.floor()) & (raw.abs() < 9e18))
+        .then(raw.cast(pl.Int64, strict=False).cast(pl.String))
+        .otherwise(raw.cast(pl.String))
+    )
     return pl.coalesce(pl.col("time_text"), number) if "time_text" in frame.collect_schema().names() else number
 
 
@@ -205,9 +224,10 @@ def quarantine_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
         bad = bad.with_columns(
             pl.when(reason.str.contains("open_time:") & written.is_not_null())
             .then(pl.concat_str(reason, pl.lit("; open_time as written: '"), written, pl.lit("'")))
-            .otherwise(reason).alias("reason"),
+            .otherwise(reason)
+            .alias("reason"),
             pl.when(untrusted).then(None).otherwise(pl.col("open_time")).alias("open_time"),
-        )  # fmt: skip
+        )
     return bad.select(QUARANTINE_SCHEMA.names())
 
 

@@ -47,7 +47,9 @@ class _Block:
 
     def __init__(self, candles: Candles, lo: int, hi: int, k: int):
         sl = slice(lo, hi)
-        trades: MinuteTrades = synthesize(candles.open[sl], candles.high[sl], candles.low[sl], candles.close[sl], candles.volume[sl], k)
+        trades: MinuteTrades = synthesize(
+            candles.open[sl], candles.high[sl], candles.low[sl], candles.close[sl], candles.volume[sl], k
+        )
         self.candles, self.lo, self.k = candles, lo, k
         self.open_ms = candles.open_ms[sl].tolist()
         self.prices = trades.prices.tolist()
@@ -64,11 +66,19 @@ class _Block:
         n = self.k if self.has[row] else 0
         first = first_trade_id(self.open_ms[row], self.k)
         return CandleState(
-            format_decimal(float(c.open[i])), format_decimal(float(c.high[i])), format_decimal(float(c.low[i])),
-            format_decimal(float(c.close[i])), format_decimal(float(c.volume[i])), n,
-            first if n else -1, first + n - 1 if n else -1,
-            f"{self.quote[row]:.8f}", f"{self.taker_base[row]:.8f}", f"{self.taker_quote[row]:.8f}", True,
-        )  # fmt: skip
+            format_decimal(float(c.open[i])),
+            format_decimal(float(c.high[i])),
+            format_decimal(float(c.low[i])),
+            format_decimal(float(c.close[i])),
+            format_decimal(float(c.volume[i])),
+            n,
+            first if n else -1,
+            first + n - 1 if n else -1,
+            f"{self.quote[row]:.8f}",
+            f"{self.taker_base[row]:.8f}",
+            f"{self.taker_quote[row]:.8f}",
+            True,
+        )
 
     def partials(self, row: int, moments: list[int]) -> list[CandleState]:
         """The candle after each of ``moments`` (ms into the minute, ascending, < 60 000)."""
@@ -97,9 +107,19 @@ class _Block:
                     taker_quote += p * q
                 j += 1
             state = CandleState(
-                f"{o:.8f}", f"{high:.8f}", f"{low:.8f}", f"{prices[j - 1]:.8f}", f"{volume:.8f}", j, first, first + j - 1,
-                f"{quote:.8f}", f"{taker_base:.8f}", f"{taker_quote:.8f}", False,
-            )  # fmt: skip
+                f"{o:.8f}",
+                f"{high:.8f}",
+                f"{low:.8f}",
+                f"{prices[j - 1]:.8f}",
+                f"{volume:.8f}",
+                j,
+                first,
+                first + j - 1,
+                f"{quote:.8f}",
+                f"{taker_base:.8f}",
+                f"{taker_quote:.8f}",
+                False,
+            )
             states.append(state)
         return states
 
@@ -144,7 +164,9 @@ class MinuteEvents:
         if frames is None:
             if combined:
                 name = self.symbol.lower()
-                wrappers = {kind: f'{{"stream":"{name}@{STREAM_SUFFIX[kind]}","data":'.encode() for kind in (TRADE, KLINE)}
+                wrappers = {
+                    kind: f'{{"stream":"{name}@{STREAM_SUFFIX[kind]}","data":'.encode() for kind in (TRADE, KLINE)
+                }
                 frames = [text_frame(wrappers[k] + p + b"}") for k, p in zip(self.kinds, self.payloads, strict=True)]
             else:
                 frames = [text_frame(p) for p in self.payloads]

@@ -32,8 +32,13 @@ class Admission:
 
 
 class WeightLimiter:
-    def __init__(self, limit: int = 6000, window_seconds: float = 60.0, ban_seconds: float = 120.0,
-                 clock: Callable[[], float] = time.time):  # fmt: skip
+    def __init__(
+        self,
+        limit: int = 6000,
+        window_seconds: float = 60.0,
+        ban_seconds: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.limit = limit
         self.window_seconds = window_seconds
         self.ban_seconds = ban_seconds

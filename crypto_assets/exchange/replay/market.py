@@ -73,9 +73,13 @@ class Candles:
 
     def row(self, index: int) -> tuple[int, float, float, float, float, float]:
         return (
-            int(self.open_ms[index]), float(self.open[index]), float(self.high[index]),
-            float(self.low[index]), float(self.close[index]), float(self.volume[index]),
-        )  # fmt: skip
+            int(self.open_ms[index]),
+            float(self.open[index]),
+            float(self.high[index]),
+            float(self.low[index]),
+            float(self.close[index]),
+            float(self.volume[index]),
+        )
 
     def index_of(self, open_ms: int) -> int | None:
         """Row of the candle opening at ``open_ms``, or None when the exchange had none then."""
@@ -86,8 +90,12 @@ class Candles:
 class Market:
     """Candles per symbol, plus an optional extender that produces later candles on demand (live sources)."""
 
-    def __init__(self, candles: dict[str, Candles], extender: Callable[[str], Candles | None] | None = None,
-                 description: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        candles: dict[str, Candles],
+        extender: Callable[[str], Candles | None] | None = None,
+        description: str = "",
+    ):
         empty = [s for s, c in candles.items() if not len(c)]
         if empty or not candles:
             raise MarketError(f"no candles for {', '.join(empty) or 'any symbol'} in {description or 'the source'}")
@@ -123,7 +131,11 @@ class Market:
                 parts.append(more)
                 last_ms = more.last_ms
             if parts:  # one concatenation for many days: copying the history once per day would be quadratic
-                candles.extend(Candles(symbol, *(np.concatenate([getattr(p, n) for p in parts]) for n in ("open_ms", *PRICE_COLUMNS))))
+                candles.extend(
+                    Candles(
+                        symbol, *(np.concatenate([getattr(p, n) for p in parts]) for n in ("open_ms", *PRICE_COLUMNS))
+                    )
+                )
 
     # -- constructors -------------------------------------------------------------------------------------
 
@@ -154,7 +166,11 @@ class Market:
                 frame, _ = read_source(source, latest)
             except SourceFormatError as exc:
                 raise MarketError(str(exc)) from exc
-            frames.append(frame.filter(pl.col("reason").is_null()).select(*MINUTE_SCHEMA.names(), "source_rank", "line", "reason").collect())
+            frames.append(
+                frame.filter(pl.col("reason").is_null())
+                .select(*MINUTE_SCHEMA.names(), "source_rank", "line", "reason")
+                .collect()
+            )
         if not frames:
             raise MarketError(f"no source files found in {', '.join(map(str, paths))}")
         return cls.from_frame(clean_minutes(pl.concat(frames)), description=", ".join(map(str, paths)))
@@ -185,7 +201,9 @@ class Market:
         days: dict[str, Iterator[pl.DataFrame]] = {}
         for item in series:
             history = synthetic.generate_minutes(item, seed)
-            candles[item.symbol] = _kaggle_candles(item.symbol, history.unique("Timestamp", keep="first", maintain_order=True))
+            candles[item.symbol] = _kaggle_candles(
+                item.symbol, history.unique("Timestamp", keep="first", maintain_order=True)
+            )
             days[item.symbol] = synthetic.continuation(item, seed, last_close=float(history["Close"][-1]))
 
         def next_day(symbol: str) -> Candles:

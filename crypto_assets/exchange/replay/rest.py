@@ -70,7 +70,9 @@ def _time_param(params: dict[str, str], name: str) -> int | None:
         return None
     text = params[name]
     if not text.lstrip("-").isdigit():
-        raise BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+        raise BinanceError(
+            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+        )
     value = int(text)
     return value // 1000 if value >= 10**14 else value
 
@@ -135,7 +137,9 @@ class RestApi:
             self.core.rest_connections.discard(writer)
             writer.close()
 
-    async def _write(self, writer: asyncio.StreamWriter, reply: Reply, keep_alive: bool, truncate: bool = False) -> None:
+    async def _write(
+        self, writer: asyncio.StreamWriter, reply: Reply, keep_alive: bool, truncate: bool = False
+    ) -> None:
         """Send ``reply``; with ``truncate`` the head announces the whole body but only half of it follows."""
         status, headers, body = reply
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -147,7 +151,9 @@ class RestApi:
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
             *[f"{k}: {v}" for k, v in headers],
         ]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body[: len(body) // 2] if truncate else body))
+        writer.write(
+            ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body[: len(body) // 2] if truncate else body)
+        )
         await writer.drain()
 
     # -- routing ----------------------------------------------------------------------------------------------
@@ -174,8 +180,10 @@ class RestApi:
             return _error(418, -1003, ban.format(banned_until), used + [("Retry-After", str(admission.retry_after))])
         if admission.status == 429:
             core.count(429)
-            msg = (f"Too much request weight used; current limit is {core.limiter.limit} request weight per "
-                   f"{core.limiter.window_seconds:g} SECOND. Please use WebSocket Streams for live updates to avoid polling the API.")  # fmt: skip
+            msg = (
+                f"Too much request weight used; current limit is {core.limiter.limit} request weight per "
+                f"{core.limiter.window_seconds:g} SECOND. Please use WebSocket Streams for live updates to avoid polling the API."
+            )
             return _error(429, -1003, msg, used + [("Retry-After", str(admission.retry_after))])
 
         faults = core.faults
@@ -190,11 +198,15 @@ class RestApi:
             faults.rest_429 -= 1
             core.limiter.told_to_wait(ip, faults.rest_429_retry_after)
             core.count(429)
-            return _error(429, -1003, "Too many requests queued.", used + [("Retry-After", str(faults.rest_429_retry_after))])
+            return _error(
+                429, -1003, "Too many requests queued.", used + [("Retry-After", str(faults.rest_429_retry_after))]
+            )
         if faults.rest_5xx > 0:
             faults.rest_5xx -= 1
             core.count(faults.rest_5xx_status)
-            return _error(faults.rest_5xx_status, -1001, "Internal error; unable to process your request. Please try again.", used)
+            return _error(
+                faults.rest_5xx_status, -1001, "Internal error; unable to process your request. Please try again.", used
+            )
         if faults.rest_drop > 0:
             faults.rest_drop -= 1
             core.count_cut("dropped")
@@ -318,8 +330,15 @@ def control_refusal(headers: dict[str, str]) -> Reply | None:
     """
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json":
-        return _json(415, {"error": f"control requests must be Content-Type: application/json, not {content_type or 'none'!r}"})
+        return _json(
+            415, {"error": f"control requests must be Content-Type: application/json, not {content_type or 'none'!r}"}
+        )
     host = _host_name(headers.get("host", ""))
     if not _is_loopback(host):
-        return _json(403, {"error": f"control requests must name a loopback Host (127.0.0.1, localhost, [::1]), not {host or 'none'!r}"})
+        return _json(
+            403,
+            {
+                "error": f"control requests must name a loopback Host (127.0.0.1, localhost, [::1]), not {host or 'none'!r}"
+            },
+        )
     return None

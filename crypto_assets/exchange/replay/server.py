@@ -140,7 +140,10 @@ class ReplayServer:
         self.host = host
         self._ports = (port, ws_port)
         self.core = ReplayCore(
-            market, ReplayClock(start_ms, speed), WeightLimiter(weight_limit, weight_window_seconds, ban_seconds), trades_per_minute
+            market,
+            ReplayClock(start_ms, speed),
+            WeightLimiter(weight_limit, weight_window_seconds, ban_seconds),
+            trades_per_minute,
         )
         self.core.market.ensure(start_ms + 2 * 60_000)  # a live market's first day is ready before clients come
         self._rest: asyncio.Server | None = None
@@ -187,9 +190,15 @@ class ReplayServer:
         self._rest = await asyncio.start_server(api.handle, self.host, self._ports[0])
         streams = StreamServer(self.core)
         self._ws = await serve(
-            streams.handle, self.host, self._ports[1], process_request=streams.process_request, compression=None,
-            max_queue=64, close_timeout=2, write_limit=2**20,
-        )  # fmt: skip
+            streams.handle,
+            self.host,
+            self._ports[1],
+            process_request=streams.process_request,
+            compression=None,
+            max_queue=64,
+            close_timeout=2,
+            write_limit=2**20,
+        )
         return self
 
     async def stop_async(self) -> None:

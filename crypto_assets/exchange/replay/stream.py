@@ -63,7 +63,9 @@ def parse_stream(name: str, symbols: Iterable[str]) -> Stream:
     if kind not in STREAM_KINDS:
         raise StreamNameError(f"unsupported stream {name!r}: the replay serves <symbol>@kline_1m and <symbol>@trade")
     if symbol != symbol.lower() or symbol.upper() not in set(symbols):
-        raise StreamNameError(f"unknown symbol in stream {name!r}: streams use lower-case symbols of {', '.join(symbols)}")
+        raise StreamNameError(
+            f"unknown symbol in stream {name!r}: streams use lower-case symbols of {', '.join(symbols)}"
+        )
     return symbol.upper(), STREAM_KINDS[kind]
 
 
