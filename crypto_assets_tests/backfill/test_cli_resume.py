@@ -23,6 +23,7 @@ from crypto_assets_tests.backfill.conftest import (
     april,
     digest,
     punch_hole,
+    recording,
 )
 from crypto_assets_tests.conftest import REPO
 
@@ -31,10 +32,13 @@ COMMAND = ["backfill", "--from", "2021-04-16", "--to", "2021-04-26"]
 
 
 def test_a_killed_backfill_resumes_without_duplicates_or_missing_minutes(
-    recorded_market, original_lake, project_home, capsys
+    recorded_market, original_lake, project_home, shared_data, capsys
 ):
     with ReplayServer(recorded_market) as replay:
-        home = project_home(extra=SYMBOLS + f'[exchange]\nrest_url = "{replay.rest_url}"\n')
+        # The lake holds the recording, so it is the configured source (else the synthetic market's span rules).
+        home = project_home(
+            [str(recording(shared_data))], extra=SYMBOLS + f'[exchange]\nrest_url = "{replay.rest_url}"\n'
+        )
         lake = home / "lake"
         shutil.copytree(original_lake, lake)
         deleted = punch_hole(lake)
@@ -99,8 +103,11 @@ def test_the_command_refuses_when_the_backfill_is_off(project_home, capsys):
     assert "exchange.backfill = false" in capsys.readouterr().err
 
 
-def test_an_unreachable_exchange_is_an_error_that_says_how_to_resume(project_home, original_lake, capsys):
-    home = project_home(extra=SYMBOLS + '[exchange]\nrest_url = "http://127.0.0.1:9"\ntimeout_seconds = 1.0\n')
+def test_an_unreachable_exchange_is_an_error_that_says_how_to_resume(project_home, original_lake, shared_data, capsys):
+    home = project_home(
+        [str(recording(shared_data))],
+        extra=SYMBOLS + '[exchange]\nrest_url = "http://127.0.0.1:9"\ntimeout_seconds = 1.0\n',
+    )
     shutil.copytree(original_lake, home / "lake")
     punch_hole(home / "lake")
     assert main(COMMAND) == 1
