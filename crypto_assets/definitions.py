@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import importlib
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import Definitions
 
 from crypto_assets.batch import defs as batch_defs
-from crypto_assets.forecast.assets import build_forecast_assets
+from crypto_assets.forecast import defs as forecast_defs
 from crypto_assets.serving import defs as serving_defs
 from crypto_assets.settings import Settings, load_settings
 
@@ -22,21 +22,9 @@ SPEED_LAYER_DEFS = "streaming_sensor.defs"
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
-    forecast_job = define_asset_job(
-        "forecast_graph",
-        selection=AssetSelection.groups("forecast"),
-        description="forecast_metrics -> forecasts -> forecast_results for one symbol",
-    )
-    forecast = Definitions(
-        assets=build_forecast_assets(settings),
-        jobs=[forecast_job],
-        # The graph is a chain (each asset waits for the one before) and its steps parallelise internally
-        # (Polars threads, the CV process pool), so a process per step would only add start-up time per run.
-        executor=in_process_executor,
-    )
     speed = importlib.import_module(SPEED_LAYER_DEFS)
-    domains = [batch_defs, speed, serving_defs]
-    return Definitions.merge(forecast, *(module.build_defs(settings) for module in domains))
+    domains = [batch_defs, forecast_defs, speed, serving_defs]
+    return Definitions.merge(*(module.build_defs(settings) for module in domains))
 
 
 defs = build_definitions()

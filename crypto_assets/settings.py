@@ -29,6 +29,17 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
+_UNITS_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+def parse_delay(text: str) -> int:
+    """'2 minutes', '30 seconds', '1 hour' -> milliseconds (Spark's interval words)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(millisecond|second|minute|hour|day)s?\s*", text.lower())
+    if not match:
+        raise ValueError(f"stream.watermark: expected e.g. '2 minutes', got {text!r}")
+    return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+
+
 @dataclass(frozen=True)
 class SymbolSpec:
     name: str

@@ -44,6 +44,7 @@ def snapshot(defs: Definitions) -> dict:
 
 
 def test_definitions_snapshot(project_home):
+    # Test homes use the tiny synthetic market, so the batch months start at its first month (2025-11).
     project_home()
     assert snapshot(build_definitions(load_settings())) == EXPECTED
 
@@ -52,19 +53,19 @@ EXPECTED: dict = {
     "assets": {
         "daily_filled": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
         "daily_raw": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
         "exchange_backfill": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
@@ -88,19 +89,19 @@ EXPECTED: dict = {
         },
         "minute_gaps": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
         "minute_raw": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
         "prophet_input": {
             "group": "batch",
-            "partitions": "MonthlyPartitionsDefinition from 2012-01-01",
+            "partitions": "MonthlyPartitionsDefinition from 2025-11-01",
             "automation": None,
             "materializable": True,
         },
@@ -122,6 +123,7 @@ EXPECTED: dict = {
         "daily_raw.unique_days",
         "exchange_backfill.gaps_filled",
         "exchange_backfill.unique_minutes",
+        "forecast_metrics.interval_coverage",
         "forecast_metrics.mape_1d_below_threshold",
         "forecast_metrics.not_worse_than_naive",
         "minute_raw.minutes_complete",

@@ -60,7 +60,8 @@ def test_domains_do_not_reach_back_into_the_cli_or_the_code_location():
     for module, names in imports.items():
         if module.endswith(".commands"):
             assert not {n for n in names if n.startswith("crypto_assets.cli")}, module
-    assert not {n for n in imports["crypto_assets.batch.runs"] if n.startswith("crypto_assets.definitions")}
+    for runs in ("crypto_assets.batch.runs", "crypto_assets.forecast.runs"):
+        assert not {n for n in imports[runs] if n.startswith("crypto_assets.definitions")}, runs
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,8 @@ def test_domains_do_not_reach_back_into_the_cli_or_the_code_location():
         "crypto_assets.serving.defs",
         "streaming_sensor.defs",
         "crypto_assets.batch.runs",
+        "crypto_assets.forecast.defs",
+        "crypto_assets.forecast.runs",
         "crypto_assets.cli",
     ],
 )
@@ -77,3 +80,19 @@ def test_each_domain_imports_alone(module):
     """In a fresh interpreter, so import order within this test session cannot mask a cycle."""
     done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_asset_names_are_defined_once():
+    """Every asset name is a constant of crypto_assets.asset_names; no other module spells one as a string."""
+    from crypto_assets import asset_names
+
+    names = {value for key, value in vars(asset_names).items() if key.isupper()}
+    spelled = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.name == "asset_names.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    spelled.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not spelled, spelled

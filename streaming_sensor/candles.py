@@ -20,28 +20,17 @@ current candles (including the open minute), so speed and batch layers aggregate
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.settings import parse_delay  # noqa: F401  (the stream job and its tests use it from here)
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 EVICT_SLACK_MS = MINUTE_MS  # a day's final kline arrives just after midnight
-
-_UNITS_MS = {"millisecond": 1, "second": 1000, "minute": MINUTE_MS, "hour": 3_600_000, "day": DAY_MS}
-
-
-def parse_delay(text: str) -> int:
-    """'2 minutes', '30 seconds', '1 hour' -> milliseconds (Spark's interval words)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(millisecond|second|minute|hour|day)s?\s*", text.lower())
-    if not match:
-        raise ValueError(f"stream.watermark: expected e.g. '2 minutes', got {text!r}")
-    return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
-
 
 # Per minute: open, high, low, close, volume, is_closed, event_ms (newest folded), kline_ms (newest kline E).
 O, H, L, C, V, CLOSED, EVENT, KLINE = range(8)

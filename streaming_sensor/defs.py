@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dagster import AssetSpec, Definitions
 
+from crypto_assets.asset_names import SPEED_MICROBATCHES as SPEED_MICROBATCHES_NAME
 from crypto_assets.settings import Settings
 from streaming_sensor.sensor import build_unified_view_sensor
 
 SPEED_MICROBATCHES = AssetSpec(
-    "speed_microbatches",
+    SPEED_MICROBATCHES_NAME,
     group_name="speed",
     kinds={"spark", "kafka", "parquet"},
     description="1-minute candles and running daily candles the Spark stream commits per micro-batch under "

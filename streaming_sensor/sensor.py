@@ -27,11 +27,12 @@ from dagster import (
     sensor,
 )
 
+from crypto_assets.asset_names import UNIFIED_VIEW as UNIFIED_VIEW_NAME
 from crypto_assets.lake.microbatch_log import latest_batch_id, read_records
 from crypto_assets.settings import Settings
 
 SENSOR_NAME = "unified_view_on_new_microbatches"
-UNIFIED_VIEW = AssetKey("unified_view")
+UNIFIED_VIEW = AssetKey(UNIFIED_VIEW_NAME)
 # Tag of every run this sensor requests (besides Dagster's own dagster/sensor_name).
 REFRESH_TAG = ("crypto-assets/refresh", "speed")
 RANGE_START_TAG = "dagster/asset_partition_range_start"

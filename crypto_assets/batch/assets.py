@@ -19,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, EXCHANGE_BACKFILL, MINUTE_RAW, PROPHET_INPUT
 from crypto_assets.batch import checks
 from crypto_assets.batch.backfill.guard import backfill_runs
 from crypto_assets.batch.metadata import (
@@ -32,7 +33,6 @@ from crypto_assets.batch.metadata import (
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
-    DAILY_RAW,
     FILLED_LOOKBACK_MONTHS,
     build_daily_filled,
     build_daily_raw,
@@ -78,11 +78,12 @@ def build_batch_assets(settings: Settings) -> list:
     }
 
     @asset(
+        name=MINUTE_RAW,
         **common,
         description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
         "Rows failing validation go to the quarantine dataset with their reason, file and line.",
         check_specs=_specs(
-            "minute_raw",
+            MINUTE_RAW,
             ("schema", "columns and types are as documented"),
             ("unique_minutes", "no duplicate (symbol, open_time)"),
             ("ohlc_consistent", "OHLC values are consistent"),
@@ -140,7 +141,7 @@ def build_batch_assets(settings: Settings) -> list:
             "conflicts_by_source": MetadataValue.text(result.conflict_summary()),
             "conflicts_path": MetadataValue.path(str(market.lake / "minute_conflicts")),
             "quarantine_path": MetadataValue.path(str(market.lake / "quarantine")),
-            "path": MetadataValue.path(str(market.lake / "minute_raw")),
+            "path": MetadataValue.path(str(market.lake / MINUTE_RAW)),
         }
         sources_clean = checks.CheckOutcome(
             not failures and result.quarantined == 0 and conflicts == 0,
@@ -168,11 +169,12 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
+        name=DAILY_RAW,
         **on_engine,
-        deps=[AssetDep(minute_raw), AssetDep("exchange_backfill")],
+        deps=[AssetDep(minute_raw), AssetDep(EXCHANGE_BACKFILL)],
         description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
         check_specs=_specs(
-            "daily_raw",
+            DAILY_RAW,
             ("schema", "columns and types are as documented"),
             ("unique_days", "no duplicate (symbol, date)"),
             ("ohlc_consistent", "OHLC values are consistent"),
@@ -204,6 +206,7 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
+        name=DAILY_FILLED,
         **on_engine,
         deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
         description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
@@ -212,7 +215,7 @@ def build_batch_assets(settings: Settings) -> list:
         "the two after it, so a backfill of months M..N also rebuilds daily_filled and prophet_input for N+1 and "
         "N+2 (Dagster runs them as a second single run of the same backfill).",
         check_specs=_specs(
-            "daily_filled",
+            DAILY_FILLED,
             ("schema", "columns and types are as documented"),
             ("no_missing_days", "one row per calendar day"),
             ("moving_averages_correct", "ma7 and ma30 equal a plain reference computation"),
@@ -245,12 +248,13 @@ def build_batch_assets(settings: Settings) -> list:
         )
 
     @asset(
+        name=PROPHET_INPUT,
         **on_engine,
         deps=[AssetDep(daily_filled)],
         description="Prophet's input: ds (day), y (close), symbol. Follows daily_filled month by month, so a "
         "backfill rebuilds it for the same months as daily_filled (two after the range, see daily_filled).",
         check_specs=_specs(
-            "prophet_input",
+            PROPHET_INPUT,
             ("schema", "columns ds, y, symbol with the documented types"),
             ("complete", "no nulls and one row per (symbol, ds)"),
         ),

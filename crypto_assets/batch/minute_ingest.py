@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.asset_names import MINUTE_RAW
 from crypto_assets.batch.backfill.lock import minute_raw_lock
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES, exchange_sources
 from crypto_assets.batch.landing import Landed, LandingEntry, Manifest, land
@@ -43,7 +44,7 @@ from crypto_assets.lake.atomic import remove_stray_temps, write_parquet_atomic
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, months_between
 
-MINUTE_DATASET = "minute_raw"
+MINUTE_DATASET = MINUTE_RAW  # the asset writes the dataset of its name
 QUARANTINE_DATASET = "quarantine"
 CONFLICTS_DATASET = "minute_conflicts"
 EARLIER_LAKE = "minute_raw (rows stored before this merge)"

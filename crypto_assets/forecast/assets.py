@@ -22,9 +22,9 @@ from dagster import (
     asset,
 )
 
+from crypto_assets.asset_names import DAILY_FILLED, FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, PROPHET_INPUT
 from crypto_assets.batch.checks import CheckOutcome, Severity
 from crypto_assets.batch.metadata import markdown_table, to_check_result
-from crypto_assets.batch.pipeline import DAILY_FILLED, PROPHET_INPUT
 from crypto_assets.forecast import checks
 from crypto_assets.forecast.candidates import LABELS
 from crypto_assets.forecast.charts import metrics_markdown, write_forecast_chart
@@ -36,9 +36,6 @@ from crypto_assets.forecast.results import actual_vs_predicted, write_csv, write
 from crypto_assets.forecast.served import forecast_all, served_path
 from crypto_assets.forecast.store import (
     FORECAST_CV_PREDICTIONS,
-    FORECAST_METRICS,
-    FORECAST_RESULTS,
-    FORECASTS,
     read_daily_filled,
     read_history,
     read_symbol,
@@ -71,6 +68,7 @@ def build_forecast_assets(settings: Settings) -> list:
     }
 
     @asset(
+        name=FORECAST_METRICS,
         **common,
         deps=[AssetDep(PROPHET_INPUT, partition_mapping=AllPartitionMapping())],
         output_required=False,
@@ -81,17 +79,17 @@ def build_forecast_assets(settings: Settings) -> list:
         check_specs=[
             AssetCheckSpec(
                 "mape_1d_below_threshold",
-                asset="forecast_metrics",
+                asset=FORECAST_METRICS,
                 description="the served model's 1-day CV MAPE is at most mape_warn_threshold (WARN)",
             ),
             AssetCheckSpec(
                 "not_worse_than_naive",
-                asset="forecast_metrics",
+                asset=FORECAST_METRICS,
                 description="Prophet's CV MAPE is not above naive's at any horizon (WARN)",
             ),
             AssetCheckSpec(
                 "interval_coverage",
-                asset="forecast_metrics",
+                asset=FORECAST_METRICS,
                 description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level (WARN)",
             ),
         ],
@@ -162,6 +160,7 @@ def build_forecast_assets(settings: Settings) -> list:
             yield to_check_result(name, outcome)
 
     @asset(
+        name=FORECASTS,
         **common,
         deps=[AssetDep(forecast_metrics), AssetDep(PROPHET_INPUT, partition_mapping=AllPartitionMapping())],
         description="Every candidate (Prophet, naive, drift, AutoETS) fitted on the whole history: the next horizon_days "
@@ -197,6 +196,7 @@ def build_forecast_assets(settings: Settings) -> list:
         )
 
     @asset(
+        name=FORECAST_RESULTS,
         **common,
         deps=[
             AssetDep(forecasts),

@@ -52,7 +52,6 @@ def run_forecast(history, options=None, progress=None):
 def cmd_forecast(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from crypto_assets.cli import _settings
     from crypto_assets.forecast.cross_validation import TooShortHistory
     from crypto_assets.serving.output import render
 
@@ -60,7 +59,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     if input_csv is not None and not input_csv.is_file():
         print(f"error: --input {input_csv} is not a file", file=sys.stderr)
         return 2
-    settings = None if input_csv else _settings(args)
+    settings = None if input_csv else args.settings
     symbol = args.symbol.upper() if input_csv else settings.symbol(args.symbol.upper()).name
     try:
         history = load_history(symbol, args.as_of, input_csv, settings.lake_dir if settings else None)

@@ -42,7 +42,8 @@ def read_daily_csv(path: str | os.PathLike[str], symbol: str | None = None) -> p
 def write_daily_lake(lake: Path, closes: dict[str, tuple[date, np.ndarray]], symbols: list[str]) -> None:
     """A lake whose daily_raw holds the given consecutive daily closes (OHLC = close), then daily_filled and
     prophet_input built from it by the batch layer's own functions: for benches and tests of the forecast graph."""
-    from crypto_assets.batch.pipeline import DAILY_RAW, build_daily_filled, build_prophet_input
+    from crypto_assets.asset_names import DAILY_RAW
+    from crypto_assets.batch.pipeline import build_daily_filled, build_prophet_input
     from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
     from crypto_assets.lake.datasets import write_months
     from crypto_assets.lake.layout import months_between

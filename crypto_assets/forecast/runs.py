@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagster import AssetSelection, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 
+from crypto_assets.asset_names import FORECAST_METRICS, FORECAST_RESULTS, FORECASTS
 from crypto_assets.dagster_home import sigterm_kept
+from crypto_assets.forecast import defs as forecast_defs
 from crypto_assets.forecast.options import DEFAULT_OPTIONS
 from crypto_assets.forecast.store import read_history
+from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
-
-FORECAST = AssetSelection.groups("forecast")
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ def materialize_forecasts(
     instance: DagsterInstance, settings: Settings, config: dict | None = None, log_level: str = "INFO"
 ) -> list[ForecastRun]:
     """One run per symbol with enough history; ``config`` is ForecastConfig run config for both CV assets."""
-    from crypto_assets.definitions import build_definitions
-
-    defs = build_definitions(settings)
+    defs = forecast_defs.build_defs(settings)
+    # The forecast assets read the batch view from the lake; prophet_input and daily_filled are deps, not inputs.
+    resources = {"market": MarketDataResource.for_settings(settings)}
     runs = []
     for symbol in settings.symbol_names:
         try:
@@ -51,22 +52,18 @@ def materialize_forecasts(
         with sigterm_kept():
             result = materialize(
                 list(defs.assets),
-                selection=FORECAST,
+                selection=forecast_defs.FORECAST,
                 partition_key=symbol,
                 instance=instance,
-                resources=defs.resources,
+                resources=resources,
                 run_config={
                     "loggers": {"console": {"config": {"log_level": log_level}}},
-                    **(
-                        {"ops": {name: {"config": config} for name in ("forecasts", "forecast_metrics")}}
-                        if config
-                        else {}
-                    ),
+                    **({"ops": {name: {"config": config} for name in (FORECASTS, FORECAST_METRICS)}} if config else {}),
                 },
                 raise_on_error=False,
             )
         checks = tuple((e.check_name, e.passed) for e in result.get_asset_check_evaluations())
-        materialized = bool(result.asset_materializations_for_node("forecast_results"))
+        materialized = bool(result.asset_materializations_for_node(FORECAST_RESULTS))
         note = (
             "run FAILED"
             if not result.success

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.batch.pipeline import DAILY_FILLED, PROPHET_INPUT, read_dataset
+from crypto_assets.asset_names import DAILY_FILLED, FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, PROPHET_INPUT
+from crypto_assets.batch.pipeline import read_dataset
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.forecast.cross_validation import PREDICTIONS_SCHEMA
 from crypto_assets.forecast.model import FORECAST_SCHEMA
 
-FORECASTS = "forecasts"
-FORECAST_METRICS = "forecast_metrics"
 FORECAST_CV_PREDICTIONS = "forecast_cv_predictions"
-FORECAST_RESULTS = "forecast_results"
 
 
 def symbol_file(lake: Path, dataset: str, symbol: str, suffix: str = ".parquet") -> Path:

@@ -21,19 +21,17 @@ from dagster import (
     asset,
 )
 
+from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, SPEED_MICROBATCHES, UNIFIED_VIEW
 from crypto_assets.batch.checks import CheckOutcome
 from crypto_assets.batch.metadata import check_window, markdown_table, to_check_result
-from crypto_assets.batch.pipeline import DAILY_FILLED, MINUTE_RAW
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.serving import checks
 from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view
-from crypto_assets.serving.store import UNIFIED_VIEW
 from crypto_assets.serving.unified import BATCH, SPEED
-from crypto_assets.settings import Settings
-from streaming_sensor.candles import parse_delay
+from crypto_assets.settings import Settings, parse_delay
 
 GROUP = "serving"
-SPEED_MICROBATCHES = AssetKey("speed_microbatches")  # declared by the speed layer's definitions
+SPEED_MICROBATCHES_KEY = AssetKey(SPEED_MICROBATCHES)  # declared by the speed layer's definitions
 
 CHECKS = (
     ("schema", "columns and types are as documented"),
@@ -159,7 +157,7 @@ def build_serving_assets(settings: Settings) -> list:
         deps=[
             AssetDep(DAILY_FILLED, partition_mapping=AllPartitionMapping()),
             AssetDep(MINUTE_RAW, partition_mapping=AllPartitionMapping()),
-            AssetDep(SPEED_MICROBATCHES),
+            AssetDep(SPEED_MICROBATCHES_KEY),
         ],
         description="One daily series per symbol across both layers: closed days from the batch view "
         "(daily_filled), later days and today's running candle from the speed layer's micro-batches; batch wins "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions
 
+from crypto_assets.asset_names import UNIFIED_VIEW
 from crypto_assets.serving.assets import build_serving_assets
-from crypto_assets.serving.store import UNIFIED_VIEW
 from crypto_assets.settings import Settings
 
 AUTOMATION_SENSOR = "unified_view_on_batch_updates"

@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 
 import polars as pl
 
-from crypto_assets.batch.pipeline import MINUTE_RAW, latest_date
+from crypto_assets.asset_names import MINUTE_RAW, UNIFIED_VIEW
+from crypto_assets.batch.pipeline import latest_date
 from crypto_assets.lake.microbatch_log import read_records_tail
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
 from crypto_assets.serving.store import (
@@ -108,7 +109,7 @@ def layer_freshness(settings: Settings, now: datetime | None = None) -> dict:
             "batch_latest_minute": minute.isoformat() if minute else None,
             "batch_lag_seconds": _seconds(now, minute),
             "batch_closed_through": str(seam) if seam else None,
-            "unified_view": view,
+            UNIFIED_VIEW: view,
         }
     tail = read_records_tail(lake)
     speed = {}
@@ -160,7 +161,7 @@ def render_status(components: list[ComponentState], freshness: dict, home: Path)
             f"  {symbol}: minute_raw up to {info['batch_latest_minute'] or 'nothing'} (lag {_age(info['batch_lag_seconds'])}); "
             f"closed through {info['batch_closed_through'] or 'no day'}"
         )
-        view = info["unified_view"]
+        view = info[UNIFIED_VIEW]
         if view:
             lines.append(
                 f"  {' ' * len(symbol)}  unified_view as of {view['as_of']} (lag {_age(view['lag_seconds'])}), "

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+from crypto_assets.asset_names import UNIFIED_VIEW
 from crypto_assets.dagster_home import write_workspace_yaml
 from crypto_assets.serving.processes import (
     ProcessRecord,
@@ -161,10 +162,10 @@ def first_unified_view(dagster_home: Path) -> str | None:
 
     try:
         with DagsterInstance.from_config(str(dagster_home)) as instance:
-            event = instance.get_latest_materialization_event(AssetKey("unified_view"))
+            event = instance.get_latest_materialization_event(AssetKey(UNIFIED_VIEW))
             if event is None:
                 return None
-            partitions = sorted(instance.get_materialized_partitions(AssetKey("unified_view")))
+            partitions = sorted(instance.get_materialized_partitions(AssetKey(UNIFIED_VIEW)))
             return ", ".join(partitions) or "all"
     except Exception:  # the instance's storage may be mid-migration or locked; look again on the next poll
         return None

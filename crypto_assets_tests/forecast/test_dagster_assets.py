@@ -13,12 +13,13 @@ import polars as pl
 import pytest
 from dagster import AssetKey, materialize
 
+from crypto_assets.asset_names import FORECAST_METRICS, FORECAST_RESULTS, FORECASTS
 from crypto_assets.batch.assets import build_batch_assets
 from crypto_assets.forecast.assets import build_forecast_assets
 from crypto_assets.forecast.candidates import SEASONAL_MODELS
 from crypto_assets.forecast.csv_input import read_closes
 from crypto_assets.forecast.csv_input import write_daily_lake as write_lake
-from crypto_assets.forecast.store import FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, symbol_file
+from crypto_assets.forecast.store import symbol_file
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.batch.pipeline import DAILY_FILLED, DAILY_RAW, MINUTE_RAW
+from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, MINUTE_RAW
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
 from crypto_assets.batch.transforms.filled import daily_filled
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA

@@ -20,18 +20,10 @@ from dagster import AssetKey
 from polars.testing import assert_frame_equal
 from pyspark.sql import SparkSession
 
+from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, MINUTE_RAW, PROPHET_INPUT
 from crypto_assets.batch import checks
 from crypto_assets.batch.minute_ingest import ingest_window
-from crypto_assets.batch.pipeline import (
-    DAILY_FILLED,
-    DAILY_RAW,
-    MINUTE_RAW,
-    POLARS,
-    PROPHET_INPUT,
-    build_daily_filled,
-    build_daily_raw,
-    build_prophet_input,
-)
+from crypto_assets.batch.pipeline import POLARS, build_daily_filled, build_daily_raw, build_prophet_input
 from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.batch.sources.discovery import discover_sources
 from crypto_assets.definitions import build_definitions

@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from crypto_assets.asset_names import EXCHANGE_BACKFILL, MINUTE_GAPS, MINUTE_RAW
 from crypto_assets.batch import checks as batch_checks
 from crypto_assets.batch.backfill import checks
 from crypto_assets.batch.backfill.fill import (
@@ -28,7 +29,6 @@ from crypto_assets.batch.backfill.lock import LakeBusyError
 from crypto_assets.batch.backfill.store import (
     EXCHANGE_EMPTY,
     EXCHANGE_MINUTES,
-    MINUTE_GAPS,
 )
 from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
 from crypto_assets.batch.metadata import check_window, judged, months_label, to_check_result
@@ -58,8 +58,9 @@ def build_backfill_assets(settings: Settings) -> list:
     }
 
     @asset(
+        name=MINUTE_GAPS,
         **common,
-        deps=[AssetDep("minute_raw")],
+        deps=[AssetDep(MINUTE_RAW)],
         description="The gap report: minute ranges missing from minute_raw per symbol and month, from each "
         "symbol's own first day (its configured start, or the synthetic market's first day while that feeds the "
         "lake) to the last closed minute, and whether the exchange is already known to have "
@@ -86,6 +87,7 @@ def build_backfill_assets(settings: Settings) -> list:
         )
 
     @asset(
+        name=EXCHANGE_BACKFILL,
         **common,
         deps=[AssetDep(minute_gaps)],
         description="Fills the window's minute gaps from the exchange's REST klines: fetched candles are kept in "
@@ -98,12 +100,12 @@ def build_backfill_assets(settings: Settings) -> list:
         check_specs=[
             AssetCheckSpec(
                 "gaps_filled",
-                asset="exchange_backfill",
+                asset=EXCHANGE_BACKFILL,
                 description="no minute is missing except where the exchange has none (WARN, lists them)",
             ),
             AssetCheckSpec(
                 "unique_minutes",
-                asset="exchange_backfill",
+                asset=EXCHANGE_BACKFILL,
                 description="minute_raw of the window has one row per (symbol, open_time)",
             ),
         ],

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, MINUTE_GAPS, read_ranges
+from crypto_assets.asset_names import MINUTE_GAPS
+from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, read_ranges
 from crypto_assets.batch.backfill.transforms import (
     expected_spans,
     gap_report,

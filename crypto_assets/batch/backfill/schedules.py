@@ -23,12 +23,13 @@ from dagster import (
     schedule,
 )
 
+from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, EXCHANGE_BACKFILL, MINUTE_GAPS, MINUTE_RAW, PROPHET_INPUT
 from crypto_assets.batch.backfill.assets import COVERED_UNTIL
 from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, batch_partitions
 from crypto_assets.lake.layout import Month
 from crypto_assets.settings import Settings
 
-REFRESH_ASSETS = ("minute_raw", "minute_gaps", "exchange_backfill", "daily_raw", "daily_filled", "prophet_input")
+REFRESH_ASSETS = (MINUTE_RAW, MINUTE_GAPS, EXCHANGE_BACKFILL, DAILY_RAW, DAILY_FILLED, PROPHET_INPUT)
 REFRESH_CRON = "10 0 * * *"  # 00:10 UTC: yesterday's last candle is closed and published
 # Without a covered_until record, until this day of the month the previous month is refreshed too.
 PREVIOUS_MONTH_DAYS = 3
@@ -48,7 +49,7 @@ def refresh_months(day: date, first_month: Month, covered_until: datetime | None
 def last_covered(instance: DagsterInstance) -> datetime | None:
     """The newest ``covered_until`` among the exchange_backfill materializations since the backfill last ran
     disabled or skipped (older records would say nothing about the months since)."""
-    records = instance.fetch_materializations(AssetKey("exchange_backfill"), limit=RECORDS_READ).records  # newest first
+    records = instance.fetch_materializations(AssetKey(EXCHANGE_BACKFILL), limit=RECORDS_READ).records  # newest first
     covered = []
     for record in records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}

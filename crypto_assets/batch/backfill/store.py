@@ -20,7 +20,6 @@ from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.layout import Month, existing_partitions, partition_path
 
-MINUTE_GAPS = "minute_gaps"
 EXCHANGE_MINUTES = "exchange_minutes"
 EXCHANGE_EMPTY = "exchange_empty"
 
