@@ -7,7 +7,7 @@ import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
-from dagster import AssetKey, OpExecutionContext, build_sensor_context, job, op, validate_run_config
+from dagster import AssetKey, build_sensor_context, job, op, validate_run_config
 
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import load_settings
@@ -29,7 +29,7 @@ def run_in_progress(instance, tags: dict[str, str]):
     started, release = threading.Event(), threading.Event()
 
     @op
-    def hold(context: OpExecutionContext) -> None:
+    def hold():
         started.set()
         release.wait(60)
 
