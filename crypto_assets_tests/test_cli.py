@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetKey
 
 from crypto_assets.cli import main
+from crypto_assets.forecast.options import DEFAULT_OPTIONS
 from crypto_assets_tests.conftest import instance_at
 
 
@@ -48,7 +49,8 @@ def test_demo_materializes_the_whole_history_in_one_run(project_home, monkeypatc
     assert main(["demo"]) == 0
     # The tiny market's six weeks are too short for the forecasts' cross-validation: said, not failed.
     out = capsys.readouterr().out
-    assert re.search(r"BTCUSDT: skipped, 4\d days of history; cross-validation needs 760", out), out
+    needed = DEFAULT_OPTIONS.min_history_days()
+    assert re.search(rf"BTCUSDT: skipped, 4\d days of history; cross-validation needs {needed}", out), out
     with instance_at(tmp_path / "dagster") as instance:
         assert len(instance.get_runs()) == 1
         partitions = instance.get_materialized_partitions(AssetKey("prophet_input"))

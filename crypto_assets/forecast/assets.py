@@ -85,12 +85,14 @@ def build_forecast_assets(settings: Settings) -> list:
             AssetCheckSpec(
                 "not_worse_than_naive",
                 asset=FORECAST_METRICS,
-                description="Prophet's CV MAPE is not above naive's at any horizon (WARN)",
+                description="the served forecast's CV MAPE is not above naive's at any horizon; says where Prophet loses "
+                "(WARN)",
             ),
             AssetCheckSpec(
                 "interval_coverage",
                 asset=FORECAST_METRICS,
-                description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level (WARN)",
+                description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level, plus "
+                "the sampling noise of the origins scored (WARN)",
             ),
         ],
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from crypto_assets.batch.checks import CheckOutcome, Severity
 from crypto_assets.forecast.baselines import NAIVE
 from crypto_assets.forecast.candidates import LABELS, PROPHET
 from crypto_assets.forecast.evaluation import level_tag
+
+Z_95 = 1.96  # two-sided 95% normal quantile
 
 
 def _mape(metrics: pl.DataFrame, model: str) -> dict[int, float]:
@@ -47,33 +51,51 @@ def mape_below_threshold(metrics: pl.DataFrame, threshold: float, horizon: int =
 
 
 def not_worse_than_naive(metrics: pl.DataFrame) -> CheckOutcome:
-    """WARN when Prophet's CV MAPE is above the naive baseline's at any horizon; lists each horizon."""
-    model, naive = _mape(metrics, PROPHET), _mape(metrics, NAIVE)
-    horizons = sorted(set(model) & set(naive))
-    worse = [h for h in horizons if model[h] > naive[h]]
-    lines = ["| horizon | prophet MAPE | naive MAPE | skill | worse than naive |", "|---|---|---|---|---|"]
+    """WARN when the served forecast's CV MAPE is above the naive baseline's at any horizon.
+
+    The served model is the champion of each horizon; Prophet's own comparison with naive is in the metadata and
+    the description, since a Prophet that loses to naive is shown beside the forecast but not served."""
+    naive = _mape(metrics, NAIVE)
+    prophet = _mape(metrics, PROPHET)
+    horizons = sorted(naive)
+    served = {h: _served(metrics, h) or PROPHET for h in horizons}
+    served_mape = {h: _mape(metrics, served[h]).get(h) for h in horizons}
+    worse = [h for h in horizons if served_mape[h] is None or served_mape[h] > naive[h]]
+    prophet_worse = [h for h in horizons if h in prophet and prophet[h] > naive[h]]
+    lines = [
+        "| horizon | served | served MAPE | naive MAPE | Prophet MAPE | served worse than naive |",
+        "|---|---|---|---|---|---|",
+    ]
     for h in horizons:
-        skill = 1.0 - model[h] / naive[h] if naive[h] > 0 else float("nan")
-        lines.append(f"| {h}d | {model[h]:.2%} | {naive[h]:.2%} | {skill:+.3f} | {'yes' if h in worse else 'no'} |")
+        shown = "n/a" if served_mape[h] is None else f"{served_mape[h]:.2%}"
+        lines.append(
+            f"| {h}d | {LABELS.get(served[h], served[h])} | {shown} | {naive[h]:.2%} | "
+            f"{f'{prophet[h]:.2%}' if h in prophet else 'n/a'} | {'yes' if h in worse else 'no'} |"
+        )
     metadata: dict[str, object] = {f"worse_than_naive_{h}d": h in worse for h in horizons}
+    metadata["prophet_worse_than_naive"] = ", ".join(f"{h}d" for h in prophet_worse) or "none"
     metadata["per_horizon"] = "\n".join(lines)
     if not horizons:
-        return CheckOutcome(False, "no Prophet and naive CV metrics to compare", Severity.WARN, metadata)
+        return CheckOutcome(False, "no naive CV metrics to compare with", Severity.WARN, metadata)
     description = (
-        "Prophet's MAPE is at or below naive's at every horizon"
+        "the served forecast's MAPE is at or below naive's at every horizon"
         if not worse
-        else "Prophet is worse than naive at " + ", ".join(f"{h}d" for h in worse)
+        else "the served forecast is worse than naive at " + ", ".join(f"{h}d" for h in worse)
     )
+    if prophet_worse:
+        description += "; Prophet, shown beside it, loses to naive at " + ", ".join(f"{h}d" for h in prophet_worse)
     return CheckOutcome(not worse, description, Severity.WARN, metadata)
 
 
 def interval_coverage(
     metrics: pl.DataFrame, horizons: tuple[int, ...], levels: tuple[float, ...], tolerance: float
 ) -> CheckOutcome:
-    """WARN when the served intervals' honest CV coverage is more than ``tolerance`` from its level at any horizon."""
+    """WARN when the served intervals' honest CV coverage is off its level at any horizon by more than
+    ``tolerance`` plus the sampling noise of the origins scored (1.96 binomial standard errors): on a few dozen
+    origins a correct 80% band measures anywhere from ~70% to ~90%, and calling that "off" would mislead."""
     lines = [
-        "| horizon | served | level | CV coverage | origins scored | off by more than tolerance |",
-        "|---|---|---|---|---|---|",
+        "| horizon | served | level | CV coverage | origins scored | allowed gap | off |",
+        "|---|---|---|---|---|---|---|",
     ]
     off = []
     for h in horizons:
@@ -83,15 +105,17 @@ def interval_coverage(
         )
         for level in levels:
             cov = None if row is None else row.get(f"coverage_{level_tag(level)}")
-            bad = cov is None or cov != cov or abs(cov - level) > tolerance
+            scored = int(row["coverage_n"]) if row and row.get("coverage_n") else 0
+            allowed = tolerance + (Z_95 * math.sqrt(level * (1 - level) / scored) if scored else math.inf)
+            bad = cov is None or cov != cov or abs(cov - level) > allowed
             if bad:
                 off.append(f"{h}d at {level:.0%}")
             shown = "n/a" if cov is None or cov != cov else f"{cov:.1%}"
             lines.append(
-                f"| {h}d | {LABELS.get(model, model)} | {level:.0%} | {shown} | {row['coverage_n'] if row else 0} | {'yes' if bad else 'no'} |"
+                f"| {h}d | {LABELS.get(model, model)} | {level:.0%} | {shown} | {scored} | {allowed:.1%} | {'yes' if bad else 'no'} |"
             )
     description = (
-        f"served intervals cover within {tolerance:.0%} of their level at every horizon"
+        f"served intervals cover within {tolerance:.0%} (plus sampling noise) of their level at every horizon"
         if not off
         else "served interval coverage is off (or not measurable) at " + ", ".join(off)
     )

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from crypto_assets.batch.checks import Severity
-from crypto_assets.forecast.checks import mape_below_threshold, not_worse_than_naive
+from crypto_assets.forecast.checks import interval_coverage, mape_below_threshold, not_worse_than_naive
 from crypto_assets.forecast.config import ForecastConfig
 from crypto_assets.forecast.options import ForecastOptions
 
@@ -36,6 +36,38 @@ def test_not_worse_than_naive_reports_each_horizon() -> None:
     assert out.metadata["worse_than_naive_30d"] is False  # a tie is not worse
     assert "| 1d |" in out.metadata["per_horizon"] and out.description.endswith("1d")
     assert not_worse_than_naive(metrics({1: 0.01}, {1: 0.02})).passed
+
+
+def test_not_worse_than_naive_judges_the_served_forecast_and_names_a_losing_prophet() -> None:
+    m = metrics({1: 0.03, 7: 0.2}, {1: 0.02, 7: 0.1}).with_columns(served=pl.col("model") == "naive")
+    out = not_worse_than_naive(m)
+    assert out.passed and "Prophet, shown beside it, loses to naive at 1d, 7d" in out.description
+    assert out.metadata["prophet_worse_than_naive"] == "1d, 7d"
+    served_prophet = m.with_columns(served=pl.col("model") == "prophet")
+    assert not not_worse_than_naive(served_prophet).passed
+
+
+def coverage_metrics(coverage: float, scored: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"model": ["naive"], "horizon": [1], "served": [True], "coverage_80": [coverage], "coverage_n": [scored]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("coverage", "scored", "passes"),
+    [
+        (0.80, 40, True),
+        (0.70, 40, True),  # 10 points off on 40 origins: within 5 points plus sampling noise (12.4 points)
+        (0.51, 40, False),  # an 80% band covering half the outcomes is off whatever the noise
+        (0.70, 2000, False),  # 2,000 origins leave little noise: 10 points is off
+        (0.83, 2000, True),
+        (None, 0, False),  # not measurable
+    ],
+)
+def test_interval_coverage_allows_the_tolerance_plus_sampling_noise(coverage, scored, passes) -> None:
+    out = interval_coverage(coverage_metrics(coverage, scored), (1,), (0.8,), 0.05)
+    assert out.passed is passes and out.severity == Severity.WARN
+    assert "| 1d | naive | 80% |" in out.metadata["per_horizon"]
 
 
 def test_config_mirrors_forecast_options() -> None:
