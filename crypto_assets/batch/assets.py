@@ -29,7 +29,6 @@ from crypto_assets.batch.metadata import (
     symbol_lines,
     to_check_result,
 )
-from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
     DAILY_RAW,
@@ -50,6 +49,7 @@ from crypto_assets.spark.resources import (
     batch_engine,
     engine_kinds,
     engine_resource_keys,
+    minute_ingest,
 )
 
 GROUP = "batch"
@@ -78,7 +78,9 @@ def build_batch_assets(settings: Settings) -> list:
     }
 
     @asset(
-        **common,
+        **common | {"kinds": engine_kinds(settings)},
+        # With the Spark engine the merge runs on the session too (crypto_assets.spark.ingest).
+        required_resource_keys={"market", *engine_resource_keys(settings)},
         description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
         "Rows failing validation go to the quarantine dataset with their reason, file and line.",
         check_specs=_specs(
@@ -93,7 +95,8 @@ def build_batch_assets(settings: Settings) -> list:
             ),
         ),
     )
-    def minute_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+    def minute_raw(context: AssetExecutionContext) -> MaterializeResult:
+        market: MarketDataResource = context.resources.market
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
         sources, unplaced, synthetic_default = resolve_sources(
@@ -111,7 +114,7 @@ def build_batch_assets(settings: Settings) -> list:
                     f"{report.quarantined:,} quarantined"
                 )
 
-        result = ingest_window(
+        result = minute_ingest(settings, context)(
             sources,
             market.lake,
             cfg.symbol_names,
