@@ -7,6 +7,7 @@ merges with the rows the first stored), and after each run every file of the thr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +16,18 @@ import pytest
 from polars.testing import assert_frame_equal
 from pyspark.sql import SparkSession
 
-from crypto_assets.batch.minute_ingest import CONFLICTS_DATASET, MINUTE_DATASET, QUARANTINE_DATASET, ingest_window
+from crypto_assets.batch.backfill.store import EXCHANGE_MINUTES, write_partition
+from crypto_assets.batch.minute_ingest import (
+    CONFLICTS_DATASET,
+    MINUTE_DATASET,
+    QUARANTINE_DATASET,
+    SourceReport,
+    ingest_window,
+)
 from crypto_assets.batch.sources.discovery import SourceFile
+from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.atomic import TEMP_PREFIX
+from crypto_assets.lake.layout import Month
 from crypto_assets.settings import DEFAULT_SYMBOLS, Settings, SparkSettings
 from crypto_assets.spark.ingest import spark_ingest_window
 from crypto_assets.spark.resources import start_session
@@ -41,6 +51,21 @@ not a time,51000.0,51900.0,50900.0,51800.0,1.5
 """
 
 
+# ETH's file starts at 2021-08-09 03:00: the exchange has the minute before it, and its own version of 03:00.
+EXCHANGE_CANDLES = pl.DataFrame(
+    {
+        "symbol": ["ETHUSDT", "ETHUSDT"],
+        "open_time": [datetime(2021, 8, 9, 2, 59, tzinfo=UTC), datetime(2021, 8, 9, 3, 0, tzinfo=UTC)],
+        "open": [3000.0, 3000.0],
+        "high": [3010.0, 3010.0],
+        "low": [2990.0, 2990.0],
+        "close": [3005.0, 3005.0],
+        "volume": [1.0, 1.0],
+    },
+    schema=MINUTE_SCHEMA,
+)
+
+
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     already_running = SparkSession.getActiveSession()
@@ -58,6 +83,11 @@ def sources(shared_data: Path, small: Path) -> list[SourceFile]:
         SourceFile(shared_data / "binance_spot_1m" / "2021" / "ETHUSDT_1m.csv", "ETHUSDT", 2),
         SourceFile(small.with_name("missing.csv"), "ETHUSDT", 3),  # unreadable: reported, skipped
     ]
+
+
+def reports(sources: list[SourceReport], lake: Path) -> list[SourceReport]:
+    """The reports with the lake's own path left out (the exchange's candles are read from each engine's lake)."""
+    return [replace(r, path=r.path.replace(str(lake), "<lake>")) for r in sources]
 
 
 def files(lake: Path) -> dict[str, pl.DataFrame]:
@@ -82,6 +112,8 @@ def test_minute_raw_on_spark_writes_the_polars_engines_files(spark, shared_data,
     small.write_text(SMALL_FILE)
     given = sources(shared_data, small)
     lakes = {"polars": tmp_path / "polars", "spark": tmp_path / "spark"}
+    for lake in lakes.values():  # fetched candles: they only fill minutes no file has
+        write_partition(EXCHANGE_CANDLES, lake, EXCHANGE_MINUTES, "ETHUSDT", Month(2021, 8))
     for run in range(2):
         if run == 1:  # the second run: the small file changed, so stored rows lose to a new version
             small.write_text(SMALL_FILE.replace("51800.0,1.5\n2021-03-26 03:00:30", "51700.0,1.5\n2021-03-26 03:00:30"))
@@ -93,7 +125,7 @@ def test_minute_raw_on_spark_writes_the_polars_engines_files(spark, shared_data,
         ours, theirs = results["spark"], results["polars"]
         assert_frame_equal(ours.frame, theirs.frame, check_exact=True)
         assert_frame_equal(ours.conflicts, theirs.conflicts, check_exact=True)
-        assert ours.sources == theirs.sources
+        assert reports(ours.sources, lakes["spark"]) == reports(theirs.sources, lakes["polars"])
         for name in ("rows_read", "duplicates_removed", "quarantined"):
             assert getattr(ours, name) == getattr(theirs, name), name
         assert ours.minute.rows == theirs.minute.rows
@@ -102,9 +134,13 @@ def test_minute_raw_on_spark_writes_the_polars_engines_files(spark, shared_data,
         ]
 
     # What the files hold, so the comparison cannot pass on two empty lakes.
-    assert results["spark"].minute.rows == 100_000 + 1  # the real minutes (03:00 replaced) and one earlier minute
+    # The real minutes (BTC's 03:00 replaced), the small file's earlier minute and the exchange's 02:59.
+    assert results["spark"].minute.rows == 100_000 + 2
+    eth = pl.read_parquet(lakes["spark"] / CONFLICTS_DATASET / "symbol=ETHUSDT" / "year=2021" / "month=08")
+    assert eth["source"].to_list() == [EXCHANGE_MINUTES]
     assert results["spark"].quarantined == 4
-    assert [s.error is not None for s in results["spark"].sources] == [False, False, False, True]
+    assert [s.error is not None for s in results["spark"].sources] == [False, False, False, True, False]
+    assert results["spark"].sources[-1].format == EXCHANGE_MINUTES  # read after its symbol's files, as by Polars
     conflicts = pl.read_parquet(lakes["spark"] / CONFLICTS_DATASET / "symbol=BTCUSDT" / "year=2021" / "month=03")
     # The real file's 03:00 lost in both runs; the first run's version lost to the second's, as a stored row.
     assert conflicts.height == 2 and set(conflicts["source"]) == {
