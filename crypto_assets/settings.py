@@ -101,6 +101,7 @@ class Settings:
     sources: tuple[SourceSpec, ...] = ()
     synthetic_scale: str = "small"
     synthetic_seed: int = 42
+    synthetic_symbols: int = 0  # > 0: the synthetic market has this many generated symbols (SYM001USDT, ...)
     freshness_hours: float = 48.0
     exchange: ExchangeSettings = ExchangeSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -235,6 +236,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         or DEFAULT_SYMBOLS
     )
+    synthetic = raw.get("synthetic", {})
+    synthetic_symbols = synthetic.get("symbols", 0)
+    if not isinstance(synthetic_symbols, int) or not 0 <= synthetic_symbols <= 999:
+        raise SettingsError(f"synthetic.symbols: expected a number of symbols from 1 to 999, got {synthetic_symbols!r}")
+    if synthetic_symbols and not raw.get("symbols"):
+        # The generated market's names are the project's symbols unless [[symbols]] lists others.
+        symbols = tuple(SymbolSpec(f"SYM{i:03d}USDT", DEFAULT_HISTORY_START) for i in range(1, synthetic_symbols + 1))
     if len({s.name for s in symbols}) != len(symbols):
         raise SettingsError("symbols: each symbol may be listed once")
 
@@ -247,7 +255,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         symbol = item.get("symbol")
         sources.append(SourceSpec(str(source_path), validate_symbol(symbol) if symbol else None))
 
-    synthetic = raw.get("synthetic", {})
     scale = env.get("CRYPTO_ASSETS_SYNTHETIC_SCALE") or synthetic.get("scale", "small")
     return Settings(
         home=home,
@@ -255,6 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sources=tuple(sources),
         synthetic_scale=str(scale),
         synthetic_seed=int(synthetic.get("seed", 42)),
+        synthetic_symbols=synthetic_symbols,
         freshness_hours=float(raw.get("checks", {}).get("freshness_hours", 48.0)),
         **{name: _section(name, raw, env) for name in SECTIONS},
         extra={

@@ -22,6 +22,7 @@ from dagster import (
 from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, EXCHANGE_BACKFILL, MINUTE_RAW, PROPHET_INPUT
 from crypto_assets.batch import checks
 from crypto_assets.batch.backfill.guard import backfill_runs
+from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.metadata import (
     check_window,
     dataset_metadata,
@@ -30,7 +31,6 @@ from crypto_assets.batch.metadata import (
     symbol_lines,
     to_check_result,
 )
-from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
     FILLED_LOOKBACK_MONTHS,
@@ -50,6 +50,7 @@ from crypto_assets.spark.resources import (
     batch_engine,
     engine_kinds,
     engine_resource_keys,
+    minute_ingest,
 )
 
 GROUP = "batch"
@@ -79,7 +80,9 @@ def build_batch_assets(settings: Settings) -> list:
 
     @asset(
         name=MINUTE_RAW,
-        **common,
+        **common | {"kinds": engine_kinds(settings)},
+        # With the Spark engine the merge runs on the session too (crypto_assets.spark.ingest).
+        required_resource_keys={"market", *engine_resource_keys(settings)},
         description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
         "Rows failing validation go to the quarantine dataset with their reason, file and line.",
         check_specs=_specs(
@@ -94,25 +97,29 @@ def build_batch_assets(settings: Settings) -> list:
             ),
         ),
     )
-    def minute_raw(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
+    def minute_raw(context: AssetExecutionContext) -> MaterializeResult:
+        market: MarketDataResource = context.resources.market
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        sources, unplaced, synthetic_default = resolve_sources(
-            cfg, progress=lambda symbol, rows: context.log.debug(f"synthetic {symbol}: {rows:,} rows ready")
-        )
+        generated = []
+        sources, unplaced, synthetic_default = resolve_sources(cfg, progress=lambda _, rows: generated.append(rows))
+        if synthetic_default:  # one line for the whole market, however many symbols it has
+            context.log.debug(f"synthetic market: {len(generated)} symbol(s) ready, {sum(generated):,} rows generated")
         months = months_label(start, end)
         context.log.debug(f"ingesting {len(sources)} source file(s) for {months}")
+
+        many = len(sources) > MAX_LISTED  # then one line for all files instead of one per file
 
         def log_source(report):
             if report.error:
                 context.log.warning(f"skipped {report.error}")
-            else:
+            elif not many:
                 context.log.debug(
                     f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
                     f"{report.quarantined:,} quarantined"
                 )
 
-        result = ingest_window(
+        result = minute_ingest(settings, context)(
             sources,
             market.lake,
             cfg.symbol_names,
@@ -122,6 +129,12 @@ def build_batch_assets(settings: Settings) -> list:
             on_wait=context.log.info,
             landing=cfg.landing_dir,
         )
+        if many:
+            read = [r for r in result.sources if not r.error]
+            context.log.debug(
+                f"read {len(read)} file(s): {sum(r.rows for r in read):,} rows in window, "
+                f"{sum(r.quarantined for r in read):,} quarantined"
+            )
         conflicts = result.conflicts.height
         if conflicts:
             context.log.warning(
@@ -229,8 +242,9 @@ def build_batch_assets(settings: Settings) -> list:
         step = build_daily_filled(market.lake, cfg.symbol_names, start, end, engine)
         months = months_label(start, end)
         filled = dict(step.frame.group_by("symbol").agg(pl.col("is_filled").sum()).iter_rows())
-        for symbol, line in zip(cfg.symbol_names, symbol_lines(step.frame, "date", cfg.symbol_names), strict=True):
-            context.log.info(f"daily_filled {months}: {line}, {filled.get(symbol) or 0} forward-filled")
+        notes = {symbol: f"{filled.get(symbol) or 0} forward-filled" for symbol in cfg.symbol_names}
+        for line in symbol_lines(step.frame, "date", cfg.symbol_names, notes):
+            context.log.info(f"daily_filled {months}: {line}")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date")
             | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}

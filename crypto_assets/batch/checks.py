@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 import polars as pl
 
+from crypto_assets.batch.listing import truncated
 from crypto_assets.batch.transforms.filled import MA_WINDOWS
 from crypto_assets.batch.transforms.gaps import MINUTE, gaps_between_sorted, missing_ranges
 from crypto_assets.batch.transforms.order import is_sorted_by
@@ -145,7 +146,7 @@ def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25, backfilled: bo
     gaps = minute_gaps(minutes, spans)
     short_days = incomplete_days(gaps, spans)
     edges = partial_edge_days(minutes, spans)
-    edge_listing = ", ".join(f"{s} {d} ({n} min)" for s, d, n in edges.iter_rows())
+    edge_listing = ", ".join(truncated([f"{s} {d} ({n} min)" for s, d, n in edges.iter_rows()]))
     listing = "\n".join(
         f"| {r['symbol']} | {r['gap_start']:%Y-%m-%d %H:%M} | {r['gap_end']:%Y-%m-%d %H:%M} | {r['missing_minutes']} |"
         for r in gaps.sort("missing_minutes", descending=True).head(max_listed).iter_rows(named=True)

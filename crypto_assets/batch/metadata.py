@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from crypto_assets.batch.checks import CheckOutcome, Severity
+from crypto_assets.batch.listing import MAX_LISTED, truncated
 from crypto_assets.lake.datasets import WriteSummary
 
 
@@ -22,12 +25,14 @@ def dataset_metadata(frame: pl.DataFrame, summary: WriteSummary, time_column: st
     times = frame.select(pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
     first, last = times.row(0) if frame.height else (None, None)
     per_symbol = frame.group_by("symbol").len().sort("symbol") if frame.height else frame
+    if per_symbol.height > MAX_LISTED:  # the fewest rows first: a symbol left short is the news
+        per_symbol = per_symbol.sort("len", "symbol")
     return {
         "rows": MetadataValue.int(frame.height),
         "first": MetadataValue.text(str(first) if first is not None else "none"),
         "last": MetadataValue.text(str(last) if last is not None else "none"),
         "rows_per_symbol": MetadataValue.text(
-            ", ".join(f"{s}: {n}" for s, n in per_symbol.iter_rows()) if frame.height else "none"
+            ", ".join(truncated([f"{s}: {n}" for s, n in per_symbol.iter_rows()])) if frame.height else "none"
         ),
         "bytes_written": MetadataValue.int(summary.bytes_written),
         "files_written": MetadataValue.int(len(summary.files)),
@@ -55,8 +60,11 @@ def to_check_result(
     )
 
 
-def symbol_lines(frame: pl.DataFrame, time_column: str, symbols: list[str]) -> list[str]:
-    """One line per symbol for a run's log: rows and the time range they cover (details are in metadata)."""
+def symbol_lines(
+    frame: pl.DataFrame, time_column: str, symbols: list[str], notes: Mapping[str, str] | None = None
+) -> list[str]:
+    """Lines for a run's log: one per symbol (rows, the time range they cover, its ``notes``), or beyond
+    MAX_LISTED symbols one summary line naming those with the fewest rows (details are in metadata)."""
     spans = (
         {
             s: (n, first, last)
@@ -67,17 +75,31 @@ def symbol_lines(frame: pl.DataFrame, time_column: str, symbols: list[str]) -> l
         if frame.height
         else {}
     )
+    notes = notes or {}
+    if len(symbols) > MAX_LISTED:
+        fewest = sorted(symbols, key=lambda s: (spans.get(s, (0,))[0], s))
+        listed = truncated(
+            [f"{s} {spans.get(s, (0,))[0]:,}" + (f" ({notes[s]})" if s in notes else "") for s in fewest]
+        )
+        firsts = [v[1] for v in spans.values()]
+        lasts = [v[2] for v in spans.values()]
+        span = f", {min(firsts)} .. {max(lasts)}" if spans else ""
+        return [
+            f"{frame.height:,} rows for {len(spans)} of {len(symbols)} symbols{span}; fewest rows: {', '.join(listed)}"
+        ]
     lines = []
     for symbol in symbols:
         n, first, last = spans.get(symbol, (0, None, None))
-        lines.append(f"{symbol}: {n:,} rows" + (f", {first} .. {last}" if n else ""))
+        note = f", {notes[symbol]}" if symbol in notes else ""
+        lines.append(f"{symbol}: {n:,} rows" + (f", {first} .. {last}" if n else "") + note)
     return lines
 
 
 def check_window(months: str, symbols: list[str]) -> dict[str, object]:
     """What a check judged, for its metadata: a check's status is that of its last run, which may have covered
     fewer months or symbols than the asset holds."""
-    return {"judged_window": MetadataValue.text(months), "judged_symbols": MetadataValue.text(", ".join(symbols))}
+    named = ", ".join(truncated(symbols)) + (f" ({len(symbols)} symbols)" if len(symbols) > MAX_LISTED else "")
+    return {"judged_window": MetadataValue.text(months), "judged_symbols": MetadataValue.text(named)}
 
 
 def months_label(start, end) -> str:

@@ -49,6 +49,7 @@ QUARANTINE_DATASET = "quarantine"
 CONFLICTS_DATASET = "minute_conflicts"
 EARLIER_LAKE = "minute_raw (rows stored before this merge)"
 UNPARSED_FILE = "unparsed.parquet"
+READ_ERRORS = (SourceFormatError, pl.exceptions.PolarsError, OSError)  # a source that cannot be read is skipped
 
 
 @dataclass
@@ -117,7 +118,45 @@ def _source_reader(source: SourceFile, label: str, latest_time: datetime) -> _Re
     return _Reader(source.path, source.symbol, source.rank, label, lambda: read_source(source, latest_time))
 
 
-def _lake_roots(lake: Path, landing: Path | None) -> list[Path]:
+def source_labels(landing: Path | None) -> dict[Path, str]:
+    """How conflicts name a landed file: by its ingest (other files are named by their path)."""
+    if landing is None:
+        return {}
+    manifest = Manifest.load(landing)
+    return {manifest.path_of(e): e.label() for e in manifest.entries}
+
+
+def month_filters(months: Sequence[Month], latest_time: datetime) -> tuple[pl.Expr, pl.Expr]:
+    """(the rows inside the months, the rows whose time is missing or impossible and so belong to no month)."""
+    start = datetime(months[0].year, months[0].month, 1, tzinfo=UTC)
+    last = months[-1].next()
+    end = datetime(last.year, last.month, 1, tzinfo=UTC)
+    in_window = (pl.col("open_time") >= start) & (pl.col("open_time") < end)
+    no_month = (
+        pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
+    )
+    return in_window, no_month
+
+
+def read_ranked(read: Callable[[], tuple[pl.LazyFrame, str]], rank: int, keep: pl.Expr) -> tuple[pl.DataFrame, str]:
+    """A source's validated rows that ``keep`` selects, with its precedence; raises what its reader raises."""
+    frame, format_name = read()
+    return frame.filter(keep).with_columns(pl.lit(rank, pl.Int32).alias("source_rank")).collect(), format_name
+
+
+def read_error(path: Path | str, exc: Exception) -> str:
+    return str(exc) if isinstance(exc, SourceFormatError) else f"{path}: {exc}"
+
+
+def split_rows(rows: pl.DataFrame, no_month: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(good rows with their rank and line for the merge, quarantined rows of a month, rows of no month)."""
+    # Only the columns the merge needs travel on: the raw frame is twice as wide.
+    good = rows.filter(pl.col("reason").is_null() & ~no_month).select(*MINUTE_SCHEMA.names(), "source_rank", "line")
+    bad = quarantine_rows(rows.lazy()).collect()
+    return good, bad.filter(~no_month), bad.filter(no_month)
+
+
+def lake_roots(lake: Path, landing: Path | None) -> list[Path]:
     """The folders only writers holding the minute_raw lock write to."""
     roots = [
         lake / d for d in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET, EXCHANGE_MINUTES, EXCHANGE_EMPTY)
@@ -151,11 +190,8 @@ def ingest_window(
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        removed = remove_stray_temps(_lake_roots(lake, landing))
-        labels = {}
-        if landing is not None:
-            manifest = Manifest.load(landing)
-            labels = {manifest.path_of(e): e.label() for e in manifest.entries}
+        removed = remove_stray_temps(lake_roots(lake, landing))
+        labels = source_labels(landing)
         readers = [_source_reader(s, labels.get(s.path, str(s.path)), latest_time) for s in sources]
         result = _merge_months(readers, lake, symbols, months_between(start, end), latest_time, progress)
         result.stray_temps_removed = len(removed)
@@ -181,7 +217,7 @@ def ingest_files(
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        removed = remove_stray_temps(_lake_roots(lake, landing))
+        removed = remove_stray_temps(lake_roots(lake, landing))
         manifest = Manifest.load(landing, tidy=True)
         landed, failed = [], []
         for source in files:
@@ -204,7 +240,7 @@ def rebuild_minute_raw(lake: Path, landing: Path, symbols: Sequence[str], latest
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with minute_raw_lock(lake, "minute_raw rebuild"):
-        remove_stray_temps(_lake_roots(lake, landing))
+        remove_stray_temps(lake_roots(lake, landing))
         for dataset in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET):
             for symbol in symbols:
                 for path in sorted((lake / dataset / f"symbol={symbol}").rglob("*.parquet")):
@@ -367,14 +403,8 @@ def _merge_symbol_months(
     """
     if not months:
         return IngestResult(WriteSummary(), WriteSummary())
-    start = datetime(months[0].year, months[0].month, 1, tzinfo=UTC)
-    last = months[-1].next()
-    end = datetime(last.year, last.month, 1, tzinfo=UTC)
-    in_window = (pl.col("open_time") >= start) & (pl.col("open_time") < end)
     # Rows whose time is missing or impossible belong to no month; they are kept apart, per symbol.
-    no_month = (
-        pl.col("open_time").is_null() | (pl.col("open_time") < EARLIEST_TIME) | (pl.col("open_time") > latest_time)
-    )
+    in_window, no_month = month_filters(months, latest_time)
 
     base_rank = max([r.rank for r in (*readers, *candidates)], default=-1) + 1
     exchange_rank = base_rank + 1
@@ -397,30 +427,20 @@ def _merge_symbol_months(
         for reader in batch:
             report = SourceReport(str(reader.path), reader.symbol)
             try:
-                frame, report.format = reader.read()
-                rows = (
-                    frame.filter(in_window | no_month)
-                    .with_columns(pl.lit(reader.rank, pl.Int32).alias("source_rank"))
-                    .collect()
-                )
-            except (SourceFormatError, pl.exceptions.PolarsError, OSError) as exc:
-                report.error = str(exc) if isinstance(exc, SourceFormatError) else f"{reader.path}: {exc}"
+                rows, report.format = read_ranked(reader.read, reader.rank, in_window | no_month)
+            except READ_ERRORS as exc:
+                report.error = read_error(reader.path, exc)
                 if report_them:
                     reports.append(report)
                     if progress:
                         progress(report)
                 continue
             read_files.append(str(reader.path))
-            # Only the columns the merge needs travel on: the raw frame is twice as wide.
-            good_parts.append(
-                rows.filter(pl.col("reason").is_null() & ~no_month).select(
-                    *MINUTE_SCHEMA.names(), "source_rank", "line"
-                )
-            )
-            bad = quarantine_rows(rows.lazy()).collect()
-            bad_parts.append(bad.filter(~no_month))
-            unparsed.append(bad.filter(no_month))
-            report.rows, report.quarantined = rows.height, bad.height
+            good, bad, no_time = split_rows(rows, no_month)
+            good_parts.append(good)
+            bad_parts.append(bad)
+            unparsed.append(no_time)
+            report.rows, report.quarantined = rows.height, bad.height + no_time.height
             if report_them:
                 reports.append(report)
                 if progress:
@@ -428,7 +448,7 @@ def _merge_symbol_months(
 
     read_all([*readers, *exchange], report_them=True)
     stored = scan_months(lake, MINUTE_DATASET, symbols, months, MINUTE_SCHEMA).collect()
-    winners, conflicts, duplicates, pool_rows = _merge(good_parts, stored, base_rank)
+    winners, conflicts, duplicates, pool_rows = merge_pool(good_parts, stored, base_rank)
     if candidates and (conflicts["source_rank"] == base_rank).any():
         lost = conflicts.filter(pl.col("source_rank") == base_rank).select(MINUTE_SCHEMA.names())
         first, final = lost["open_time"].min(), lost["open_time"].max()
@@ -443,22 +463,11 @@ def _merge_symbol_months(
         # never change what is merged.
         named = [p.join(lost, on=MINUTE_SCHEMA.names(), how="semi", nulls_equal=True) for p in good_parts[count:]]
         good_parts = good_parts[:count] + named
-        winners, conflicts, duplicates, pool_rows = _merge(good_parts, stored, base_rank)
+        winners, conflicts, duplicates, pool_rows = merge_pool(good_parts, stored, base_rank)
     good_parts.clear()  # the sources' rows are merged: free them before the writes
     named_conflicts = name_conflicts(conflicts, labels)
 
-    quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    # Conflicts and quarantine first: a crash before minute_raw is written loses no losing version, and the
-    # rerun finds the same ones again.
-    earlier = scan_months(lake, CONFLICTS_DATASET, symbols, months, CONFLICT_SCHEMA).collect()
-    all_conflicts = union_conflicts(earlier, named_conflicts)
-    write_months(all_conflicts, lake, CONFLICTS_DATASET, "open_time", symbols, months)
-    kept_quarantine = scan_months(lake, QUARANTINE_DATASET, symbols, months, QUARANTINE_SCHEMA).collect()
-    kept_quarantine = kept_quarantine.filter(~pl.col("source_file").is_in(read_files))
-    quarantine = pl.concat([kept_quarantine, quarantine.select(QUARANTINE_SCHEMA.names())])
-    quarantine = quarantine.sort("symbol", "open_time", "source_file", "line")
-    quarantine_summary = write_months(quarantine, lake, QUARANTINE_DATASET, "open_time", symbols, months)
-    quarantine_summary = quarantine_summary.merge(_write_unparsed(unparsed, lake, symbols, read_files))
+    quarantine_summary = write_losers(lake, symbols, months, named_conflicts, bad_parts, unparsed, read_files)
     minute_summary = write_months(winners, lake, MINUTE_DATASET, "open_time", symbols, months)
     return IngestResult(
         minute=minute_summary,
@@ -472,12 +481,38 @@ def _merge_symbol_months(
     )
 
 
+def write_losers(
+    lake: Path,
+    symbols: Sequence[str],
+    months: Sequence[Month],
+    named_conflicts: pl.DataFrame,
+    bad_parts: Sequence[pl.DataFrame],
+    unparsed: Sequence[pl.DataFrame],
+    read_files: Sequence[str],
+) -> WriteSummary:
+    """Write minute_conflicts and quarantine for the window; returns the quarantine's summary.
+
+    Called before minute_raw is written: a crash before then loses no losing version, and the rerun finds the
+    same ones again. Quarantined rows of the files read now replace those the same files gave before.
+    """
+    quarantine = pl.concat(bad_parts) if bad_parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    earlier = scan_months(lake, CONFLICTS_DATASET, symbols, months, CONFLICT_SCHEMA).collect()
+    all_conflicts = union_conflicts(earlier, named_conflicts)
+    write_months(all_conflicts, lake, CONFLICTS_DATASET, "open_time", symbols, months)
+    kept_quarantine = scan_months(lake, QUARANTINE_DATASET, symbols, months, QUARANTINE_SCHEMA).collect()
+    kept_quarantine = kept_quarantine.filter(~pl.col("source_file").is_in(read_files))
+    quarantine = pl.concat([kept_quarantine, quarantine.select(QUARANTINE_SCHEMA.names())])
+    quarantine = quarantine.sort("symbol", "open_time", "source_file", "line")
+    quarantine_summary = write_months(quarantine, lake, QUARANTINE_DATASET, "open_time", symbols, months)
+    return quarantine_summary.merge(_write_unparsed(list(unparsed), lake, symbols, read_files))
+
+
 def older_for(candidates: Sequence[_Reader], older: Sequence[LandingEntry]) -> list[LandingEntry]:
     by_label = {e.label(): e for e in older}
     return [by_label[c.label] for c in candidates]
 
 
-def _merge(
+def merge_pool(
     good_parts: list[pl.DataFrame], stored: pl.DataFrame, base_rank: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
     """The sources' good rows merged with the stored rows; (winners, conflicts, duplicates, source rows)."""

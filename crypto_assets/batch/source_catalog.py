@@ -40,7 +40,11 @@ def resolve_sources(
     use_synthetic = uses_synthetic(settings, landed)
     if use_synthetic:
         paths = synthetic.generate_dataset(
-            settings.synthetic_dir, scale=settings.synthetic_scale, seed=settings.synthetic_seed, progress=progress
+            settings.synthetic_dir,
+            scale=settings.synthetic_scale,
+            seed=settings.synthetic_seed,
+            progress=progress,
+            symbols=settings.synthetic_symbols,
         )
         specs = [SourceSpec(str(p)) for p in paths]
     found, problems = discover_sources(specs, settings.symbol_names)
@@ -56,7 +60,9 @@ def history_starts(settings: Settings) -> dict[str, date]:
     the exchange is never asked for it."""
     starts = {spec.name: spec.start for spec in settings.symbols}
     if uses_synthetic(settings):
-        for series in synthetic.SCALES.get(settings.synthetic_scale, ()):
+        scale = settings.synthetic_scale
+        generated = synthetic.market_series(scale, settings.synthetic_symbols) if scale in synthetic.SCALES else ()
+        for series in generated:
             if series.symbol in starts:
                 starts[series.symbol] = max(starts[series.symbol], series.start.date())
     return starts

@@ -42,6 +42,8 @@ __all__ = [
     "continuation",
     "generate_dataset",
     "generate_minutes",
+    "market_series",
+    "synthetic_symbols",
     "write_kaggle_csv",
 ]
 
@@ -87,6 +89,33 @@ SCALES: dict[str, tuple[SyntheticSeries, ...]] = {
         SyntheticSeries("ETHUSDT", _utc(2017, 8, 17), _DATA_END, 300.0),
     ),
 }
+
+
+MAX_SYMBOLS = 999
+
+
+def synthetic_symbols(count: int) -> list[str]:
+    """Names of a many-symbol synthetic market: SYM001USDT, SYM002USDT, ..."""
+    if not 1 <= count <= MAX_SYMBOLS:
+        raise ValueError(f"synthetic symbols: expected 1..{MAX_SYMBOLS}, got {count}")
+    return [f"SYM{i:03d}USDT" for i in range(1, count + 1)]
+
+
+def _seeded_price(symbol: str, seed: int) -> float:
+    """A start price between 0.01 and 10,000, fixed by the symbol and the seed (log-uniform, as listings are)."""
+    rng = np.random.default_rng([seed, zlib.crc32(symbol.encode())])
+    return float(round(10 ** rng.uniform(-2.0, 4.0), 4))
+
+
+def market_series(scale: str, symbols: int = 0, seed: int = 42) -> tuple[SyntheticSeries, ...]:
+    """The series of a scale: its own (BTC and ETH), or ``symbols`` generated ones over the scale's span."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
+    if not symbols:
+        return SCALES[scale]
+    start = min(s.start for s in SCALES[scale])
+    end = max(s.end for s in SCALES[scale])
+    return tuple(SyntheticSeries(name, start, end, _seeded_price(name, seed)) for name in synthetic_symbols(symbols))
 
 
 @dataclass(frozen=True)
@@ -391,16 +420,16 @@ def generate_dataset(
     scale: str = "small",
     seed: int = 42,
     progress: Callable[[str, int], None] | None = None,
+    symbols: int = 0,
 ) -> list[Path]:
     """Writes <out_dir>/<SYMBOL>_kaggle_1m.csv for each series of the scale; returns the
     paths. If a file already exists and a small sidecar <file>.meta.json says it was made
     with the same scale, seed and generator version, skip regenerating it (idempotent,
     cheap re-runs). progress, if given, is called as progress(symbol, rows_written) after
-    each file (rows_written is 0 for a file that was skipped)."""
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
+    each file (rows_written is 0 for a file that was skipped). With ``symbols``, the market has that many
+    generated symbols instead of the scale's own (:func:`market_series`)."""
     paths: list[Path] = []
-    for series in SCALES[scale]:  # one symbol at a time keeps peak memory bounded
+    for series in market_series(scale, symbols, seed):  # one symbol at a time keeps peak memory bounded
         csv_path = _dataset_path(out_dir, series)
         key = _meta_key(series, scale, seed)
         rows_written = 0

@@ -28,29 +28,55 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A unique temporary name next to ``path`` (in its directory, so the rename never crosses a file system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name created by the writer itself, so the usual umask applies (mkstemp would give 0600).
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Replace ``path`` with the written ``tmp`` in one durable rename."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one durable rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name created by the writer itself, so the usual umask applies (mkstemp would give 0600).
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    tmp = temp_path(path)
     try:
         yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    # Fixed settings keep files byte-identical when the same rows are written twice. On real 1-minute
+    # candles LZ4 writes ~1.5x and reads ~1.5x faster than zstd level 1 for ~20% more bytes
+    # (bench/compression_bench.py): writing dominated ingest time, reading dominates daily aggregation.
+    frame.write_parquet(path, compression="lz4", statistics=True)
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> int:
     """Write ``frame`` to ``path`` atomically and return the bytes written."""
     with atomic_target(path) as tmp:
-        # Fixed settings keep files byte-identical when the same rows are written twice. On real 1-minute
-        # candles LZ4 writes ~1.5x and reads ~1.5x faster than zstd level 1 for ~20% more bytes
-        # (bench/compression_bench.py): writing dominated ingest time, reading dominates daily aggregation.
-        frame.write_parquet(tmp, compression="lz4", statistics=True)
+        write_parquet(frame, tmp)
     return path.stat().st_size
+
+
+def stage_parquet(frame: pl.DataFrame, path: Path) -> Path:
+    """Write ``frame`` beside ``path`` under a temporary name, for a later :func:`commit` (by any process that
+    sees the same folder); a staged file never committed is a stray temporary file like any other."""
+    tmp = temp_path(path)
+    try:
+        write_parquet(frame, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def write_text_atomic(text: str, path: Path) -> int:

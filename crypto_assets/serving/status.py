@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import polars as pl
 
 from crypto_assets.asset_names import MINUTE_RAW, UNIFIED_VIEW
+from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.pipeline import latest_date
 from crypto_assets.lake.microbatch_log import read_records_tail
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
@@ -156,7 +157,12 @@ def render_status(components: list[ComponentState], freshness: dict, home: Path)
     else:
         lines.append("  no micro-batch logged yet")
     lines += ["", "batch layer and unified view"]
-    for symbol, info in freshness["symbols"].items():
+    symbols = list(freshness["symbols"].items())
+    if len(symbols) > MAX_LISTED:
+        # The symbols furthest behind first (nothing stored counts as furthest); --json lists every one.
+        symbols.sort(key=lambda item: -(item[1]["batch_lag_seconds"] or float("inf")))
+        lines.append(f"  {len(symbols)} symbols, the {MAX_LISTED} furthest behind first")
+    for symbol, info in symbols[:MAX_LISTED]:
         lines.append(
             f"  {symbol}: minute_raw up to {info['batch_latest_minute'] or 'nothing'} (lag {_age(info['batch_lag_seconds'])}); "
             f"closed through {info['batch_closed_through'] or 'no day'}"
@@ -170,4 +176,6 @@ def render_status(components: list[ComponentState], freshness: dict, home: Path)
             )
         else:
             lines.append(f"  {' ' * len(symbol)}  unified_view not materialized yet")
+    if len(symbols) > MAX_LISTED:
+        lines.append(f"  … and {len(symbols) - MAX_LISTED} more (crypto-assets status --json lists every symbol)")
     return "\n".join(lines) + "\n"

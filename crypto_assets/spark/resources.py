@@ -6,14 +6,21 @@ Spark session (a JVM, ~6 s to start) is ever created.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from functools import partial
+
 from dagster import AssetExecutionContext
 from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
+from crypto_assets.batch.minute_ingest import IngestResult, ingest_window
 from crypto_assets.batch.pipeline import POLARS, BatchEngine
 from crypto_assets.settings import Settings
 from crypto_assets.spark.engine import SparkEngine
+from crypto_assets.spark.ingest import spark_ingest_window
 
 RESOURCE_KEY = "pyspark"
 APP_NAME = "crypto-assets-batch"
@@ -42,12 +49,20 @@ def spark_config(settings: Settings) -> dict[str, str]:
     return config
 
 
+def python_for_workers() -> None:
+    """Python tasks (the Spark ingest's readers) run this interpreter, which has the project installed, unless
+    ``PYSPARK_PYTHON`` names another (as a cluster whose executors have their own environment needs)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
 def pyspark_resource(settings: Settings) -> PySparkResource:
+    python_for_workers()
     return PySparkResource(spark_config=spark_config(settings))
 
 
 def start_session(settings: Settings) -> SparkSession:
     """The resource's session for code outside Dagster (benchmarks, tests), built the way the resource does."""
+    python_for_workers()
     return spark_session_from_config(spark_config(settings))
 
 
@@ -58,6 +73,13 @@ def engine_resource_keys(settings: Settings) -> set[str]:
 
 def engine_kinds(settings: Settings) -> set[str]:
     return {settings.spark.engine, "parquet"}
+
+
+def minute_ingest(settings: Settings, context: AssetExecutionContext) -> Callable[..., IngestResult]:
+    """How ``minute_raw`` merges its window: in this process with Polars, or spread over the Spark session."""
+    if not uses_spark(settings):
+        return ingest_window
+    return partial(spark_ingest_window, getattr(context.resources, RESOURCE_KEY).spark_session)
 
 
 def batch_engine(settings: Settings, context: AssetExecutionContext) -> BatchEngine:

@@ -31,6 +31,7 @@ from crypto_assets.batch.backfill.store import (
     EXCHANGE_MINUTES,
 )
 from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
+from crypto_assets.batch.listing import truncated
 from crypto_assets.batch.metadata import check_window, judged, months_label, to_check_result
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import read_minutes
@@ -179,7 +180,7 @@ def build_backfill_assets(settings: Settings) -> list:
                 "lock_holder": exc.holder,
             }
             return not_run(metadata, gaps, checks.gaps_filled(gaps, error=error), "backfill did not run")
-        for line in result.per_symbol(cfg.symbol_names):
+        for line in truncated(result.per_symbol(cfg.symbol_names)):
             context.log.info(f"exchange_backfill {months_label(start, end)}: {line}")
         if result.error:
             # The batch view still gets what the files and the committed chunks hold; the check shows the failure.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from crypto_assets.batch.checks import CheckOutcome, Severity
+from crypto_assets.batch.listing import MAX_LISTED, truncated
 
 
 def gap_table(gaps: pl.DataFrame, max_listed: int = 25) -> str:
@@ -26,12 +27,15 @@ def gap_summary(gaps: pl.DataFrame) -> dict[str, object]:
     todo = gaps.filter(~pl.col("exchange_empty"))
     empty = gaps.filter(pl.col("exchange_empty"))
     per_symbol = todo.group_by("symbol").agg(pl.col("minutes").sum()).sort("symbol")
+    if per_symbol.height > MAX_LISTED:  # the most minutes missing first
+        per_symbol = per_symbol.sort("minutes", "symbol", descending=[True, False])
     return {
         "gaps": todo.height,
         "missing_minutes": int(todo["minutes"].sum() or 0),
         "exchange_empty_ranges": empty.height,
         "exchange_empty_minutes": int(empty["minutes"].sum() or 0),
-        "missing_minutes_per_symbol": ", ".join(f"{s}: {m:,}" for s, m in per_symbol.iter_rows()) or "none",
+        "missing_minutes_per_symbol": ", ".join(truncated([f"{s}: {m:,}" for s, m in per_symbol.iter_rows()]))
+        or "none",
     }
 
 

@@ -53,9 +53,14 @@ def exchange_sources(
     sources = []
     for path in existing_partitions(lake, EXCHANGE_MINUTES, symbols, months):
         symbol = path.parent.parent.parent.name.removeprefix("symbol=")
-
-        def read(path: Path = path) -> tuple[pl.LazyFrame, str]:
-            return exchange_rows(pl.scan_parquet(path), str(path), rank, latest_time), EXCHANGE_MINUTES
-
-        sources.append((path, symbol, read))
+        sources.append((path, symbol, exchange_reader(path, rank, latest_time)))
     return sources
+
+
+def exchange_reader(path: Path, rank: int, latest_time: datetime) -> Callable[[], tuple[pl.LazyFrame, str]]:
+    """The reader of one stored month of exchange candles (see :func:`exchange_sources`)."""
+
+    def read() -> tuple[pl.LazyFrame, str]:
+        return exchange_rows(pl.scan_parquet(path), str(path), rank, latest_time), EXCHANGE_MINUTES
+
+    return read
