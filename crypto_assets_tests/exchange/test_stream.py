@@ -320,3 +320,22 @@ def test_a_recording_with_a_later_start_streams_other_symbols(market_2021):
         url = f"{replay.rest_url}/api/v3/klines?symbol=ETHUSDT&interval=1m"
         with urllib.request.urlopen(url, timeout=10) as response:
             assert json.loads(response.read()) == []
+
+
+def test_the_server_stops_when_a_client_left_after_the_recording_ran_out(market_2021):
+    """A connection with nothing left to send still ends when its client goes, so stopping the server (Ctrl-C on
+    ``exchange-replay``) does not wait forever for its handler."""
+    end = market_2021.candles["BTCUSDT"].last_ms
+    start = datetime.fromtimestamp(end / 1000, UTC) - timedelta(minutes=1)
+
+    async def run(url):
+        async with connect(f"{url}/ws/btcusdt@kline_1m") as ws:
+            await receive_until(ws, final_kline_of(datetime.fromtimestamp(end / 1000, UTC)))
+        await asyncio.sleep(0.5)  # the recording is over: the handler has nothing to send from here on
+
+    replay = ReplayServer(market_2021, start=start, speed=60).start()
+    try:
+        asyncio.run(run(replay.ws_url))
+        assert replay.status()["ws_connections"] == 0
+    finally:
+        replay.stop()

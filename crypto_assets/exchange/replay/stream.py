@@ -284,6 +284,11 @@ class StreamConnection:
                     await self.ws.send(json.dumps(reply, separators=(",", ":")))
         except ConnectionClosed:
             pass
+        finally:
+            # The client is gone: end the pump too, which otherwise only notices on its next send, and never
+            # once the recording has run out (the server's stop would then wait for it forever).
+            self.closing = True
+            self.changed.set()
 
     def _request(self, message: str | bytes) -> dict | None:
         try:
