@@ -510,8 +510,10 @@ def test_quarantine_shows_a_year_9999_row_as_written_not_as_1978(tmp_path):
 
 # -- whole runs: a bad file beside a good one, on the command line and under [[sources]] -------------------------
 
+# Peak RSS from /proc (VmHWM, this process's own memory): ru_maxrss survives exec on Linux, so a child of a
+# large test process would report its parent's size.
 BOMB_SCRIPT = """
-import resource, sys
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from crypto_assets.batch.minute_ingest import read_source
@@ -522,7 +524,8 @@ try:
     print("read")
 except SourceFormatError as exc:
     print(exc)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(hwm.split()[1]) // 1024)
 """
 
 
