@@ -23,6 +23,7 @@ While the broker is unreachable or a topic is missing, no new batch is planned a
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -463,6 +464,13 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._consumer.close()
             self._consumer = None
         self._admin = None
+        # Spark's runner process for this reader ends only when the JVM closes its socket (the query stopped):
+        # it reads EOF, then fails to write to the closed socket and prints that as a traceback while exiting.
+        # That is the query's normal end, so the rest of the runner's exit is silent; any other failure (which
+        # Spark also reports through the query) keeps its traceback.
+        if isinstance(sys.exc_info()[1], EOFError):
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, sys.stderr.fileno())
 
 
 def log_data_loss(topic: str, part: str, previous: int, low: int, why: str) -> None:
