@@ -1,9 +1,10 @@
 """The Dagster UI in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against the whole
 system started by ``crypto-assets up``: replay exchange, broker, producer, Spark stream, webserver and daemon.
 
-As a newcomer would after ``crypto-assets up`` (batch and forecast graphs included), it opens the asset graph,
-launches a backfill of a month range of the batch group from the launch dialog (no config: every batch asset
-backfills its range in a single run, as the dialog's preview shows) and times it from launch to completion,
+As a newcomer would after ``crypto-assets up`` (batch and forecast graphs included), it opens the asset graph
+and the batch group's lineage, then, in the Catalog filtered to the batch group, selects its assets and launches a
+backfill of a month range from the launch dialog (no config: every batch asset backfills its range in a single
+run, as the dialog's preview shows) and times it from launch to completion,
 sees each asset check pass on the assets' Checks tabs, opens ``forecast_results``' metadata and the chart it
 links to, then sees ``unified_view`` materialized by the sensor (one run for both symbols) from micro-batches
 streamed after the backfill, on the run page of that sensor run. The instance is
@@ -174,12 +175,32 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
                 expect(page.get_by_text(group, exact=True).first).to_be_visible()
             shot("asset-graph")
 
-            # The batch group's graph; backfill last month and this month from it.
+            # The batch group's graph: its lineage, from minute_raw to prophet_input.
             page.goto(f'{base}/asset-groups~group%3A"batch"')
             for asset in BATCH_ASSETS:
                 expect(page.get_by_role("button", name=asset).first).to_be_visible()
             shot("batch-graph")
-            page.get_by_role("button", name="Materialize all").click()
+
+            # The Catalog: filter it to the batch group, select its assets and backfill last month and this
+            # month. Each row's checkbox is a hidden input its label draws, so the label takes the click.
+            page.goto(f"{base}/assets")
+            expect(page.get_by_test_id("checkbox-unified_view")).to_have_count(1)
+            search = page.get_by_label("Search and filter assets")  # a CodeMirror editor: typed into
+            search.focus()
+            page.keyboard.type('group:"batch"')
+            search.press("Enter")
+            expect(page.get_by_test_id("checkbox-unified_view")).to_have_count(0)
+            rows = [page.get_by_test_id(f"checkbox-{asset}") for asset in BATCH_ASSETS]
+            for row in rows:
+                expect(row).to_have_count(1)
+            select_all = page.get_by_role("checkbox").and_(page.locator(":not([data-testid])"))
+            select_all.locator("..").click()
+            for row in rows:
+                expect(row).to_be_checked()
+            materialize = page.get_by_role("button", name="Materialize selected")
+            expect(materialize).to_contain_text(f"({len(BATCH_ASSETS)})")
+            shot("catalog-batch-selected")
+            materialize.click()
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
             expect(dialog).to_be_visible()
             expect(dialog.get_by_text(f"{len(BATCH_ASSETS)} assets")).to_be_visible()
@@ -309,7 +330,8 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
 
             # The asset itself: materialized, with the seam at yesterday; its Checks tab shows no failure.
             page.goto(f"{base}/assets/unified_view")
-            seam_row = page.get_by_role("row").filter(has=page.get_by_text("seam_date", exact=True))
+            # The row keyed seam_date (the per_symbol table above it has a seam_date column too).
+            seam_row = page.get_by_role("row", name=re.compile(r"^seam_date\b"))
             expect(seam_row).to_contain_text(str(yesterday))
             shot("unified-view")
             page.goto(f"{base}/assets/unified_view?view=checks")
@@ -323,13 +345,15 @@ def test_backfill_from_the_ui_then_the_sensor_keeps_unified_view_fresh(system):
             expect(page.get_by_text(SENSOR_NAME).first).to_be_visible()
             shot("sensor")
             # Last (it needs the forecast model to fit the default history): forecast_results: its metadata (the PNG preview inline) and the interactive chart it links to.
-            page.goto(f"{base}/assets/forecast_results?partition=BTCUSDT")
-            chart_row = page.get_by_role("row").filter(has=page.get_by_text("chart", exact=True))
-            expect(chart_row).to_be_visible()
-            shot("forecast-results-metadata")
+            # The Overview shows the latest materialization (either symbol's); its chart row links that chart.
             event = instance.get_latest_materialization_event(AssetKey("forecast_results"))
             assert event is not None, "forecast_results was never materialized"
-            page.goto(event.asset_materialization.metadata["chart"].value)
+            chart = event.asset_materialization.metadata["chart"].value
+            page.goto(f"{base}/assets/forecast_results")
+            chart_row = page.get_by_role("row", name=re.compile(r"^chart\b"))
+            expect(chart_row).to_contain_text(chart)
+            shot("forecast-results-metadata")
+            page.goto(chart)
             expect(page.locator(".plotly-graph-div").first).to_be_visible()
             shot("forecast-chart")
 
