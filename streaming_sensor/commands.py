@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,13 @@ def _logging(verbose: bool) -> None:
     )
     for noisy in ("aiokafka", "websockets", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger().addFilter(_quiet_py4j_retries)
+
+
+def _quiet_py4j_retries(record: logging.LogRecord) -> bool:
+    """py4j logs a command it retries on the root logger, at INFO and with a traceback; what counts is the
+    retry's outcome, which it logs at ERROR when that fails too."""
+    return record.levelno >= logging.WARNING or f"{os.sep}py4j{os.sep}" not in record.pathname
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -109,6 +109,19 @@ class StopRequested(RuntimeError):
     """A micro-batch began after the job decided to stop: it writes nothing and is not committed."""
 
 
+PY4J_CALLBACK_LOGGER = "py4j.clientserver"
+
+
+def _not_a_stop(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], StopRequested))
+
+
+def quiet_abandoned_batches() -> None:
+    """py4j logs every exception a foreachBatch call raises, with its traceback; a batch the stop abandoned is
+    not a failure (:func:`stop_stream` reports how the query ended), so its record is dropped."""
+    logging.getLogger(PY4J_CALLBACK_LOGGER).addFilter(_not_a_stop)
+
+
 class StopGate:
     """Puts a stop between micro-batches: :meth:`close` waits for the running batch's writes to end, and a
     batch that begins afterwards stops before writing anything (Spark runs it again at the next start)."""
@@ -157,6 +170,10 @@ def stop_stream(
     try:
         if query is not None:
             stopping = query.isActive  # else it ended on its own, and its failure is a real one
+            if stopping:
+                # How the query ended is reported below. Spark would log a micro-batch the stop abandoned (it
+                # raises StopRequested) as a failed query with a stack trace; a real failure is still returned.
+                spark.sparkContext.setLogLevel("OFF")
             if gate is not None and not gate.close(grace):
                 log.warning(
                     "the running micro-batch did not finish within %gs of the stop; it runs again at the next start",
@@ -278,6 +295,7 @@ def start_stream(
     planned, committed = _batch_ids(checkpoint, "offsets"), _batch_ids(checkpoint, "commits")
     folder.reconcile(planned[-1] if planned else None, committed[-1] if committed else None)
     missed = MissedLog(settings.speed_dir)
+    quiet_abandoned_batches()
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
         with gate.batch() if gate is not None else nullcontext():

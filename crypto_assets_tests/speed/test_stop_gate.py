@@ -3,11 +3,13 @@ begins after the stop writes nothing (it is not committed, so Spark runs it agai
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
 
-from streaming_sensor.stream_job import StopGate, StopRequested
+from streaming_sensor.commands import _quiet_py4j_retries
+from streaming_sensor.stream_job import PY4J_CALLBACK_LOGGER, StopGate, StopRequested, quiet_abandoned_batches
 
 
 def test_a_stop_waits_for_the_running_batch_and_a_later_batch_writes_nothing():
@@ -42,3 +44,32 @@ def test_a_batch_that_outlasts_the_grace_is_reported():
     gate = StopGate()
     with gate.batch():
         assert gate.close(0.05) is False
+
+
+def _log_raised(logger: logging.Logger, error: Exception) -> None:
+    try:
+        raise error
+    except Exception:
+        logger.exception("There was an exception while executing the Python Proxy on the Python Side.")
+
+
+def test_an_abandoned_batch_is_not_logged_as_a_failure_but_a_real_failure_is(caplog):
+    """py4j logs what a foreachBatch call raises; the stop's StopRequested is no failure, anything else is."""
+    quiet_abandoned_batches()
+    callback_log = logging.getLogger(PY4J_CALLBACK_LOGGER)
+    with caplog.at_level(logging.INFO):
+        _log_raised(callback_log, StopRequested("stopping"))
+        _log_raised(callback_log, ValueError("a real failure"))
+    assert [r.exc_info[1].__class__ for r in caplog.records] == [ValueError]
+
+
+def test_py4j_retries_stay_out_of_the_log_and_its_errors_stay_in():
+    """py4j logs a retried command on the root logger at INFO with a traceback, a failed retry at ERROR."""
+    import py4j.java_gateway
+
+    def record(level: int, pathname: str) -> logging.LogRecord:
+        return logging.LogRecord("root", level, pathname, 1, "Exception while sending command.", (), None)
+
+    assert not _quiet_py4j_retries(record(logging.INFO, py4j.java_gateway.__file__))
+    assert _quiet_py4j_retries(record(logging.ERROR, py4j.java_gateway.__file__))
+    assert _quiet_py4j_retries(record(logging.INFO, __file__))
