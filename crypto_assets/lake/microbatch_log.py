@@ -27,42 +27,27 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
+from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+
 SPEED = "speed"
 CANDLES_1M = "candles_1m"
 DAILY = "daily"
 LOG_DIR = "_log"
 
-# 1-minute candles as the stream last saw them in the batch; a later batch's row for the same minute wins.
+# 1-minute candles as the stream last saw them in the batch (the batch layer's minute columns, then the
+# stream's own); a later batch's row for the same minute wins.
 SPEED_CANDLE_SCHEMA = pl.Schema(
     {
-        "symbol": pl.String,
-        "open_time": pl.Datetime("us", "UTC"),
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
+        **MINUTE_SCHEMA,
         "is_closed": pl.Boolean,  # the exchange said the minute is final (kline "x")
         "event_time": pl.Datetime("us", "UTC"),  # newest exchange event time folded into the row
         "batch_id": pl.Int64,
     }
 )
 
-# Running daily OHLCV per symbol and UTC day as of the batch.
-SPEED_DAILY_SCHEMA = pl.Schema(
-    {
-        "symbol": pl.String,
-        "date": pl.Date,
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
-        "minute_count": pl.UInt32,
-        "event_time": pl.Datetime("us", "UTC"),
-        "batch_id": pl.Int64,
-    }
-)
+# Running daily OHLCV per symbol and UTC day as of the batch: the batch layer's daily columns, then the stream's.
+SPEED_DAILY_SCHEMA = pl.Schema({**DAILY_SCHEMA, "event_time": pl.Datetime("us", "UTC"), "batch_id": pl.Int64})
 
 
 @dataclass(frozen=True)
