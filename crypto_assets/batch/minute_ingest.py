@@ -16,7 +16,8 @@ the lake's ``minute_raw`` lock for the whole list-merge-write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -164,6 +165,22 @@ def lake_roots(lake: Path, landing: Path | None) -> list[Path]:
     return roots + ([landing] if landing is not None else [])
 
 
+@contextmanager
+def ingest_lock(
+    lake: Path,
+    landing: Path | None,
+    purpose: str = "minute_raw ingest",
+    lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[int]:
+    """Hold the lake's minute_raw lock and first remove what killed writers left; yields how many files that was.
+
+    Only a holder of the lock may remove temporary files: another writer's live ones would go from under it.
+    """
+    with minute_raw_lock(lake, purpose, lock_timeout, on_wait):
+        yield len(remove_stray_temps(lake_roots(lake, landing)))
+
+
 def ingest_window(
     sources: Sequence[SourceFile],
     lake: Path,
@@ -189,12 +206,11 @@ def ingest_window(
     raises :class:`crypto_assets.batch.backfill.lock.LakeBusyError` naming the lock and its holder.
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
-    with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        removed = remove_stray_temps(lake_roots(lake, landing))
+    with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
         labels = source_labels(landing)
         readers = [_source_reader(s, labels.get(s.path, str(s.path)), latest_time) for s in sources]
         result = _merge_months(readers, lake, symbols, months_between(start, end), latest_time, progress)
-        result.stray_temps_removed = len(removed)
+        result.stray_temps_removed = removed
         return result
 
 
@@ -216,8 +232,7 @@ def ingest_files(
     told in ``landed``.
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
-    with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        removed = remove_stray_temps(lake_roots(lake, landing))
+    with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
         manifest = Manifest.load(landing, tidy=True)
         landed, failed = [], []
         for source in files:
@@ -229,7 +244,7 @@ def ingest_files(
         result = _merge_pending(manifest, lake, symbols, latest_time, progress)
         result.sources = failed + result.sources
         result.landed = landed
-        result.stray_temps_removed = len(removed)
+        result.stray_temps_removed = removed
         return result
 
 
@@ -239,8 +254,7 @@ def rebuild_minute_raw(lake: Path, landing: Path, symbols: Sequence[str], latest
     Replays the manifest's ingests in order, so it gives exactly the lake the sequence of ingests gave.
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
-    with minute_raw_lock(lake, "minute_raw rebuild"):
-        remove_stray_temps(lake_roots(lake, landing))
+    with ingest_lock(lake, landing, "minute_raw rebuild"):
         for dataset in (MINUTE_DATASET, QUARANTINE_DATASET, CONFLICTS_DATASET):
             for symbol in symbols:
                 for path in sorted((lake / dataset / f"symbol={symbol}").rglob("*.parquet")):

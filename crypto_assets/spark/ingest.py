@@ -30,7 +30,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from crypto_assets.batch.backfill.lock import minute_raw_lock
 from crypto_assets.batch.backfill.store import EXCHANGE_MINUTES, exchange_reader, read_partition
 from crypto_assets.batch.minute_ingest import (
     EARLIER_LAKE,
@@ -38,7 +37,7 @@ from crypto_assets.batch.minute_ingest import (
     READ_ERRORS,
     IngestResult,
     SourceReport,
-    lake_roots,
+    ingest_lock,
     merge_pool,
     month_filters,
     read_error,
@@ -271,14 +270,13 @@ def spark_ingest_window(
     """:func:`crypto_assets.batch.minute_ingest.ingest_window` on ``session``: the same files, the same lock."""
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     months = months_between(start, end)
-    with minute_raw_lock(lake, "minute_raw ingest", lock_timeout, on_wait):
-        removed = remove_stray_temps(lake_roots(lake, landing))
+    with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
         try:
             result = _merge(session, sources, source_labels(landing), lake, symbols, months, latest_time, progress)
         finally:
             # Staged files of failed or retried tasks, never committed.
             remove_stray_temps([lake / MINUTE_DATASET])
-        result.stray_temps_removed = len(removed)
+        result.stray_temps_removed = removed
         return result
 
 
