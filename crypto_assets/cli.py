@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from crypto_assets.dagster_home import DagsterHomeError, dagster_home_for, postgres_option
-from crypto_assets.settings import Settings, SettingsError, load_settings, validate_symbol
+from crypto_assets.settings import Settings, SettingsError, is_url, load_settings, validate_symbol
 
 DEFAULT_PORT = 3000
 COMMANDS = (
@@ -27,7 +27,7 @@ COMMANDS = (
 def _settings(args: argparse.Namespace) -> Settings:
     """The project settings of this process, resolved once and handed to the command as ``args.settings``."""
     if getattr(args, "home", None):
-        os.environ["CRYPTO_ASSETS_HOME"] = str(Path(args.home).resolve())
+        os.environ["CRYPTO_ASSETS_HOME"] = args.home if is_url(args.home) else str(Path(args.home).resolve())
     return load_settings()
 
 

@@ -18,6 +18,13 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
 DEFAULT_HISTORY_START = date(2012, 1, 1)
 
 
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(value: str) -> bool:
+    return bool(URL_SCHEME.match(value))
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the key."""
 
@@ -224,6 +231,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     base = path.parent if path else Path.cwd()
 
     home_value = env.get("CRYPTO_ASSETS_HOME") or raw.get("home") or "var"
+    if is_url(str(home_value)):
+        # Path() would quietly turn "s3://bucket/x" into a local folder named "s3:".
+        raise SettingsError(
+            f"home: {home_value!r} is a URL; the lake is a local (or mounted) directory, object-store URLs such as "
+            "s3:// are not supported yet"
+        )
     home = Path(home_value).expanduser()
     home = (home if home.is_absolute() else base / home).resolve()
 

@@ -57,6 +57,16 @@ def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
         load_settings()
 
 
+@pytest.mark.parametrize("home", ["s3://bucket/crypto", "gs://bucket/crypto", "file:///tmp/crypto"])
+def test_a_home_at_a_url_is_refused_not_made_a_local_folder(monkeypatch, tmp_path, home):
+    monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRYPTO_ASSETS_HOME", home)
+    with pytest.raises(SettingsError, match="not supported yet"):
+        load_settings()
+    assert not list(tmp_path.iterdir())
+
+
 def test_component_sections_default_to_the_real_exchange_and_local_parts(project_home):
     project_home()
     settings = load_settings()
