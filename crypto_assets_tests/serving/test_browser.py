@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +24,9 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from crypto_assets.lake.microbatch_log import latest_batch_id
-from crypto_assets.serving.processes import free_port, port_open, read_process_records, stop_process
+from crypto_assets.serving.processes import free_port, port_open, read_process_records
 from crypto_assets_tests.conftest import REPO
+from crypto_assets_tests.serving.up_process import running_up, wait_for
 from streaming_sensor.sensor import SENSOR_NAME
 
 pytestmark = pytest.mark.slow
@@ -49,24 +48,6 @@ BACKFILL_BOUND_SECONDS = 240
 UNIFIED_VIEW_CHECKS = ("schema", "batch_precedence", "moving_averages_continuous", "one_row_per_day")
 
 
-def wait_for(condition, timeout: float, what: str, log: Path | None = None, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
-
-
-def logs_of(home: Path) -> str:
-    parts = []
-    for path in sorted((home / "logs").glob("*.log")):
-        parts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
-    return "\n".join(parts)
-
-
 @pytest.fixture
 def system(project_home, tmp_path):
     """``crypto-assets up`` in a temp home on free ports; stopped with SIGTERM afterwards."""
@@ -81,23 +62,9 @@ def system(project_home, tmp_path):
     # dialog, where it takes the dialog's place as the page's first dialog.
     (dagster_home / ".nux").mkdir(parents=True)
     (dagster_home / ".nux" / "nux.yaml").write_text("seen: 1\n")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DAGSTER_HOME": str(dagster_home),
-        "CRYPTO_ASSETS_KAFKA_BROKER_PORT": str(free_port()),
-    }
     log = tmp_path / "up.log"
     begin = time.time()
-    with log.open("w") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
+    with running_up(home, dagster_home, port, log) as (up, _):
         wait_for(
             lambda: up.poll() is not None or "dagster-daemon" in read_process_records(home),
             900,
@@ -108,11 +75,6 @@ def system(project_home, tmp_path):
         wait_for(lambda: port_open(port), 60, "the webserver", log)
         print(f"system up in {time.time() - begin:.0f}s")
         yield home, dagster_home, f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(up, timeout=120)
-        print(log.read_text()[-3000:], logs_of(home), sep="\n")
-    assert up.returncode == 0, "up did not stop cleanly on SIGTERM"
-    assert not read_process_records(home), "pid files left behind"
 
 
 def month_start(day: datetime) -> str:

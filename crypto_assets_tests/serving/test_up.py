@@ -5,21 +5,18 @@ after the stop. The timings of each milestone are printed (``bench/README.md`` r
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance
 
 from crypto_assets.definitions import build_definitions
-from crypto_assets.serving.processes import free_port, read_process_records, stop_process
+from crypto_assets.serving.processes import free_port
 from crypto_assets.settings import load_settings
-from crypto_assets_tests.conftest import REPO
+from crypto_assets_tests.serving.up_process import running_up, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,18 +25,6 @@ FORECAST = ("forecasts", "forecast_metrics", "forecast_results")
 MILESTONE = re.compile(r"^\[\s*(\d+)s\] (.*)$", re.MULTILINE)
 FIRST_VIEW = "unified_view materialized"
 MAX_LOG_LINES = 200
-
-
-def wait_for(condition, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(2.0)
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what}\n" + log.read_text(errors="replace")[-6000:]
-    )
 
 
 def milestones(text: str) -> dict[str, int]:
@@ -53,22 +38,8 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
     )
     dagster_home = tmp_path / "dagster_home"
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DAGSTER_HOME": str(dagster_home),
-        "CRYPTO_ASSETS_KAFKA_BROKER_PORT": str(free_port()),
-    }
     log = tmp_path / "up.log"
-    with log.open("w") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
+    with running_up(home, dagster_home, port, log) as (up, env):
         wait_for(lambda: up.poll() is not None or FIRST_VIEW in log.read_text(), 1500, "the first unified_view", log)
         text = log.read_text(errors="replace")
         assert up.poll() is None, text[-6000:]
@@ -118,11 +89,6 @@ def test_up_on_a_fresh_home_materializes_the_whole_lineage_with_passing_checks(p
                     if answer.status != 200 or b"plotly" not in answer.read().lower():
                         problems.append(f"the chart link {url} does not return the chart")
         assert not problems, "\n".join(problems)
-    finally:
-        stop_process(up, timeout=120)
-        print(log.read_text(errors="replace")[-3000:])
-    assert up.returncode == 0, "up did not stop cleanly on SIGTERM"
-    assert not read_process_records(home), "pid files left behind"
     status = subprocess.run(
         [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "status"],
         env=env,
