@@ -85,6 +85,18 @@ def write_text_atomic(text: str, path: Path) -> int:
     return path.stat().st_size
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line as a single O_APPEND write, then fsync: a line is there whole once this returns, and a
+    crash midway leaves at most a last line without its newline, which readers skip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_stray_temps(roots: Iterable[Path]) -> list[Path]:
     """Delete the temporary files a killed writer left under ``roots``; returns them.
 

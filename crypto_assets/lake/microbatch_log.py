@@ -19,7 +19,6 @@ layer has superseded, so storage stays bounded.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ import polars as pl
 
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.lake.atomic import append_line
 
 SPEED = "speed"
 CANDLES_1M = "candles_1m"
@@ -95,14 +95,7 @@ def append_record(lake: Path, record: BatchRecord, now: datetime | None = None) 
     """Append one line to today's log file; the write is a single O_APPEND write followed by fsync."""
     day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
     path = log_dir(lake) / f"{day}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (record.to_json() + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, record.to_json())
     return path
 
 

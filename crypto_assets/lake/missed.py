@@ -10,11 +10,12 @@ stream came back", which the next producer start closes.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from crypto_assets.lake.atomic import append_line
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,7 @@ def stretches_path(speed_dir: Path) -> Path:
 
 
 def _append(path: Path, stretch: MissedStretch) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(asdict(stretch), sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(asdict(stretch), sort_keys=True))
 
 
 class MissedLog:
