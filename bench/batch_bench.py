@@ -458,18 +458,49 @@ def stage_dagster_postgres(args) -> dict:
 
 
 def _dagster_run(args, postgres_url: str | None = None) -> dict:
-    home = reset_dir(args.workdir / "dagster")
-    project, instance_dir = home / "project", home / "instance"
-    if args.dagster_tmp:  # a fresh instance directory under the given parent (e.g. a tmpfs), removed afterwards
-        instance_dir = Path(tempfile.mkdtemp(prefix="crypto-assets-bench-dagster-", dir=args.dagster_tmp))
-    else:
-        instance_dir.mkdir()
-    config = home / "crypto_assets.toml"
-    config.write_text(
-        f'home = "{project}"\n\n[[sources]]\npath = "{data_dir(args.workdir, args.scale).resolve()}"\n'
+    config = (
+        f'[[sources]]\npath = "{data_dir(args.workdir, args.scale).resolve()}"\n'
         "\n[exchange]\nbackfill = false\n"  # the same transforms as the direct stages; no exchange here
     )
-    os.environ["CRYPTO_ASSETS_CONFIG"] = str(config)
+    result = dagster_batch_run(
+        args.workdir / "dagster", config, postgres_url=postgres_url, instance_parent=args.dagster_tmp
+    )
+    assert result["symbols"] == list(SYMBOLS), result["symbols"]
+    return result
+
+
+def root_cause(error) -> str:
+    """The innermost error of a Dagster step failure (``SerializableErrorInfo``), in one line."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return "unknown error"
+    first = error.message.strip().splitlines()[0] if error.message.strip() else ""
+    return (first if first.startswith(error.cls_name) else f"{error.cls_name}: {first}")[:300]
+
+
+def dagster_batch_run(
+    home: Path,
+    config: str,
+    postgres_url: str | None = None,
+    instance_parent: Path | None = None,
+    months: tuple[str, str] | None = None,
+) -> dict:
+    """The batch group materialized as ONE single-run backfill, as the CLI launches it, on a fresh instance.
+
+    ``home`` is emptied and gets the project home, the instance (unless ``instance_parent`` is given: then a
+    fresh directory under it, removed afterwards) and a ``crypto_assets.toml`` of ``config`` under a ``home``
+    line. ``months`` (first, last partition key) defaults to the whole history. Only the run is timed.
+    """
+    home = reset_dir(home)
+    project, instance_dir = home / "project", home / "instance"
+    if instance_parent:
+        instance_dir = Path(tempfile.mkdtemp(prefix="crypto-assets-bench-dagster-", dir=instance_parent))
+    else:
+        instance_dir.mkdir()
+    toml = home / "crypto_assets.toml"
+    toml.write_text(f'home = "{project}"\n\n{config}')
+    os.environ["CRYPTO_ASSETS_CONFIG"] = str(toml)
     os.environ.pop("CRYPTO_ASSETS_HOME", None)
     from crypto_assets.dagster_home import prepare_dagster_home
 
@@ -484,8 +515,7 @@ def _dagster_run(args, postgres_url: str | None = None) -> dict:
     from crypto_assets.settings import load_settings
 
     settings = load_settings()
-    assert [s.name for s in settings.symbols] == list(SYMBOLS)
-    first, last = whole_history(settings)
+    first, last = months or whole_history(settings)
     setup_seconds = time.perf_counter() - t0
 
     rss_before = max_rss_mb()
@@ -500,14 +530,16 @@ def _dagster_run(args, postgres_url: str | None = None) -> dict:
         }
         runs = len(instance.get_runs())
         events = len(instance.all_logs(result.run_id))
-    if args.dagster_tmp:
+    if instance_parent:
         shutil.rmtree(instance_dir, ignore_errors=True)
     checks = {
         f"{e.asset_key.to_user_string()}.{e.check_name}": ("passed" if e.passed else f"failed ({e.severity.value})")
         for e in result.get_asset_check_evaluations()
     }
+    failures = {e.step_key: root_cause(e.step_failure_data.error) for e in result.get_step_failure_events()}
     return {
         "seconds": seconds,
+        "failures": failures,
         "rss_before_mb": rss_before,
         "setup_seconds": setup_seconds,
         "success": result.success,
@@ -515,6 +547,8 @@ def _dagster_run(args, postgres_url: str | None = None) -> dict:
         "partition_range": [first, last],
         "events": events,
         "instance_dir": str(instance_dir),
+        "lake": str(settings.lake_dir),
+        "symbols": settings.symbol_names,
         "storage": "postgres" if postgres_url else "sqlite",
         "steps": step_seconds,
         "checks": checks,
@@ -866,21 +900,18 @@ def run_child(args, stage: str, rep: int) -> dict:
     ]
     if args.dagster_tmp:
         command += ["--dagster-tmp", str(args.dagster_tmp)]
-    log = args.workdir / "logs" / f"{stage}-{rep}.log"
+    return run_stage_process(command, env, args.workdir / "logs" / f"{stage}-{rep}.log", args.timeout, stage)
+
+
+def run_stage_process(command: list[str], env: dict[str, str], log: Path, timeout: float, label: str) -> dict:
+    """Run one stage's process, keep its output in ``log`` and return the JSON it printed after RESULT_MARKER."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        command,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=args.timeout,
-        check=False,
-    )
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     log.write_text(f"$ {' '.join(command)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.splitlines()[-25:])
-        raise SystemExit(f"stage {stage} failed (exit {done.returncode}); log: {log}\n{tail}")
+        raise SystemExit(f"stage {label} failed (exit {done.returncode}); log: {log}\n{tail}")
     return json.loads(lines[-1][len(RESULT_MARKER) :])
 
 
