@@ -28,6 +28,8 @@ from crypto_assets.batch.metadata import (
     dataset_metadata,
     judged,
     months_label,
+    stats_lines,
+    stats_metadata,
     symbol_lines,
     to_check_result,
 )
@@ -42,8 +44,9 @@ from crypto_assets.batch.pipeline import (
 from crypto_assets.batch.source_catalog import resolve_sources
 from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
+from crypto_assets.batch.written_minutes import judge_written_minutes
+from crypto_assets.lake.layout import months_between
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 from crypto_assets.spark.resources import (
@@ -128,6 +131,7 @@ def build_batch_assets(settings: Settings) -> list:
             progress=log_source,
             on_wait=context.log.info,
             landing=cfg.landing_dir,
+            keep_rows=False,  # judged below symbol by symbol: a long range's rows never sit in memory at once
         )
         if many:
             read = [r for r in result.sources if not r.error]
@@ -140,11 +144,11 @@ def build_batch_assets(settings: Settings) -> list:
             context.log.warning(
                 f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n{result.conflict_summary()}"
             )
-        frame = result.frame
-        for line in symbol_lines(frame, "open_time", cfg.symbol_names):
+        written = judge_written_minutes(market.lake, cfg.symbol_names, months_between(start, end))
+        for line in stats_lines(written.stats, cfg.symbol_names):
             context.log.info(f"minute_raw {months} from {len(sources)} file(s): {line}")
         failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
-        metadata = dataset_metadata(frame, result.minute, "open_time") | {
+        metadata = stats_metadata(written.stats, written.preview, result.minute) | {
             "sources": MetadataValue.int(len(sources)),
             "synthetic_default": MetadataValue.bool(synthetic_default),
             "rows_read": MetadataValue.int(result.rows_read),
@@ -172,10 +176,13 @@ def build_batch_assets(settings: Settings) -> list:
             check_results=judged(
                 check_window(months, cfg.symbol_names),
                 [
-                    to_check_result("schema", checks.schema_matches(frame, MINUTE_SCHEMA)),
-                    to_check_result("unique_minutes", checks.unique_keys(frame, ["symbol", "open_time"])),
-                    to_check_result("ohlc_consistent", checks.ohlc_consistent(frame)),
-                    to_check_result("minutes_complete", checks.minutes_complete(frame, backfilled=backfill_runs(cfg))),
+                    to_check_result("schema", written.schema),
+                    to_check_result("unique_minutes", written.unique),
+                    to_check_result("ohlc_consistent", written.ohlc),
+                    to_check_result(
+                        "minutes_complete",
+                        checks.completeness_outcome(written.completeness, backfilled=backfill_runs(cfg)),
+                    ),
                     to_check_result("sources_clean", sources_clean),
                 ],
             ),

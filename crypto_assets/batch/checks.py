@@ -137,15 +137,36 @@ def partial_edge_days(minutes: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFram
     return counts.filter(pl.col("minutes") < 1440).sort("symbol", "date")
 
 
+@dataclass
+class Completeness:
+    """What minutes_complete judges: the gaps, the incomplete days and the partial edge days of some symbols.
+    Symbols share nothing here, so the parts of several symbols' rows add up by concatenation."""
+
+    gaps: pl.DataFrame
+    short_days: pl.DataFrame
+    edges: pl.DataFrame
+
+    @classmethod
+    def of(cls, minutes: pl.DataFrame) -> Completeness:
+        spans = symbol_spans(minutes)
+        gaps = minute_gaps(minutes, spans)
+        return cls(gaps, incomplete_days(gaps, spans), partial_edge_days(minutes, spans))
+
+    @classmethod
+    def concat(cls, parts: list[Completeness]) -> Completeness:
+        return cls(*(pl.concat([getattr(p, name) for p in parts]) for name in ("gaps", "short_days", "edges")))
+
+
 def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25, backfilled: bool = False) -> CheckOutcome:
     """WARN: every day between a symbol's first and last minute has all 1440 minutes; names partial edge days.
 
     With the exchange backfill on (``backfilled``), gaps in the files are its input, not a failure: the check
     passes, lists them, and exchange_backfill's ``gaps_filled`` judges what the exchange could not fill."""
-    spans = symbol_spans(minutes)
-    gaps = minute_gaps(minutes, spans)
-    short_days = incomplete_days(gaps, spans)
-    edges = partial_edge_days(minutes, spans)
+    return completeness_outcome(Completeness.of(minutes), max_listed, backfilled)
+
+
+def completeness_outcome(parts: Completeness, max_listed: int = 25, backfilled: bool = False) -> CheckOutcome:
+    gaps, short_days, edges = parts.gaps, parts.short_days, parts.edges
     edge_listing = ", ".join(truncated([f"{s} {d} ({n} min)" for s, d, n in edges.iter_rows()]))
     listing = "\n".join(
         f"| {r['symbol']} | {r['gap_start']:%Y-%m-%d %H:%M} | {r['gap_end']:%Y-%m-%d %H:%M} | {r['missing_minutes']} |"
@@ -247,3 +268,20 @@ def combine(*outcomes: CheckOutcome) -> CheckOutcome:
         max((o.severity for o in failed), key=lambda s: s == Severity.ERROR, default=Severity.ERROR),
         merged,
     )
+
+
+def add_up(outcomes: list[CheckOutcome]) -> CheckOutcome:
+    """One condition judged on disjoint parts of a dataset (e.g. symbol by symbol), reported as on the whole:
+    passes when every part passes; counts are summed; the description and other metadata are those of the
+    first failing part (else the first part)."""
+    if not outcomes:
+        raise ValueError("no outcomes to add up")
+    failed = [o for o in outcomes if not o.passed]
+    shown = (failed or outcomes)[0]
+    metadata = {
+        key: sum(o.metadata.get(key, 0) for o in outcomes)
+        if isinstance(value, int) and not isinstance(value, bool)
+        else value
+        for key, value in shown.metadata.items()
+    }
+    return CheckOutcome(not failed, shown.description, shown.severity, metadata)

@@ -21,23 +21,40 @@ def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+PREVIEW_ROWS = 10
+
+
+def symbol_stats(frame: pl.DataFrame, time_column: str) -> pl.DataFrame:
+    """Rows and time range per symbol (symbol, len, first, last): all the metadata needs of a dataset's rows."""
+    return (
+        frame.group_by("symbol")
+        .agg(pl.len(), pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
+        .sort("symbol")
+    )
+
+
 def dataset_metadata(frame: pl.DataFrame, summary: WriteSummary, time_column: str) -> dict[str, object]:
-    times = frame.select(pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
-    first, last = times.row(0) if frame.height else (None, None)
-    per_symbol = frame.group_by("symbol").len().sort("symbol") if frame.height else frame
+    return stats_metadata(symbol_stats(frame, time_column), frame.head(PREVIEW_ROWS), summary)
+
+
+def stats_metadata(stats: pl.DataFrame, preview: pl.DataFrame, summary: WriteSummary) -> dict[str, object]:
+    """:func:`dataset_metadata` from :func:`symbol_stats` and the first rows, without the rows themselves."""
+    rows = int(stats["len"].sum() or 0)
+    first, last = (stats["first"].min(), stats["last"].max()) if rows else (None, None)
+    per_symbol = stats.select("symbol", "len")
     if per_symbol.height > MAX_LISTED:  # the fewest rows first: a symbol left short is the news
         per_symbol = per_symbol.sort("len", "symbol")
     return {
-        "rows": MetadataValue.int(frame.height),
+        "rows": MetadataValue.int(rows),
         "first": MetadataValue.text(str(first) if first is not None else "none"),
         "last": MetadataValue.text(str(last) if last is not None else "none"),
         "rows_per_symbol": MetadataValue.text(
-            ", ".join(truncated([f"{s}: {n}" for s, n in per_symbol.iter_rows()])) if frame.height else "none"
+            ", ".join(truncated([f"{s}: {n}" for s, n in per_symbol.iter_rows()])) if rows else "none"
         ),
         "bytes_written": MetadataValue.int(summary.bytes_written),
         "files_written": MetadataValue.int(len(summary.files)),
         "files_removed": MetadataValue.int(len(summary.removed)),
-        "preview": MetadataValue.md(markdown_table(frame)),
+        "preview": MetadataValue.md(markdown_table(preview)),
     }
 
 
@@ -65,16 +82,12 @@ def symbol_lines(
 ) -> list[str]:
     """Lines for a run's log: one per symbol (rows, the time range they cover, its ``notes``), or beyond
     MAX_LISTED symbols one summary line naming those with the fewest rows (details are in metadata)."""
-    spans = (
-        {
-            s: (n, first, last)
-            for s, n, first, last in frame.group_by("symbol")
-            .agg(pl.len(), pl.col(time_column).min().alias("first"), pl.col(time_column).max().alias("last"))
-            .iter_rows()
-        }
-        if frame.height
-        else {}
-    )
+    return stats_lines(symbol_stats(frame, time_column), symbols, notes)
+
+
+def stats_lines(stats: pl.DataFrame, symbols: list[str], notes: Mapping[str, str] | None = None) -> list[str]:
+    """:func:`symbol_lines` from :func:`symbol_stats`."""
+    spans = {s: (n, first, last) for s, n, first, last in stats.filter(pl.col("len") > 0).iter_rows()}
     notes = notes or {}
     if len(symbols) > MAX_LISTED:
         fewest = sorted(symbols, key=lambda s: (spans.get(s, (0,))[0], s))
@@ -84,9 +97,8 @@ def symbol_lines(
         firsts = [v[1] for v in spans.values()]
         lasts = [v[2] for v in spans.values()]
         span = f", {min(firsts)} .. {max(lasts)}" if spans else ""
-        return [
-            f"{frame.height:,} rows for {len(spans)} of {len(symbols)} symbols{span}; fewest rows: {', '.join(listed)}"
-        ]
+        rows = sum(v[0] for v in spans.values())
+        return [f"{rows:,} rows for {len(spans)} of {len(symbols)} symbols{span}; fewest rows: {', '.join(listed)}"]
     lines = []
     for symbol in symbols:
         n, first, last = spans.get(symbol, (0, None, None))

@@ -192,6 +192,7 @@ def ingest_window(
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     landing: Path | None = None,
+    keep_rows: bool = True,
 ) -> IngestResult:
     """Merge the rows of ``sources`` into minute_raw for every (symbol, month) in [start, end).
 
@@ -204,12 +205,17 @@ def ingest_window(
     The merge holds the lake's ``minute_raw`` lock, shared with the exchange backfill, so the two never
     interleave: it waits up to ``lock_timeout`` seconds for a running backfill (telling ``on_wait``), then
     raises :class:`crypto_assets.batch.backfill.lock.LakeBusyError` naming the lock and its holder.
+
+    ``keep_rows=False`` leaves ``frame`` empty: the rows written are not kept, so memory follows one symbol's
+    window rather than the whole window (:mod:`crypto_assets.batch.written_minutes` reads them back).
     """
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
         labels = source_labels(landing)
         readers = [_source_reader(s, labels.get(s.path, str(s.path)), latest_time) for s in sources]
-        result = _merge_months(readers, lake, symbols, months_between(start, end), latest_time, progress)
+        result = _merge_months(
+            readers, lake, symbols, months_between(start, end), latest_time, progress, keep_rows=keep_rows
+        )
         result.stray_temps_removed = removed
         return result
 
@@ -387,6 +393,7 @@ def _merge_months(
     progress: Callable[[SourceReport], None] | None,
     candidates: Sequence[_Reader] = (),
     older: Sequence[LandingEntry] = (),
+    keep_rows: bool = True,
 ) -> IngestResult:
     """Merge symbol by symbol: symbols share no row, and one symbol's history at a time bounds the memory."""
     if len(symbols) < 2 or any(r.symbol not in symbols for r in (*readers, *candidates)):
@@ -396,6 +403,8 @@ def _merge_months(
         mine = [r for r in readers if r.symbol == symbol]
         theirs = [c for c in candidates if c.symbol == symbol]
         part = _merge_symbol_months(mine, lake, [symbol], months, latest_time, progress, theirs, older)
+        if not keep_rows:
+            part.frame = part.frame.clear()
         result = _combine(result, part)
     return result
 

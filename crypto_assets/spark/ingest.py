@@ -266,13 +266,16 @@ def spark_ingest_window(
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     landing: Path | None = None,
+    keep_rows: bool = True,
 ) -> IngestResult:
     """:func:`crypto_assets.batch.minute_ingest.ingest_window` on ``session``: the same files, the same lock."""
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     months = months_between(start, end)
     with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
         try:
-            result = _merge(session, sources, source_labels(landing), lake, symbols, months, latest_time, progress)
+            result = _merge(
+                session, sources, source_labels(landing), lake, symbols, months, latest_time, progress, keep_rows
+            )
         finally:
             # Staged files of failed or retried tasks, never committed.
             remove_stray_temps([lake / MINUTE_DATASET])
@@ -289,6 +292,7 @@ def _merge(
     months: list[Month],
     latest_time: datetime,
     progress: Callable[[SourceReport], None] | None,
+    keep_rows: bool = True,
 ) -> IngestResult:
     if not months:
         return IngestResult(WriteSummary(), WriteSummary())
@@ -334,7 +338,9 @@ def _merge(
         rows_read=sum(r.rows for r in reports),
         duplicates_removed=int(written["duplicates"].sum() or 0),
         # The rows written, in (symbol, open_time) order as the Polars engine returns them.
-        frame=scan_months(lake, MINUTE_DATASET, sorted(symbols), months, MINUTE_SCHEMA).collect(),
+        frame=scan_months(lake, MINUTE_DATASET, sorted(symbols), months, MINUTE_SCHEMA).collect()
+        if keep_rows
+        else pl.DataFrame(schema=MINUTE_SCHEMA),
         quarantined=sum(r.quarantined for r in reports),
         conflicts=named,
     )
