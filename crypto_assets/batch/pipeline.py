@@ -59,7 +59,16 @@ class PolarsEngine:
     name = "polars"
 
     def daily_raw(self, minute_files: Sequence[Path]) -> pl.DataFrame:
-        return aggregate_daily(pl.scan_parquet(minute_files, hive_partitioning=False)).collect()
+        # One symbol's files at a time (<symbol=S>/year=/month=/part): symbols share no day, and memory then
+        # follows one symbol's window, not the range's. In symbol order, as one aggregation sorts them.
+        by_symbol: dict[str, list[Path]] = {}
+        for path in minute_files:
+            by_symbol.setdefault(Path(path).parents[2].name, []).append(path)
+        frames = [
+            aggregate_daily(pl.scan_parquet(files, hive_partitioning=False)).collect()
+            for _, files in sorted(by_symbol.items())
+        ]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=DAILY_SCHEMA)
 
     def daily_filled(self, daily_files: Sequence[Path], through: Mapping[str, date]) -> pl.DataFrame:
         daily = pl.scan_parquet(daily_files, hive_partitioning=False).collect()

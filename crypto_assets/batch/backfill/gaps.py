@@ -11,6 +11,7 @@ import polars as pl
 from crypto_assets.asset_names import MINUTE_GAPS
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, read_ranges
 from crypto_assets.batch.backfill.transforms import (
+    GAP_SCHEMA,
     expected_spans,
     gap_report,
     month_starts,
@@ -35,12 +36,15 @@ def find_gaps(
 ) -> pl.DataFrame:
     """Missing minutes of ``minute_raw`` in [start, end) (``GAP_SCHEMA``), cut at month starts."""
     now = now or datetime.now(UTC)
-    symbols = list(starts)
     months = months_between(start, end)
-    minutes = read_minutes(lake, symbols, start, end).select("symbol", "open_time")
-    known_empty = read_ranges(lake, EXCHANGE_EMPTY, symbols, months)
-    spans = expected_spans(starts, start, end, now)
-    return gap_report(minutes, spans, known_empty, month_starts(start, end)).collect()
+    # One symbol at a time: symbols share no minute, and memory then follows one symbol's window, not the range's.
+    parts = []
+    for symbol in sorted(starts):  # the report's (symbol, gap_start) order
+        minutes = read_minutes(lake, [symbol], start, end).select("symbol", "open_time")
+        known_empty = read_ranges(lake, EXCHANGE_EMPTY, [symbol], months)
+        spans = expected_spans({symbol: starts[symbol]}, start, end, now)
+        parts.append(gap_report(minutes, spans, known_empty, month_starts(start, end)).collect())
+    return pl.concat(parts) if parts else pl.DataFrame(schema=GAP_SCHEMA)
 
 
 def write_gap_report(
