@@ -1309,19 +1309,27 @@ def run_all(args) -> int:
     }
     # A --stages subset never overwrites the results of a complete run.
     name = f"results-{args.scale}" + ("-partial" if args.stages else "")
-    (args.workdir / f"{name}.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
-    (args.workdir / f"{name}.md").write_text(text + "\n")
-    print(f"wrote {args.workdir / name}.md and .json", flush=True)
+    save_results(args.workdir, name, text, stamp)
+    return 0
+
+
+def save_results(workdir: Path, name: str, text: str, stamp: dict) -> None:
+    """A run's report as ``<name>.md`` and its figures as ``<name>.json`` under ``workdir``."""
+    (workdir / f"{name}.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
+    (workdir / f"{name}.md").write_text(text + "\n")
+    print(f"wrote {workdir / name}.md and .json", flush=True)
+
+
+def print_stage_result(result: dict) -> int:
+    """A stage process's result, with its peak RSS, as the one JSON line :func:`run_stage_process` reads."""
+    result["maxrss_mb"] = max_rss_mb()
+    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
     return 0
 
 
 def run_stage(args) -> int:
     """Child mode: run one stage in this fresh process and print its result as one JSON line."""
-    fn = globals()[f"stage_{args.stage}"]
-    result = fn(args)
-    result["maxrss_mb"] = max_rss_mb()
-    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
-    return 0
+    return print_stage_result(globals()[f"stage_{args.stage}"](args))
 
 
 def main(argv: list[str] | None = None) -> int:

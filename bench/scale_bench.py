@@ -33,7 +33,6 @@ The lake is local disk only: the S3-compatible column says so instead of holding
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -49,10 +48,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from batch_bench import (  # noqa: E402  (this folder is on sys.path when the script runs)
-    RESULT_MARKER,
     dagster_batch_run,
-    max_rss_mb,
+    print_stage_result,
     run_stage_process,
+    save_results,
     table,
 )
 
@@ -489,17 +488,12 @@ def run_all(args) -> int:
     print("\n" + text + f"\n\nbenchmark wall time: {elapsed:.0f} s", flush=True)
     name = "results-small" if args.months == SMALL["months"] else "results"
     stamp = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": elapsed, "results": results}
-    (args.workdir / f"{name}.json").write_text(json.dumps(stamp, indent=2, default=str) + "\n")
-    (args.workdir / f"{name}.md").write_text(text + "\n")
-    print(f"wrote {args.workdir / name}.md and .json", flush=True)
+    save_results(args.workdir, name, text, stamp)
     return 0
 
 
 def run_stage(args) -> int:
-    result = STAGES[args.stage](args)
-    result["maxrss_mb"] = max_rss_mb()
-    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
-    return 0
+    return print_stage_result(STAGES[args.stage](args))
 
 
 def counts(text: str) -> list[int]:
