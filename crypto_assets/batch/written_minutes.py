@@ -8,7 +8,7 @@ memory follows one symbol's window. Symbols share no row, so the parts add up to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,17 @@ def read_symbol_window(lake: Path, symbol: str, months: Sequence[Month]) -> pl.D
     return scan_months(lake, MINUTE_DATASET, [symbol], months, MINUTE_SCHEMA).collect()
 
 
+def _symbol_windows(lake: Path, symbols: Sequence[str], months: Sequence[Month]) -> Iterator[pl.DataFrame]:
+    """Each symbol's rows of the window, in the order the ingest writes them; no symbols is one empty window."""
+    if not symbols:
+        yield pl.DataFrame(schema=MINUTE_SCHEMA)
+    for symbol in sorted(symbols):
+        yield read_symbol_window(lake, symbol, months)
+
+
 def judge_written_minutes(lake: Path, symbols: Sequence[str], months: Sequence[Month]) -> WrittenMinutes:
     schema, unique, ohlc, completeness, stats, heads = [], [], [], [], [], []
-    for symbol in sorted(symbols):  # the order the ingest writes and the whole window's frame had
-        frame = read_symbol_window(lake, symbol, months)
+    for frame in _symbol_windows(lake, symbols, months):
         schema.append(checks.schema_matches(frame, MINUTE_SCHEMA))
         unique.append(checks.unique_keys(frame, KEYS))
         ohlc.append(checks.ohlc_consistent(frame))
@@ -49,16 +56,6 @@ def judge_written_minutes(lake: Path, symbols: Sequence[str], months: Sequence[M
         stats.append(symbol_stats(frame, "open_time"))
         if sum(h.height for h in heads) < PREVIEW_ROWS:
             heads.append(frame.head(PREVIEW_ROWS))
-    if not symbols:
-        empty = pl.DataFrame(schema=MINUTE_SCHEMA)
-        return WrittenMinutes(
-            symbol_stats(empty, "open_time"),
-            empty,
-            checks.schema_matches(empty, MINUTE_SCHEMA),
-            checks.unique_keys(empty, KEYS),
-            checks.ohlc_consistent(empty),
-            checks.Completeness.of(empty),
-        )
     return WrittenMinutes(
         pl.concat(stats),
         pl.concat(heads).head(PREVIEW_ROWS),
