@@ -32,4 +32,5 @@ class MarketDataResource(ConfigurableResource):
 
     @property
     def lake(self) -> Path:
-        return Path(self.home) / "lake"
+        """The lake of the settings: ``<home>/lake``, another folder, or an object-store location."""
+        return self.settings().lake_dir

@@ -116,10 +116,28 @@ class Settings:
     stream: StreamSettings = StreamSettings()
     serving: ServingSettings = ServingSettings()
     extra: Mapping[str, object] = field(default_factory=dict)
+    lake: str = ""  # where the lake lives when not in <home>/lake: a local folder or s3://bucket/prefix
 
     @property
     def lake_dir(self) -> Path:
-        return self.home / "lake"
+        """The lake: ``<home>/lake`` unless ``lake`` says otherwise (an ``s3://`` URL gives a remote path)."""
+        if not self.lake:
+            return self.home / "lake"
+        from crypto_assets.lake.location import lake_root
+
+        return lake_root(self.lake)
+
+    @property
+    def remote_lake(self) -> bool:
+        return is_url(self.lake)
+
+    def require_local_lake(self, what: str) -> None:
+        """The speed and serving layers append to files in place, which object storage cannot do."""
+        if self.remote_lake:
+            raise SettingsError(
+                f"{what} needs a local (or mounted) lake; lake is {self.lake}. The object-store lake holds the "
+                "batch and forecast datasets; run the speed and serving layers with a local lake"
+            )
 
     @property
     def landing_dir(self) -> Path:
@@ -234,11 +252,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if is_url(str(home_value)):
         # Path() would quietly turn "s3://bucket/x" into a local folder named "s3:".
         raise SettingsError(
-            f"home: {home_value!r} is a URL; the lake is a local (or mounted) directory, object-store URLs such as "
-            "s3:// are not supported yet"
+            f"home: {home_value!r} is a URL; home is a local folder (landing files, state, the Dagster instance). "
+            'To keep the lake on object storage, set lake = "s3://bucket/prefix" (or CRYPTO_ASSETS_LAKE)'
         )
     home = Path(home_value).expanduser()
     home = (home if home.is_absolute() else base / home).resolve()
+    lake = str(env.get("CRYPTO_ASSETS_LAKE") or raw.get("lake") or "")
+    if lake and not is_url(lake):
+        local_lake = Path(lake).expanduser()
+        lake = str((local_lake if local_lake.is_absolute() else base / local_lake).resolve())
+    elif lake:
+        from crypto_assets.lake.location import lake_root
+
+        lake_root(lake)  # a malformed or unsupported URL fails here, naming the key
 
     symbols = (
         tuple(
@@ -279,6 +305,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         freshness_hours=float(raw.get("checks", {}).get("freshness_hours", 48.0)),
         **{name: _section(name, raw, env) for name in SECTIONS},
         extra={
-            k: v for k, v in raw.items() if k not in {"home", "symbols", "sources", "synthetic", "checks", *SECTIONS}
+            k: v
+            for k, v in raw.items()
+            if k not in {"home", "lake", "symbols", "sources", "synthetic", "checks", *SECTIONS}
         },
+        lake=lake,
     )

@@ -77,3 +77,26 @@ def postgres_url():
 
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto's standalone server on a free port) shared by the session's tests."""
+    from crypto_assets_tests.s3 import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint, monkeypatch, request):
+    """An empty ``s3://`` lake of its own for this test, with the AWS variables pointing at the server."""
+    import re
+
+    from crypto_assets_tests.s3 import BUCKET, apply_environment, make_bucket
+
+    apply_environment(s3_endpoint, lambda key, value: monkeypatch.setenv(key, value))
+    bucket = f"{BUCKET}-{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40].strip('-')}"
+    make_bucket(s3_endpoint, bucket)
+    monkeypatch.setenv("CRYPTO_ASSETS_LAKE", f"s3://{bucket}/lake")
+    return f"s3://{bucket}/lake"

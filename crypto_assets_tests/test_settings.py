@@ -62,9 +62,36 @@ def test_a_home_at_a_url_is_refused_not_made_a_local_folder(monkeypatch, tmp_pat
     monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CRYPTO_ASSETS_HOME", home)
-    with pytest.raises(SettingsError, match="not supported yet"):
+    with pytest.raises(SettingsError, match="home is a local folder.*CRYPTO_ASSETS_LAKE"):
         load_settings()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("lake", "error"),
+    [("gs://bucket/crypto", "uses gs://"), ("s3:///crypto", "names no bucket"), ("file:///tmp/x", "uses file://")],
+)
+def test_a_lake_url_other_than_s3_is_refused_naming_the_key(monkeypatch, tmp_path, lake, error):
+    monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRYPTO_ASSETS_LAKE", lake)
+    with pytest.raises(SettingsError, match=f"lake: .*{error}"):
+        load_settings()
+
+
+def test_the_lake_may_live_apart_from_home_locally_or_on_s3(monkeypatch, tmp_path):
+    monkeypatch.delenv("CRYPTO_ASSETS_CONFIG", raising=False)
+    monkeypatch.delenv("CRYPTO_ASSETS_LAKE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().lake_dir == tmp_path / "var" / "lake"
+    monkeypatch.setenv("CRYPTO_ASSETS_LAKE", "shared/lake")
+    assert load_settings().lake_dir == tmp_path / "shared" / "lake"
+    monkeypatch.setenv("CRYPTO_ASSETS_LAKE", "s3://market-bucket/crypto")
+    settings = load_settings()
+    assert settings.remote_lake and str(settings.lake_dir) == "s3://market-bucket/crypto"
+    assert str(settings.lake_dir / "minute_raw") == "s3://market-bucket/crypto/minute_raw"
+    with pytest.raises(SettingsError, match="stream job needs a local"):
+        settings.require_local_lake("the stream job")
 
 
 def test_component_sections_default_to_the_real_exchange_and_local_parts(project_home):

@@ -287,6 +287,7 @@ def bind_log(checkpoint: Path, lake: Path) -> int:
 def start_stream(
     spark: SparkSession, settings: Settings, max_offsets_per_trigger: int = 0, gate: StopGate | None = None
 ) -> StreamingQuery:
+    settings.require_local_lake("the stream job")
     checkpoint = checkpoint_dir(settings)
     checkpoint.mkdir(parents=True, exist_ok=True)
     base = bind_log(checkpoint, settings.lake_dir)

@@ -44,6 +44,7 @@ from crypto_assets.batch.transforms.minute import (
 from crypto_assets.lake.atomic import remove_stray_temps, write_parquet_atomic
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, months_between
+from crypto_assets.lake.location import read_parquet
 
 MINUTE_DATASET = MINUTE_RAW  # the asset writes the dataset of its name
 QUARANTINE_DATASET = "quarantine"
@@ -566,7 +567,7 @@ def _write_unparsed(
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     for symbol in symbols:
         path = lake / QUARANTINE_DATASET / f"symbol={symbol}" / UNPARSED_FILE
-        kept = pl.read_parquet(path).filter(~pl.col("source_file").is_in(read_files)) if path.is_file() else None
+        kept = read_parquet(path).filter(~pl.col("source_file").is_in(read_files)) if path.is_file() else None
         rows = frame.filter(pl.col("symbol") == symbol)
         if kept is not None:
             rows = pl.concat([kept, rows.select(QUARANTINE_SCHEMA.names())])

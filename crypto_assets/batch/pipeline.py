@@ -23,6 +23,7 @@ from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA, prophet_input
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, existing_partitions, months_between
+from crypto_assets.lake.location import scan_parquet
 
 # daily_filled looks back two months: MA30 on 1 March needs 29 days, which February alone cannot give.
 FILLED_LOOKBACK_MONTHS = 2
@@ -63,15 +64,15 @@ class PolarsEngine:
         # follows one symbol's window, not the range's. In symbol order, as one aggregation sorts them.
         by_symbol: dict[str, list[Path]] = {}
         for path in minute_files:
-            by_symbol.setdefault(Path(path).parents[2].name, []).append(path)
+            by_symbol.setdefault(path.parents[2].name, []).append(path)
         frames = [
-            aggregate_daily(pl.scan_parquet(files, hive_partitioning=False)).collect()
+            aggregate_daily(scan_parquet(files, hive_partitioning=False)).collect()
             for _, files in sorted(by_symbol.items())
         ]
         return pl.concat(frames) if frames else pl.DataFrame(schema=DAILY_SCHEMA)
 
     def daily_filled(self, daily_files: Sequence[Path], through: Mapping[str, date]) -> pl.DataFrame:
-        daily = pl.scan_parquet(daily_files, hive_partitioning=False).collect()
+        daily = scan_parquet(daily_files, hive_partitioning=False).collect()
         frames = []
         for symbol, last_day in through.items():
             rows = daily.filter(pl.col("symbol") == symbol)
@@ -80,7 +81,7 @@ class PolarsEngine:
         return pl.concat(frames) if frames else pl.DataFrame(schema=FILLED_SCHEMA)
 
     def prophet_input(self, filled_files: Sequence[Path]) -> pl.DataFrame:
-        return prophet_input(pl.scan_parquet(filled_files, hive_partitioning=False)).collect()
+        return prophet_input(scan_parquet(filled_files, hive_partitioning=False)).collect()
 
 
 POLARS = PolarsEngine()
@@ -108,7 +109,7 @@ def latest_date(lake: Path, dataset: str, symbol: str, column: str = "date") -> 
     files = sorted((lake / dataset / f"symbol={symbol}").glob("year=*/month=*/part-0.parquet"))
     if not files:
         return None
-    return pl.scan_parquet(files[-1]).select(pl.col(column).max()).collect().item()
+    return scan_parquet([files[-1]]).select(pl.col(column).max()).collect().item()
 
 
 def latest_closed_date(lake: Path, dataset: str, symbol: str, today: date | None = None) -> date | None:
@@ -116,7 +117,7 @@ def latest_closed_date(lake: Path, dataset: str, symbol: str, today: date | None
     today = today or datetime.now(UTC).date()
     files = sorted((lake / dataset / f"symbol={symbol}").glob("year=*/month=*/part-0.parquet"))
     for path in reversed(files):  # the newest partition may hold only today
-        newest = pl.scan_parquet(path).filter(pl.col("date") < today).select(pl.col("date").max()).collect().item()
+        newest = scan_parquet([path]).filter(pl.col("date") < today).select(pl.col("date").max()).collect().item()
         if newest is not None:
             return newest
     return None
@@ -164,4 +165,4 @@ def build_prophet_input(
 def read_dataset(lake: Path, dataset: str, schema: pl.Schema, symbols: Sequence[str]) -> pl.LazyFrame:
     """Every stored month of a dataset for the symbols (small daily datasets only)."""
     paths = [p for s in symbols for p in sorted((lake / dataset / f"symbol={s}").glob("year=*/month=*/part-0.parquet"))]
-    return pl.scan_parquet(paths) if paths else pl.LazyFrame(schema=schema)
+    return scan_parquet(paths) if paths else pl.LazyFrame(schema=schema)

@@ -16,6 +16,7 @@ from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.forecast.cross_validation import PREDICTIONS_SCHEMA
 from crypto_assets.forecast.model import FORECAST_SCHEMA
+from crypto_assets.lake.location import read_parquet
 
 FORECAST_CV_PREDICTIONS = "forecast_cv_predictions"
 
@@ -44,7 +45,7 @@ def read_symbol(lake: Path, dataset: str, symbol: str) -> pl.DataFrame:
     path = symbol_file(lake, dataset, symbol)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; materialize {dataset} for {symbol} first")
-    return pl.read_parquet(path)
+    return read_parquet(path)
 
 
 __all__ = [

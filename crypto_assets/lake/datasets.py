@@ -12,6 +12,7 @@ import polars as pl
 
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.layout import Month, existing_partitions, partition_path
+from crypto_assets.lake.location import scan_parquet
 
 WRITE_THREADS = min(4, (os.cpu_count() or 1) + 1)
 
@@ -41,7 +42,7 @@ def scan_months(
     paths = list(existing_partitions(lake, dataset, symbols, months))
     if not paths:
         return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(paths, hive_partitioning=False)
+    return scan_parquet(paths, hive_partitioning=False)
 
 
 def write_months(

@@ -168,6 +168,7 @@ def build_serving_assets(settings: Settings) -> list:
     )
     def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         current = market.settings()
+        current.require_local_lake("the unified view")
         symbols = current.symbol_names
         delay = timedelta(milliseconds=parse_delay(current.stream.watermark))
         results: dict[str, UnifiedResult] = {}

@@ -137,6 +137,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from crypto_assets.serving.system import plan_for, run_system
 
     settings = args.settings
+    if not args.no_speed:
+        settings.require_local_lake("crypto-assets up with the speed layer (use --no-speed for the batch layer alone)")
     if args.sensor_interval is not None:
         # Exported for the Dagster processes `up` starts, which resolve the settings themselves.
         os.environ["CRYPTO_ASSETS_SERVING_SENSOR_MIN_INTERVAL_SECONDS"] = str(args.sensor_interval)

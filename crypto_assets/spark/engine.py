@@ -1,10 +1,14 @@
 """The Spark batch engine: reads the lake's partition files into Spark, runs the Spark transforms, and hands the
-result back as a Polars frame for the shared writer (``lake.datasets.write_months``)."""
+result back as a Polars frame for the shared writer (``lake.datasets.write_months``).
+
+A lake on object storage is read by the executors themselves, each its share of the files with the project's
+own Parquet reader (``mapInArrow``), so no Hadoop S3 connector has to be on the cluster's class path."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +19,7 @@ from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
+from crypto_assets.lake.location import is_remote, location, read_parquet
 from crypto_assets.spark import transforms
 
 # Spark reads Parquet's unsigned 32-bit integers (minute_count) as longs.
@@ -37,6 +42,15 @@ def to_polars(frame: DataFrame, schema: pl.Schema) -> pl.DataFrame:
     return pl.from_arrow(frame.toArrow()).select(schema.names()).cast(dict(schema)).rechunk()
 
 
+def read_files(batches, schema: pl.Schema):  # noqa: ANN001, ANN201 - mapInArrow's iterator form
+    """``mapInArrow``: each path of the batches read whole, in the dataset's columns and the types Spark reads."""
+    types = {name: pl.Int64 if dtype == pl.UInt32 else dtype for name, dtype in schema.items()}
+    for batch in batches:
+        for path in batch.column("path").to_pylist():
+            frame = read_parquet(path).select(schema.names()).cast(types)
+            yield from frame.to_arrow(compat_level=pl.CompatLevel.oldest()).to_batches()
+
+
 class SparkEngine:
     """The batch steps on a Spark session (the ``pyspark`` resource's, or one built from the settings)."""
 
@@ -46,6 +60,9 @@ class SparkEngine:
         self.session = session
 
     def read(self, files: Sequence[Path], schema: pl.Schema) -> DataFrame:
+        if any(is_remote(path) for path in files):
+            paths = self.session.createDataFrame([(location(p),) for p in files], "path string")
+            return paths.repartition(len(files)).mapInArrow(partial(read_files, schema=schema), spark_schema(schema))
         # Explicit files: Spark infers no partition columns from the Hive directory names.
         return self.session.read.schema(spark_schema(schema)).parquet(*(str(path) for path in files))
 

@@ -12,8 +12,10 @@ over the executors.
    month file with one rename. A crash before the commit leaves only temporary files (removed by the next
    writer holding the lock) and never a month without its losing versions recorded.
 
-Every rule is the Polars one; only where rows go is Spark's. The lake must be a folder every executor sees
-at the same path (local disk with a ``local[*]`` master, or a shared mount).
+Every rule is the Polars one; only where rows go is Spark's. The lake must be one every executor reaches: an
+``s3://`` lake, or a folder at the same path everywhere (local disk with a ``local[*]`` master, or a shared
+mount). On object storage a staged month is an object under a temporary name, committed by one server-side
+copy (S3 has no rename); source files must still be at the same path on every executor.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHE
 from crypto_assets.lake.atomic import commit, remove_stray_temps, stage_parquet
 from crypto_assets.lake.datasets import WriteSummary, scan_months
 from crypto_assets.lake.layout import Month, existing_partitions, months_between, partition_path
+from crypto_assets.lake.location import lake_root, size_of
 
 SOURCE, EXCHANGE = "source", "exchange"
 GOOD, BAD, UNPARSED, REPORT, STORED = "good", "bad", "unparsed", "report", "stored"
@@ -141,7 +144,7 @@ def read_items(batches: Iterator[pa.RecordBatch], months: list[Month], latest_ti
         for item in batch.to_pylist():
             path, symbol, rank = item["path"], item["symbol"], item["rank"]
             if item["kind"] == EXCHANGE:
-                read = exchange_reader(Path(path), rank, latest_time)
+                read = exchange_reader(lake_root(path), rank, latest_time)
             else:
                 read = partial(read_source, SourceFile(Path(path), symbol, rank), latest_time)
             report = {"kind": REPORT, "item": item["item"], "symbol": symbol, "source_file": path}
@@ -168,18 +171,20 @@ def merge_month(key: tuple, table: pa.Table, lake: str, base_rank: int) -> pa.Ta
     rows = utc_times(pl.from_arrow(table)).filter(pl.col("kind") == GOOD)
     # The Polars engine concatenates the sources in rank order, each in its own line order.
     pool = rows.sort("source_rank", "line").select(*MINUTE_SCHEMA.names(), "source_rank", "line").cast(MINUTE_SCHEMA)
-    stored = read_partition(Path(lake), MINUTE_DATASET, symbol, month, MINUTE_SCHEMA)
+    root = lake_root(lake)
+    stored = read_partition(root, MINUTE_DATASET, symbol, month, MINUTE_SCHEMA)
     winners, conflicts, duplicates, _ = merge_pool([pool] if pool.height else [], stored, base_rank)
-    staged = None
+    staged, size = None, 0
     if winners.height:
-        staged = str(stage_parquet(winners, partition_path(Path(lake), MINUTE_DATASET, symbol, month)))
+        staged_path = stage_parquet(winners, partition_path(root, MINUTE_DATASET, symbol, month))
+        staged, size = str(staged_path), size_of(staged_path)
     written = {
         "kind": WRITTEN,
         "symbol": symbol,
         "month_key": k,
         "staged": staged,
         "rows": winners.height,
-        "bytes": Path(staged).stat().st_size if staged else 0,
+        "bytes": size,
         "duplicates": duplicates,
     }
     lost = conflicts.with_columns(
@@ -356,7 +361,7 @@ def _commit_months(written: pl.DataFrame, lake: Path, symbols: Sequence[str], mo
             path = partition_path(lake, MINUTE_DATASET, symbol, month)
             row = staged.get((symbol, month.year * 12 + month.month - 1))
             if row is not None:
-                commit(Path(row["staged"]), path)
+                commit(lake_root(row["staged"]), path)
                 summary.rows += row["rows"]
                 summary.bytes_written += row["bytes"]
                 summary.files.append(path)

@@ -23,6 +23,7 @@ from crypto_assets.spark.engine import SparkEngine
 from crypto_assets.spark.ingest import spark_ingest_window
 
 RESOURCE_KEY = "pyspark"
+FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 APP_NAME = "crypto-assets-batch"
 
 
@@ -46,6 +47,10 @@ def spark_config(settings: Settings) -> dict[str, str]:
     if spark.master.startswith("local"):
         # Nothing outside this machine needs to reach a local driver.
         config |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    if settings.remote_lake:
+        # Executors read and write an s3:// lake themselves: they get the driver's endpoint and region. Never
+        # its credentials, which executors take from their own environment or role.
+        config |= {f"spark.executorEnv.{name}": os.environ[name] for name in FORWARDED_AWS if os.environ.get(name)}
     return config
 
 

@@ -41,6 +41,7 @@ from crypto_assets.batch.minute_ingest import MINUTE_DATASET, QUARANTINE_DATASET
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA, merge_ranges
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.layout import Month, partition_path
+from crypto_assets.lake.location import scan_parquet
 
 DEFAULT_CHUNK_MINUTES = 5_000  # five full pages of klines per commit
 # A range this close to now that came back empty may only be late; it is not recorded as an outage.
@@ -320,7 +321,7 @@ def _merge_fetched_earlier(committer: _Committer, lake: Path, gaps: pl.DataFrame
         path = partition_path(lake, EXCHANGE_MINUTES, symbol, Month(year, month))
         if not path.is_file():
             continue
-        stored = within_ranges(pl.scan_parquet(path), todo.lazy()).select(pl.len()).collect().item()
+        stored = within_ranges(scan_parquet([path]), todo.lazy()).select(pl.len()).collect().item()
         if stored:
             _, added, _ = committer.merge(symbol, Month(year, month), pl.DataFrame(schema=MINUTE_SCHEMA))
             recovered += added

@@ -23,6 +23,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crypto_assets.lake.location import is_remote
+from crypto_assets.lake.object_lock import object_lock
+
 LOCK_FILE = ".minute_raw.lock"
 # Long enough for a daily refresh's ingest or a month's backfill to finish; a longer wait is an error that says
 # who holds the lock, rather than a run that hangs.
@@ -60,8 +63,18 @@ def minute_raw_lock(
     holds it, telling ``on_wait`` once that it waits and for whom; then raises :class:`LakeBusyError`.
     """
     timeout = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
-    lake.mkdir(parents=True, exist_ok=True)
     path = lake / LOCK_FILE
+    if is_remote(lake):
+        with object_lock(
+            path,
+            what,
+            timeout,
+            on_wait and (lambda message: on_wait(f"minute_raw of {lake} is {message}")),
+            lambda message, holder: LakeBusyError(f"minute_raw of {lake} is {message}", path, holder),
+        ):
+            yield
+        return
+    lake.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout

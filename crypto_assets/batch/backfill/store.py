@@ -19,6 +19,7 @@ from crypto_assets.batch.backfill.transforms import exchange_rows
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.layout import Month, existing_partitions, partition_path
+from crypto_assets.lake.location import read_parquet, scan_parquet
 
 EXCHANGE_MINUTES = "exchange_minutes"
 EXCHANGE_EMPTY = "exchange_empty"
@@ -26,7 +27,7 @@ EXCHANGE_EMPTY = "exchange_empty"
 
 def read_partition(lake: Path, dataset: str, symbol: str, month: Month, schema: pl.Schema) -> pl.DataFrame:
     path = partition_path(lake, dataset, symbol, month)
-    return pl.read_parquet(path) if path.is_file() else pl.DataFrame(schema=schema)
+    return read_parquet(path) if path.is_file() else pl.DataFrame(schema=schema)
 
 
 def write_partition(frame: pl.DataFrame, lake: Path, dataset: str, symbol: str, month: Month) -> int:
@@ -39,7 +40,7 @@ def read_ranges(lake: Path, dataset: str, symbols: Iterable[str], months: Sequen
     paths = list(existing_partitions(lake, dataset, symbols, months))
     if not paths:
         return pl.LazyFrame(schema=RANGE_SCHEMA)
-    return pl.scan_parquet(paths).select(RANGE_SCHEMA.names())
+    return scan_parquet(paths).select(RANGE_SCHEMA.names())
 
 
 def exchange_sources(
@@ -61,6 +62,6 @@ def exchange_reader(path: Path, rank: int, latest_time: datetime) -> Callable[[]
     """The reader of one stored month of exchange candles (see :func:`exchange_sources`)."""
 
     def read() -> tuple[pl.LazyFrame, str]:
-        return exchange_rows(pl.scan_parquet(path), str(path), rank, latest_time), EXCHANGE_MINUTES
+        return exchange_rows(scan_parquet([path]), str(path), rank, latest_time), EXCHANGE_MINUTES
 
     return read

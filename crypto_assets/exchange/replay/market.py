@@ -25,6 +25,7 @@ from crypto_assets.batch.sources.discovery import discover_sources
 from crypto_assets.batch.sources.errors import SourceFormatError
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, clean_minutes
 from crypto_assets.exchange.binance import MINUTE_MS
+from crypto_assets.lake.location import scan_parquet
 from crypto_assets.settings import SourceSpec, validate_symbol
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -185,7 +186,7 @@ class Market:
             files = [f for f in files if f.parts[-4] in wanted]
         if not files:
             raise MarketError(f"no {MINUTE_DATASET} partitions under {root}")
-        frame = pl.scan_parquet(files, hive_partitioning=False).select(MINUTE_SCHEMA.names()).collect()
+        frame = scan_parquet(files, hive_partitioning=False).select(MINUTE_SCHEMA.names()).collect()
         return cls.from_frame(frame.sort("symbol", "open_time"), description=str(root))
 
     @classmethod
