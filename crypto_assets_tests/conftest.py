@@ -92,11 +92,13 @@ def s3_endpoint():
 def s3_lake(s3_endpoint, monkeypatch, request):
     """An empty ``s3://`` lake of its own for this test, with the AWS variables pointing at the server."""
     import re
+    import uuid
 
     from crypto_assets_tests.s3 import BUCKET, apply_environment, make_bucket
 
     apply_environment(s3_endpoint, lambda key, value: monkeypatch.setenv(key, value))
-    bucket = f"{BUCKET}-{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40].strip('-')}"
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
+    bucket = f"{BUCKET}-{name}-{uuid.uuid4().hex[:8]}"
     make_bucket(s3_endpoint, bucket)
     monkeypatch.setenv("CRYPTO_ASSETS_LAKE", f"s3://{bucket}/lake")
     return f"s3://{bucket}/lake"

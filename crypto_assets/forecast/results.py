@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.atomic import atomic_target, write_parquet_atomic
+from crypto_assets.lake.location import lake_root
 
 BAND_COLUMNS = ("lower_80", "upper_80", "lower_95", "upper_95")
 RESULTS_SCHEMA = {
@@ -53,14 +54,14 @@ def actual_vs_predicted(history: pl.DataFrame, forecasts: pl.DataFrame) -> pl.Da
 
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Atomic Parquet write (the lake's writer: fixed settings, byte-identical on re-runs)."""
-    target = Path(path)
+    target = lake_root(path)
     write_parquet_atomic(df, target)
     return target
 
 
 def write_csv(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Atomic CSV write: a temporary file beside the target, then one rename."""
-    target = Path(path)
+    """Atomic CSV write: a temporary file beside the target, then one rename (on object storage, one PUT)."""
+    target = lake_root(path)
     with atomic_target(target) as tmp:
         df.write_csv(tmp)
     return target
