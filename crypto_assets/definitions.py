@@ -22,8 +22,10 @@ SPEED_LAYER_DEFS = "streaming_sensor.defs"
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
-    speed = importlib.import_module(SPEED_LAYER_DEFS)
-    domains = [batch_defs, forecast_defs, speed, serving_defs]
+    domains = [batch_defs, forecast_defs]
+    if not settings.remote_lake:
+        # The speed and serving layers append to lake files in place, which object storage cannot do.
+        domains += [importlib.import_module(SPEED_LAYER_DEFS), serving_defs]
     return Definitions.merge(*(module.build_defs(settings) for module in domains))
 
 

@@ -55,3 +55,12 @@ def test_the_batch_graph_on_s3_writes_the_files_local_disk_gets(tmp_path, monkey
     # Readers take the lake's URL as it is.
     month = "daily_filled/symbol=BTCUSDT/year=2025/month=12/part-0.parquet"
     assert pl.read_parquet(f"{s3_lake}/{month}").height == 13  # the synthetic market runs to 13 December
+
+
+def test_with_an_s3_lake_the_code_location_offers_the_batch_and_forecast_graphs_only(project_home, s3_lake):
+    from crypto_assets.definitions import build_definitions
+
+    project_home()
+    keys = {key.to_user_string() for key in build_definitions(load_settings()).resolve_all_asset_keys()}
+    assert {"minute_raw", "daily_raw", "daily_filled", "prophet_input", "forecasts"} <= keys
+    assert not keys & {"unified_view", "speed_microbatches"}
