@@ -54,8 +54,8 @@ def scan_parquet(paths: Iterable[object], **kwargs: Any) -> pl.LazyFrame:
     return pl.scan_parquet([location(p) for p in paths], **kwargs)
 
 
-def read_parquet(path: object) -> pl.DataFrame:
-    return pl.read_parquet(location(path))
+def read_parquet(path: object, **kwargs: Any) -> pl.DataFrame:
+    return pl.read_parquet(location(path), **kwargs)
 
 
 def put_object(path: Any, data: bytes) -> None:

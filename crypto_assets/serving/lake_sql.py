@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.lake.layout import DATASET_PATTERN, PART_FILE
+from crypto_assets.lake.location import scan_parquet
 from crypto_assets.lake.microbatch_log import (
     CANDLES_1M,
     DAILY,
@@ -65,7 +66,7 @@ def lake_tables(lake: Path) -> dict[str, pl.LazyFrame]:
         ):
             files = dataset_files(root)
             if files:
-                tables[root.name] = pl.scan_parquet(files, hive_partitioning=False)
+                tables[root.name] = scan_parquet(files, hive_partitioning=False)
     latest = latest_batch_id(lake)
     for dataset in (CANDLES_1M, DAILY):
         files = committed_files(lake, dataset, latest)

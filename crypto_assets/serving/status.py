@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
-import polars as pl
-
 from crypto_assets.asset_names import MINUTE_RAW, UNIFIED_VIEW
 from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.pipeline import latest_date
+from crypto_assets.lake.location import read_parquet
 from crypto_assets.lake.microbatch_log import read_records_tail
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
 from crypto_assets.serving.store import (
@@ -97,7 +96,7 @@ def layer_freshness(settings: Settings, now: datetime | None = None) -> dict:
         view = {}
         path = view_file(lake, symbol)
         if path.is_file():
-            frame = pl.read_parquet(path, columns=["date", "source", "as_of"])
+            frame = read_parquet(path, columns=["date", "source", "as_of"])
             as_of = frame["as_of"].max()
             view = {
                 "materialized_at": written_at(path).isoformat(),

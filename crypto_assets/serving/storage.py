@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets.lake.location import scan_parquet
 from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, LOG_DIR, SPEED
 from crypto_assets.serving.compaction import (
     compact_speed,
@@ -63,7 +64,7 @@ def orphaned_temp_files(roots: list[Path], now: float | None = None) -> list[Pat
 
 
 def _superseded_file(path: Path, seams: dict[str, date | None], day: pl.Expr) -> bool:
-    newest = pl.scan_parquet(path).group_by("symbol").agg(day.max().alias("day")).collect()
+    newest = scan_parquet([path]).group_by("symbol").agg(day.max().alias("day")).collect()
     return all(seams.get(s) is not None and d is not None and d <= seams[s] for s, d in newest.iter_rows())
 
 

@@ -16,6 +16,7 @@ from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, UNIFIED_VIEW
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.layout import PART_FILE, Month
+from crypto_assets.lake.location import read_parquet, scan_parquet
 from crypto_assets.serving.unified import AS_OF
 from crypto_assets.settings import validate_symbol
 
@@ -28,7 +29,7 @@ def read_view(lake: Path, symbol: str) -> pl.DataFrame:
     path = view_file(lake, symbol)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; materialize unified_view for {symbol} first")
-    return pl.read_parquet(path)
+    return read_parquet(path)
 
 
 def month_files(lake: Path, dataset: str, symbol: str) -> list[tuple[Month, Path]]:
@@ -50,7 +51,7 @@ def _with_as_of(files: list[Path], schema: pl.Schema) -> pl.LazyFrame:
         return pl.LazyFrame(schema={**schema, "as_of": AS_OF})
     return pl.concat(
         [
-            pl.scan_parquet(f).select(schema.names()).with_columns(pl.lit(written_at(f), AS_OF).alias("as_of"))
+            scan_parquet([f]).select(schema.names()).with_columns(pl.lit(written_at(f), AS_OF).alias("as_of"))
             for f in files
         ]
     )
