@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -60,7 +60,17 @@ def partition_path(lake: Path, dataset: str, symbol: str, month: Month) -> Path:
 def existing_partitions(lake: Path, dataset: str, symbols: Iterable[str], months: Iterable[Month]) -> Iterator[Path]:
     months = list(months)
     for symbol in symbols:
+        stored = _stored_test(lake, dataset, symbol)
         for month in months:
             path = partition_path(lake, dataset, symbol, month)
-            if path.is_file():
+            if stored(path):
                 yield path
+
+
+def _stored_test(lake: Path, dataset: str, symbol: str) -> Callable[[Path], bool]:
+    if isinstance(lake, Path):
+        return Path.is_file
+    # Object storage: one listing of the symbol's folder, not a request per month.
+    folder = lake / dataset / f"symbol={symbol}"
+    keys = set(folder.fs.find(folder.path))
+    return lambda path: path.path in keys
