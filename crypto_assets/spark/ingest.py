@@ -61,6 +61,7 @@ SOURCE, EXCHANGE = "source", "exchange"
 GOOD, BAD, UNPARSED, REPORT, STORED = "good", "bad", "unparsed", "report", "stored"
 CONFLICT, WRITTEN = "conflict", "written"
 
+ARROW_BATCH_ROWS = 10_000  # spark.sql.execution.arrow.maxRecordsPerBatch's default
 ITEM_SCHEMA = "item long, path string, symbol string, rank int, kind string"
 _VALUES = [(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")]
 _TIME = pa.timestamp("us", tz="UTC")
@@ -161,7 +162,9 @@ def read_items(batches: Iterator[pa.RecordBatch], months: list[Month], latest_ti
                 no_time.with_columns(pl.lit(UNPARSED).alias("kind")),
             ]
             parts = [p.with_columns(pl.lit(item["item"], pl.Int64).alias("item")) for p in tagged]
-            yield from to_table([*parts, pl.DataFrame([report])], READ_ROWS).to_batches()
+            # Batches of Spark's own Arrow batch size: a file's rows (a million for a symbol's two years) never
+            # cross into the JVM as one buffer.
+            yield from to_table([*parts, pl.DataFrame([report])], READ_ROWS).to_batches(max_chunksize=ARROW_BATCH_ROWS)
 
 
 def merge_month(key: tuple, table: pa.Table, lake: str, base_rank: int) -> pa.Table:
@@ -235,11 +238,12 @@ def _items(
 
 def _stored_months(session: SparkSession, lake: Path, symbols: Sequence[str], months: list[Month]) -> DataFrame:
     """A row per stored month of the window, so a month no file touches is rewritten from what it holds."""
+    stored = {str(path) for path in existing_partitions(lake, MINUTE_DATASET, symbols, months)}
     keys = [
         (STORED, symbol, month.year * 12 + month.month - 1)
         for symbol in symbols
         for month in months
-        if partition_path(lake, MINUTE_DATASET, symbol, month).is_file()
+        if str(partition_path(lake, MINUTE_DATASET, symbol, month)) in stored
     ]
     return session.createDataFrame(keys, "kind string, symbol string, month_key long")
 
@@ -306,7 +310,9 @@ def _merge(
     # One file per task: the files are the unit of work, and a task reads each whole.
     paths = session.createDataFrame(rows_by_item, ITEM_SCHEMA).repartition(max(len(items), 1))
     read = paths.mapInArrow(partial(read_items, months=months, latest_time=latest_time), ddl(READ_ROWS))
-    read = read.persist(StorageLevel.MEMORY_AND_DISK)
+    # Read once, used twice (the few rows for the driver, the good rows for the merge). On disk: kept in memory,
+    # the read rows of a long range outgrow the driver's heap under local[*].
+    read = read.persist(StorageLevel.DISK_ONLY)
     try:
         side = utc_times(pl.from_arrow(read.where(F.col("kind") != GOOD).toArrow()))
         good = read.where((F.col("kind") == GOOD) & F.col("symbol").isin(list(symbols)))
