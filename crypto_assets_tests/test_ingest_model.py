@@ -13,9 +13,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -35,7 +32,7 @@ from crypto_assets.exchange.client import ExchangeClient
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.settings import ExchangeSettings
-from crypto_assets_tests.conftest import REPO
+from crypto_assets_tests.killing import sigkill_after_start
 
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("slow", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -239,19 +236,7 @@ def test_an_ingest_killed_at_any_point_then_rerun_loses_and_duplicates_nothing(
     for rows in before:
         world.ingest(world.write_file(rows))
     path = world.write_file(killed)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_INGEST, str(world.home), str(path)], stdout=subprocess.PIPE, env=env
-    )
-    try:
-        assert process.stdout.readline() == b"started\n"  # imports done: the kill lands inside the ingest
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        process.kill()
-        process.wait(30)
-        process.stdout.close()
+    sigkill_after_start(KILLED_INGEST, [str(world.home), str(path)], delay)  # the kill lands inside the ingest
     world.ingest(path)  # the user runs the same ingest again
     world.check()
     assert not [p for p in world.home.rglob(f"{TEMP_PREFIX}*")], "the rerun removes what the killed one left"

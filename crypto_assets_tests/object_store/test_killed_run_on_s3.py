@@ -4,11 +4,6 @@ uninterrupted run leaves it (nothing lost, nothing duplicated, no stray object),
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,10 +11,10 @@ from hypothesis import strategies as st
 
 from crypto_assets.lake.object_lock import LEASE_VARIABLE
 from crypto_assets_tests.conftest import write_config
+from crypto_assets_tests.killing import sigkill_after_start
 from crypto_assets_tests.object_store.test_batch_graph_on_s3 import FIRST, LAST, local_files, remote_files, run_graph
 from crypto_assets_tests.s3 import apply_environment, make_bucket
 
-REPO = Path(__file__).resolve().parents[2]
 RUN = """
 import sys
 from pathlib import Path
@@ -58,20 +53,7 @@ def test_a_run_killed_at_any_point_then_rerun_leaves_the_lake_an_uninterrupted_r
     monkeypatch_module.setenv("CRYPTO_ASSETS_LAKE", lake)
     monkeypatch_module.setenv(LEASE_VARIABLE, "4")  # a killed holder's lock lapses in seconds, not a minute
     monkeypatch_module.setenv("CRYPTO_ASSETS_CONFIG", str(write_config(root / "home")))
-    process = subprocess.Popen(
-        [sys.executable, "-c", RUN, str(root / "dagster-killed"), FIRST, LAST],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert process.stdout.readline() == b"started\n"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        process.kill()
-        process.wait(30)
-        process.stdout.close()
+    sigkill_after_start(RUN, [str(root / "dagster-killed"), FIRST, LAST], delay)
 
     run_graph(root / "home", root, monkeypatch_module, "dagster-rerun")
     stored = remote_files(s3_endpoint, lake)

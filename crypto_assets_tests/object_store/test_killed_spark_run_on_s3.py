@@ -14,9 +14,9 @@ import s3fs
 
 from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.lake.object_lock import LEASE_VARIABLE
-from crypto_assets_tests.conftest import write_config
+from crypto_assets_tests.conftest import REPO, write_config
 from crypto_assets_tests.object_store.test_batch_graph_on_s3 import FIRST, LAST, local_files, remote_files, run_graph
-from crypto_assets_tests.object_store.test_killed_run_on_s3 import REPO, RUN
+from crypto_assets_tests.object_store.test_killed_run_on_s3 import RUN
 from crypto_assets_tests.object_store.test_spark_on_s3 import SPARK
 
 pytestmark = pytest.mark.slow  # a Spark session in a child process, then a rerun
