@@ -60,26 +60,26 @@ def s3_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def make_bucket(endpoint: str, bucket: str = BUCKET) -> None:
+def server_filesystem(endpoint: str):  # noqa: ANN201
+    """An s3fs client of the server at ``endpoint`` that never caches listings."""
     import s3fs
 
     env = aws_environment(endpoint)
-    s3fs.S3FileSystem(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], endpoint_url=endpoint).mkdir(
-        bucket
-    )
-
-
-def lake_objects(endpoint: str, prefix: str) -> dict[str, bytes]:
-    """Every object under ``s3://<prefix>``, by key: what a reader of the bucket would see."""
-    import s3fs
-
-    env = aws_environment(endpoint)
-    fs = s3fs.S3FileSystem(
+    return s3fs.S3FileSystem(
         key=env["AWS_ACCESS_KEY_ID"],
         secret=env["AWS_SECRET_ACCESS_KEY"],
         endpoint_url=endpoint,
         use_listings_cache=False,
     )
+
+
+def make_bucket(endpoint: str, bucket: str = BUCKET) -> None:
+    server_filesystem(endpoint).mkdir(bucket)
+
+
+def lake_objects(endpoint: str, prefix: str) -> dict[str, bytes]:
+    """Every object under ``s3://<prefix>``, by key: what a reader of the bucket would see."""
+    fs = server_filesystem(endpoint)
     return {key: fs.cat_file(key) for key in fs.find(prefix)}
 
 

@@ -37,7 +37,8 @@ def fsync_path(path: Path) -> None:
 
 def temp_path(path: Path) -> Path:
     """A unique temporary name next to ``path`` (in its directory, so the rename never crosses a file system)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not is_remote(path):  # object storage has no folders to make
+        path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name created by the writer itself, so the usual umask applies (mkstemp would give 0600).
     return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
 
@@ -97,11 +98,10 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> int:
 def stage_parquet(frame: pl.DataFrame, path: Path) -> Path:
     """Write ``frame`` beside ``path`` under a temporary name, for a later :func:`commit` (by any process that
     sees the same folder); a staged file never committed is a stray temporary file like any other."""
+    tmp = temp_path(path)
     if is_remote(path):
-        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
         write_parquet_atomic(frame, tmp)
         return tmp
-    tmp = temp_path(path)
     try:
         write_parquet(frame, tmp)
     except BaseException:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
+from crypto_assets.lake.location import is_remote
 from crypto_assets.settings import validate_symbol
 
 PART_FILE = "part-0.parquet"
@@ -58,17 +59,25 @@ def partition_path(lake: Path, dataset: str, symbol: str, month: Month) -> Path:
 
 
 def existing_partitions(lake: Path, dataset: str, symbols: Iterable[str], months: Iterable[Month]) -> Iterator[Path]:
+    for _, _, path in stored_partitions(lake, dataset, symbols, months):
+        yield path
+
+
+def stored_partitions(
+    lake: Path, dataset: str, symbols: Iterable[str], months: Iterable[Month]
+) -> Iterator[tuple[str, Month, Path]]:
+    """(symbol, month, file) of each partition of the window that exists, symbol by symbol in month order."""
     months = list(months)
     for symbol in symbols:
         stored = _stored_test(lake, dataset, symbol)
         for month in months:
             path = partition_path(lake, dataset, symbol, month)
             if stored(path):
-                yield path
+                yield symbol, month, path
 
 
 def _stored_test(lake: Path, dataset: str, symbol: str) -> Callable[[Path], bool]:
-    if isinstance(lake, Path):
+    if not is_remote(lake):
         return Path.is_file
     # Object storage: one listing of the symbol's folder, not a request per month.
     folder = lake / dataset / f"symbol={symbol}"

@@ -44,18 +44,14 @@ def is_remote(path: object) -> bool:
     return not isinstance(path, Path)
 
 
-def location(path: object) -> str:
-    """The string Polars, pyarrow and Spark's readers take for ``path`` (``s3://…`` or a local path)."""
-    return str(path)
-
-
 def scan_parquet(paths: Iterable[object], **kwargs: Any) -> pl.LazyFrame:
-    """Lazily read lake files, local or remote (Polars takes the AWS settings from the environment)."""
-    return pl.scan_parquet([location(p) for p in paths], **kwargs)
+    """Lazily read lake files, local or remote: Polars takes their ``s3://…`` strings, and the AWS settings from
+    the environment."""
+    return pl.scan_parquet([str(p) for p in paths], **kwargs)
 
 
 def read_parquet(path: object, **kwargs: Any) -> pl.DataFrame:
-    return pl.read_parquet(location(path), **kwargs)
+    return pl.read_parquet(str(path), **kwargs)
 
 
 def put_object(path: Any, data: bytes) -> None:
@@ -63,7 +59,3 @@ def put_object(path: Any, data: bytes) -> None:
     if len(data) >= SINGLE_PUT_LIMIT:
         raise ValueError(f"{path}: {len(data)} bytes exceed the {SINGLE_PUT_LIMIT} bytes of a single PUT")
     path.fs.pipe_file(path.path, data, chunksize=SINGLE_PUT_LIMIT)
-
-
-def size_of(path: Any) -> int:
-    return path.stat().st_size

@@ -44,13 +44,15 @@ def read_holder(path: Any) -> tuple[dict, str | None]:
         return {}, None
     except ValueError:
         info = {}
-    return (info if isinstance(info, dict) else {}), etag
+    return (info if isinstance(info, dict) else {}), etag  # a body newer than the ETag only fails the If-Match
 
 
-def describe(info: dict) -> str:
-    if "pid" not in info:
+def describe(info: object) -> str:
+    """Who holds a lock, from what its holder wrote (a lock file's or a lock object's JSON)."""
+    if not isinstance(info, dict) or "pid" not in info:
         return "another writer"
-    return f"{info.get('what', 'another writer')} (pid {info['pid']} on {info.get('host', '?')}, since {info.get('since', '?')})"
+    host = f" on {info['host']}" if "host" in info else ""
+    return f"{info.get('what', 'another writer')} (pid {info['pid']}{host}, since {info.get('since', '?')})"
 
 
 def _try_take(path: Any, body: bytes) -> str | None:

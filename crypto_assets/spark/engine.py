@@ -19,7 +19,7 @@ from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
-from crypto_assets.lake.location import is_remote, location, read_parquet
+from crypto_assets.lake.location import is_remote, read_parquet
 from crypto_assets.spark import transforms
 
 # Spark reads Parquet's unsigned 32-bit integers (minute_count) as longs.
@@ -61,7 +61,7 @@ class SparkEngine:
 
     def read(self, files: Sequence[Path], schema: pl.Schema) -> DataFrame:
         if any(is_remote(path) for path in files):
-            paths = self.session.createDataFrame([(location(p),) for p in files], "path string")
+            paths = self.session.createDataFrame([(str(p),) for p in files], "path string")
             return paths.repartition(len(files)).mapInArrow(partial(read_files, schema=schema), spark_schema(schema))
         # Explicit files: Spark infers no partition columns from the Hive directory names.
         return self.session.read.schema(spark_schema(schema)).parquet(*(str(path) for path in files))

@@ -54,8 +54,8 @@ from crypto_assets.batch.transforms.merge import name_conflicts
 from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.atomic import commit, remove_stray_temps, stage_parquet
 from crypto_assets.lake.datasets import WriteSummary, scan_months
-from crypto_assets.lake.layout import Month, existing_partitions, months_between, partition_path
-from crypto_assets.lake.location import lake_root, size_of
+from crypto_assets.lake.layout import Month, months_between, partition_path, stored_partitions
+from crypto_assets.lake.location import lake_root
 
 SOURCE, EXCHANGE = "source", "exchange"
 GOOD, BAD, UNPARSED, REPORT, STORED = "good", "bad", "unparsed", "report", "stored"
@@ -180,7 +180,7 @@ def merge_month(key: tuple, table: pa.Table, lake: str, base_rank: int) -> pa.Ta
     staged, size = None, 0
     if winners.height:
         staged_path = stage_parquet(winners, partition_path(root, MINUTE_DATASET, symbol, month))
-        staged, size = str(staged_path), size_of(staged_path)
+        staged, size = str(staged_path), staged_path.stat().st_size
     written = {
         "kind": WRITTEN,
         "symbol": symbol,
@@ -230,20 +230,17 @@ def _items(
     for group in groups:
         items += [f for f in files if f.symbol in group or not per_symbol]
         items += [
-            _Item(str(p), p.parent.parent.parent.name.removeprefix("symbol="), base_rank + 1, EXCHANGE, "")
-            for p in existing_partitions(lake, EXCHANGE_MINUTES, group, months)
+            _Item(str(p), symbol, base_rank + 1, EXCHANGE, "")
+            for symbol, _, p in stored_partitions(lake, EXCHANGE_MINUTES, group, months)
         ]
     return items, base_rank
 
 
 def _stored_months(session: SparkSession, lake: Path, symbols: Sequence[str], months: list[Month]) -> DataFrame:
     """A row per stored month of the window, so a month no file touches is rewritten from what it holds."""
-    stored = {str(path) for path in existing_partitions(lake, MINUTE_DATASET, symbols, months)}
     keys = [
         (STORED, symbol, month.year * 12 + month.month - 1)
-        for symbol in symbols
-        for month in months
-        if str(partition_path(lake, MINUTE_DATASET, symbol, month)) in stored
+        for symbol, month, _ in stored_partitions(lake, MINUTE_DATASET, symbols, months)
     ]
     return session.createDataFrame(keys, "kind string, symbol string, month_key long")
 

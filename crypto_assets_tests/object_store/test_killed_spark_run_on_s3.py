@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import s3fs
 
 from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.lake.object_lock import LEASE_VARIABLE
@@ -18,6 +17,7 @@ from crypto_assets_tests.conftest import REPO, write_config
 from crypto_assets_tests.object_store.test_batch_graph_on_s3 import FIRST, LAST, local_files, remote_files, run_graph
 from crypto_assets_tests.object_store.test_killed_run_on_s3 import RUN
 from crypto_assets_tests.object_store.test_spark_on_s3 import SPARK
+from crypto_assets_tests.s3 import server_filesystem
 
 pytestmark = pytest.mark.slow  # a Spark session in a child process, then a rerun
 
@@ -39,7 +39,7 @@ def test_a_spark_run_killed_with_months_staged_then_rerun_loses_and_duplicates_n
         env={**os.environ, "PYTHONPATH": str(REPO)},
         start_new_session=True,  # its Spark JVM and Python workers die with it
     )
-    bucket = s3fs.S3FileSystem(use_listings_cache=False)
+    bucket = server_filesystem(s3_endpoint)
     prefix = s3_lake.removeprefix("s3://")
     try:
         deadline = time.monotonic() + 240

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto_assets.lake.location import is_remote
-from crypto_assets.lake.object_lock import object_lock
+from crypto_assets.lake.object_lock import describe, object_lock
 
 LOCK_FILE = ".minute_raw.lock"
 # Long enough for a daily refresh's ingest or a month's backfill to finish; a longer wait is an error that says
@@ -48,9 +48,7 @@ def describe_holder(path: Path) -> str:
         info = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         info = {}
-    if not isinstance(info, dict) or "pid" not in info:
-        return "another writer"
-    return f"{info.get('what', 'another writer')} (pid {info['pid']}, since {info.get('since', '?')})"
+    return describe(info)
 
 
 @contextmanager
