@@ -102,6 +102,15 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class LogsSettings:
+    """The component logs of ``crypto-assets up`` (``<home>/logs``): each rotates at ``max_bytes`` and keeps
+    ``backups`` older files, so a component never holds more than ``max_bytes × (backups + 1)``."""
+
+    max_bytes: int = 10_000_000
+    backups: int = 5
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     symbols: tuple[SymbolSpec, ...]
@@ -115,6 +124,7 @@ class Settings:
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
     serving: ServingSettings = ServingSettings()
+    logs: LogsSettings = LogsSettings()
     extra: Mapping[str, object] = field(default_factory=dict)
     lake: str = ""  # where the lake lives when not in <home>/lake: a local folder or s3://bucket/prefix
 
@@ -200,6 +210,7 @@ SECTIONS = {
     "spark": SparkSettings,
     "stream": StreamSettings,
     "serving": ServingSettings,
+    "logs": LogsSettings,
 }
 URL_SCHEMES = {"rest_url": ("http://", "https://"), "ws_url": ("ws://", "wss://")}
 
@@ -237,6 +248,9 @@ def _section(name: str, raw: Mapping[str, object], env: Mapping[str, str]):
         if key in URL_SCHEMES and not str(values[key]).startswith(URL_SCHEMES[key]):
             raise SettingsError(f"{name}.{key}: expected a URL starting with {' or '.join(URL_SCHEMES[key])}")
     section = cls(**values)
+    for key in ("max_bytes", "backups") if name == "logs" else ():
+        if getattr(section, key) < 1:
+            raise SettingsError(f"logs.{key}: expected a whole number of at least 1, got {getattr(section, key)!r}")
     if name == "spark" and section.engine not in {"polars", "spark"}:
         raise SettingsError(f"spark.engine: expected polars or spark, got {section.engine!r}")
     return section

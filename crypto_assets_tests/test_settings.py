@@ -126,9 +126,21 @@ def test_component_sections_come_from_the_file_and_env_wins(project_home, monkey
         ('[kafka]\npartitions = "many"\n', "kafka.partitions"),
         ('[kafka]\nbootstrap = "x:9092"\n', "unknown key"),
         ('[exchange]\nbackfill = "maybe"\n', "exchange.backfill"),
+        ("[logs]\nbackups = 0\n", "logs.backups"),
+        ("[logs]\nmax_bytes = -1\n", "logs.max_bytes"),
+        ('[logs]\nmax_bytes = "10MB"\n', "logs.max_bytes"),
     ],
 )
 def test_bad_component_settings_name_the_key(project_home, extra, message):
     project_home(extra=extra)
     with pytest.raises(SettingsError, match=message):
         load_settings()
+
+
+def test_log_rotation_comes_from_the_file_and_env_wins(project_home, monkeypatch):
+    project_home()
+    assert (load_settings().logs.max_bytes, load_settings().logs.backups) == (10_000_000, 5)
+    project_home(extra="[logs]\nmax_bytes = 2_000_000\nbackups = 2\n")
+    monkeypatch.setenv("CRYPTO_ASSETS_LOGS_BACKUPS", "9")
+    logs = load_settings().logs
+    assert (logs.max_bytes, logs.backups) == (2_000_000, 9)

@@ -69,6 +69,7 @@ def spark_conf(settings: Settings, app_name: str) -> SparkConf:
         .set("spark.sql.session.timeZone", "UTC")
         .set("spark.sql.caseSensitive", "true")  # Binance payloads have both "e" and "E", "t" and "T"
         .set("spark.ui.enabled", "false")
+        .set("spark.ui.showConsoleProgress", "false")  # spark-submit shows progress bars to "pyspark-shell"
         .set("spark.sql.execution.arrow.pyspark.enabled", "true")
         .set("spark.driver.bindAddress", "127.0.0.1")
         .set("spark.driver.host", "127.0.0.1")

@@ -1,11 +1,11 @@
 """Start, watch and stop the processes of the local system for ``crypto-assets up``.
 
-Each child runs in its own process group with its output in ``<home>/logs/<name>.log`` and a pid file in
-``<home>/run`` (read by ``crypto-assets status``). A child that dies is restarted with a growing delay; one
-that keeps dying stops the whole system. Stopping goes in reverse start order, each child fully before the
-next: SIGTERM to the child itself, so it stops its own helpers in order (the Dagster daemon waits for a code
-server still importing instead of interrupting it mid-import), then SIGTERM to whatever its group left behind,
-and SIGKILL to the group after a grace period.
+Each child runs in its own process group with a pid file in ``<home>/run`` (read by ``crypto-assets status``)
+and its output piped into ``<home>/logs/<name>.log``, which rotates by size (:mod:`component_logs`). A child
+that dies is restarted with a growing delay; one that keeps dying stops the whole system. Stopping goes in
+reverse start order, each child fully before the next: SIGTERM to the child itself, so it stops its own helpers
+in order (the Dagster daemon waits for a code server still importing instead of interrupting it mid-import),
+then SIGTERM to whatever its group left behind, and SIGKILL to the group after a grace period.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crypto_assets.serving.component_logs import LogPump, RotatingLog, log_tail
 from crypto_assets.serving.processes import (
     ProcessRecord,
     port_open,
     remove_record,
     write_record,
 )
+from crypto_assets.settings import LogsSettings
 
 MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, after which the system stops
 RESTART_WINDOW = 300.0
+PUMP_DRAIN_SECONDS = 10.0  # for a child's last output to reach its log once it exited
 
 
 class StartError(RuntimeError):
@@ -57,41 +60,47 @@ class Running:
     restart_at: float | None = None
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 class Supervisor:
-    def __init__(self, home: Path, env: Mapping[str, str], echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        home: Path,
+        env: Mapping[str, str],
+        echo: Callable[[str], None] = print,
+        log_settings: LogsSettings | None = None,
+    ):
         self.home = home
         self.env = dict(env)
         self.echo = echo
         self.logs = home / "logs"
+        self.log_settings = log_settings or LogsSettings()
         self.children: list[Running] = []
-        self.log_offsets: dict[str, int] = {}  # where each child's current run starts in its log
+        self.log_files: dict[str, RotatingLog] = {}  # one per child, shared by its runs
+        self.pumps: dict[str, list[LogPump]] = {}  # per child, its current run's last
 
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
+    def _log_file(self, name: str) -> RotatingLog:
+        if name not in self.log_files:
+            settings = self.log_settings
+            self.log_files[name] = RotatingLog(self.log_path(name), settings.max_bytes, settings.backups)
+        return self.log_files[name]
+
     def _spawn(self, service: Service) -> subprocess.Popen:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.log_offsets[service.name] = (
-            self.log_path(service.name).stat().st_size if self.log_path(service.name).exists() else 0
+        log = self._log_file(service.name)
+        command = " ".join(service.argv).replace("\n", "\\n")  # one line, even for a `python -c` script
+        log.write(f"\n--- {datetime.now(UTC).isoformat()} starting: {command}\n")
+        process = subprocess.Popen(
+            service.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        with self.log_path(service.name).open("ab") as log:
-            log.write(f"\n--- {datetime.now(UTC).isoformat()} starting: {' '.join(service.argv)}\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                service.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        # Pumps of earlier runs that have finished draining are done with; the current one is kept last.
+        earlier = [pump for pump in self.pumps.get(service.name, []) if pump.running]
+        self.pumps[service.name] = [*earlier, LogPump(service.name, process.stdout, log, service.ready_text)]
         write_record(
             self.home,
             ProcessRecord(
@@ -106,9 +115,20 @@ class Supervisor:
         return process
 
     def _said(self, service: Service) -> bool:
-        with self.log_path(service.name).open("rb") as log:
-            log.seek(self.log_offsets.get(service.name, 0))
-            return service.ready_text.encode() in log.read()
+        """Whether the current run wrote its ready text (earlier runs' output does not count)."""
+        return self.pumps[service.name][-1].said_ready.is_set()
+
+    def _drain(self, name: str) -> None:
+        """Let the pumps copy what an exited child wrote last; a helper that inherited its output and lives
+        on would keep a pump open, so this waits a bounded time."""
+        deadline = time.monotonic() + PUMP_DRAIN_SECONDS
+        for pump in self.pumps.get(name, []):
+            pump.join(max(0.0, deadline - time.monotonic()))
+
+    def _tail(self, name: str, exited: bool = True) -> str:
+        if exited:
+            self._drain(name)
+        return f"end of {self.log_path(name)}:\n{log_tail(self.log_path(name))}"
 
     def _ready(self, service: Service) -> bool:
         ports_ok = all(port_open(p) for p in service.ports)
@@ -119,8 +139,7 @@ class Supervisor:
         while True:
             if process.poll() is not None:
                 raise StartError(
-                    f"{service.name} exited with code {process.returncode} while starting; "
-                    f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
+                    f"{service.name} exited with code {process.returncode} while starting; {self._tail(service.name)}"
                 )
             if service.has_ready_signal and self._ready(service):
                 return
@@ -128,8 +147,7 @@ class Supervisor:
                 if not service.has_ready_signal:
                     return
                 raise StartError(
-                    f"{service.name} was not ready within {service.ready_timeout:.0f}s; "
-                    f"end of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
+                    f"{service.name} was not ready within {service.ready_timeout:.0f}s; {self._tail(service.name, exited=False)}"
                 )
             time.sleep(0.2)
 
@@ -179,7 +197,7 @@ class Supervisor:
             if len(child.crashes) > MAX_RESTARTS:
                 raise StartError(
                     f"{child.service.name} exited {len(child.crashes)} times within {RESTART_WINDOW:.0f}s; "
-                    f"end of its log:\n{log_tail(self.log_path(child.service.name))}"
+                    f"{self._tail(child.service.name)}"
                 )
             delay = min(2 ** (len(child.crashes) - 1), 30)
             child.restart_at = now + delay
@@ -203,6 +221,7 @@ class Supervisor:
                 self.echo(f"{child.service.name} did not stop within {grace:.0f}s; killing it")
                 _signal_group(child.process, signal.SIGKILL)
             child.process.wait()
+            self._drain(child.service.name)  # its last lines, e.g. a traceback from the stop, reach the log
             remove_record(self.home, child.service.name)
         self.children.clear()
 

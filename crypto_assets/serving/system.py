@@ -187,7 +187,7 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
         echo(f"error: the system is already running for {home} (pid {running.pid}); `crypto-assets down` stops it")
         return 1
     env = environment(settings, plan, dict(os.environ))
-    supervisor = Supervisor(home, env, echo)
+    supervisor = Supervisor(home, env, echo, settings.logs)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     write_record(
         home, ProcessRecord("up", os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), command=sys.argv)
