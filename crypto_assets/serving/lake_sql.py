@@ -5,9 +5,9 @@ are found by their layout, so a new dataset is queryable without code. The speed
 ``speed_candles_1m`` and ``speed_daily`` (every committed version of each row, with ``batch_id``).
 
 Only those tables are readable by default: Polars SQL's file functions (``read_csv('/any/path')``,
-``read_parquet``, ``read_json``, ...) would read any file the user can, so a query naming one is refused
-unless the caller opts in (``crypto-assets sql --allow-file-access``). Every failure is a one-line
-:class:`SqlError`.
+``read_parquet``, ``read_json``, ...) would read any file the user can, so a query calling one is refused
+unless the caller opts in (``crypto-assets sql --allow-file-access``). String literals and comments are not
+calls: ``WHERE symbol = 'read_x'`` runs. Every failure is a one-line :class:`SqlError`.
 """
 
 from __future__ import annotations
@@ -34,17 +34,73 @@ class SqlError(ValueError):
     """The query could not be planned or run, or is not allowed; the one-line message says why."""
 
 
-# Polars SQL's table functions that read files. Any token of this form is refused, wherever it stands (inside a
-# quoted name, a string or a comment too): cheaper to be strict than to out-guess the SQL parser's quoting.
+# Polars SQL's table functions that read files: a name of this form (bare or quoted) followed by "(" is a call.
 FILE_FUNCTION = re.compile(r"read_\w*", re.IGNORECASE)
+# How Polars' SQL tokenizer (sqlparser, generic dialect) reads what is not code: '' inside a string and "" or ``
+# inside a quoted name are the quote itself (a backslash escapes nothing), "--" runs to the end of the line and
+# /* */ comments nest. Anything else that could start a literal (a $$ string, E'..', a '$' '#' '@' in a name) is
+# left to the strict rule below rather than out-guessed.
+_QUOTE_ENDS = {
+    "'": re.compile(r"'(?:[^']|'')*'"),
+    '"': re.compile(r'"(?:[^"]|"")*"'),
+    "`": re.compile(r"`(?:[^`]|``)*`"),
+}
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_PLAIN_CODE = set(" \t\r\n\f()[]{},.;:=<>!+-*/%|~^")
+
+
+def _code_tokens(query: str) -> list[str] | None:
+    """The query's names (quoted ones unquoted) and punctuation, without its strings and comments; None when
+    it holds a form this reading might not split where Polars does."""
+    tokens: list[str] = []
+    i = 0
+    while i < len(query):
+        ch, two = query[i], query[i : i + 2]
+        if ch in _QUOTE_ENDS:
+            if i and (query[i - 1].isalnum() or query[i - 1] in "_$&"):  # a prefixed literal: E'..', U&'..', x'..'
+                return None
+            quoted = _QUOTE_ENDS[ch].match(query, i)
+            if quoted is None:
+                return None
+            if ch != "'":
+                tokens.append(quoted.group(0)[1:-1].replace(ch * 2, ch))
+            i = quoted.end()
+        elif two == "--":
+            end = query.find("\n", i)
+            i = len(query) if end < 0 else end + 1
+        elif two == "/*":
+            depth, i = 1, i + 2
+            while depth:
+                opening, closing = query.find("/*", i), query.find("*/", i)
+                if closing < 0:
+                    return None
+                depth, i = (depth + 1, opening + 2) if 0 <= opening < closing else (depth - 1, closing + 2)
+        elif word := _WORD.match(query, i):
+            tokens.append(word.group(0))
+            i = word.end()
+        elif ch in _PLAIN_CODE:
+            if not ch.isspace():
+                tokens.append(ch)
+            i += 1
+        else:
+            return None
+    return tokens
 
 
 def check_lake_only(query: str) -> None:
     """Refuse a query that would read files outside the lake's tables."""
-    found = FILE_FUNCTION.search(query)
-    if found:
+    tokens = _code_tokens(query)
+    if tokens is None:  # strict: a file function's name anywhere refuses it
+        found = FILE_FUNCTION.search(query)
+        called = found.group(0) if found else None
+    else:
+        called = next(
+            (t for t, after in zip(tokens, tokens[1:], strict=False) if after == "(" and FILE_FUNCTION.fullmatch(t)),
+            None,
+        )
+    if called:
         raise SqlError(
-            f"{found.group(0)}(...) reads files outside the lake and is off; query the lake's tables "
+            f"{called}(...) reads files outside the lake and is off; query the lake's tables "
             "(crypto-assets sql --tables), or pass --allow-file-access to read other files"
         )
 
