@@ -3,7 +3,8 @@ links in the Dagster UI's materialization metadata open in the browser (a ``file
 ``http://`` page does not).
 
 It serves regular files inside the reports folder and nothing else: no directory listing, no symlink that
-leads out of the folder, and a plain 4xx (never a traceback) for any odd path.
+leads out of the folder, no dotfile (a name starting with '.', e.g. ``.env`` or ``.git/``, asked for or reached
+through a symlink), and a plain 4xx (never a traceback) for any odd path.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def resolve_report(root: Path, request_path: str) -> Path | None:
     if "\0" in name or "\\" in name or not name.startswith("/") or name.endswith("/"):
         return None
     parts = [p for p in name.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
+    if not parts or any(p.startswith(".") for p in parts):  # ".", ".." and every dotfile
         return None
     try:
         base = root.resolve(strict=True)
@@ -44,6 +45,8 @@ def resolve_report(root: Path, request_path: str) -> Path | None:
     except (OSError, RuntimeError):  # missing, a symlink loop, a name too long
         return None
     if not target.is_relative_to(base) or not target.is_file():
+        return None
+    if any(p.startswith(".") for p in target.relative_to(base).parts):
         return None
     return target
 
