@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,31 @@ def infer_symbol(path: Path, known_symbols: Iterable[str]) -> str | None:
     return None
 
 
+# What a path is when it is not a regular file, for the error that names it.
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a source ('no such file', 'is a FIFO (named pipe), not a regular file', ...), or
+    None for a regular file. Told from its metadata only: opening a FIFO would wait for a writer forever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"is {kind}, not a regular file"
+
+
 def _expand(pattern: str) -> list[Path]:
     path = Path(pattern)
     if path.is_dir():
@@ -51,8 +77,9 @@ def discover_sources(
             if resolved in seen:
                 continue
             seen.add(resolved)
-            if not path.is_file():
-                problems.append(SourceFormatError(path, 0, "path", "no such file"))
+            problem = not_a_regular_file(path)
+            if problem:
+                problems.append(SourceFormatError(path, 0, "path", problem))
                 continue
             symbol = spec.symbol or infer_symbol(path, known_symbols)
             if symbol is None:

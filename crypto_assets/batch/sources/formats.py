@@ -37,6 +37,7 @@ from typing import IO
 
 import polars as pl
 
+from crypto_assets.batch.sources.discovery import not_a_regular_file
 from crypto_assets.batch.sources.errors import SourceFormatError
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")
@@ -214,6 +215,9 @@ def _check_not_nested(path: Path, head: bytes, what: str) -> None:
 def read_head(path: Path) -> tuple[bytes, str | None]:
     """First bytes of the file's CSV text (unpacked for a zip or gzip) and the zip member's name."""
     with _as_source_errors(path):
+        problem = not_a_regular_file(path)  # before any open: a FIFO would block it
+        if problem:
+            raise SourceFormatError(path, 0, "path", problem)
         container = _container(path)
         if container == "zip":
             with zipfile.ZipFile(path) as archive:
