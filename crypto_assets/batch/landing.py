@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto_assets.batch.sources.discovery import SUPPORTED_SUFFIXES, SourceFile
-from crypto_assets.lake.atomic import TEMP_PREFIX, fsync_path, write_text_atomic
+from crypto_assets.lake.atomic import TEMP_PREFIX, fsync_path, naming_a_full_disk, write_all, write_text_atomic
 
 MANIFEST = "manifest.json"
 BLOCK = 1 << 20
@@ -159,10 +159,10 @@ def _hash_file(path: Path) -> tuple[str, int]:
 
 def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as src, target.open("wb") as dst:
+    with source.open("rb") as src, target.open("wb", buffering=0) as dst:
         for block in iter(lambda: src.read(BLOCK), b""):
             digest.update(block)
-            dst.write(block)
+            write_all(dst.fileno(), block)
             size += len(block)
     return digest.hexdigest(), size
 
@@ -212,14 +212,15 @@ def land(source: SourceFile, manifest: Manifest) -> Landed:
     landing.mkdir(parents=True, exist_ok=True)
     tmp = landing / f"{TEMP_PREFIX}{source.symbol}.{os.getpid()}.{uuid.uuid4().hex}"
     try:
-        digest, size, warning = snapshot_copy(source.path, tmp)
-        known = manifest.find(source.symbol, digest)
-        if known is not None:
-            return Landed(known, already=True, warning=warning)
-        name = f"{source.symbol}__{source.path.stem}-{digest[:12]}{source.path.suffix.lower()}"
-        fsync_path(tmp)
-        os.replace(tmp, landing / name)
-        fsync_path(landing)
+        with naming_a_full_disk(landing):
+            digest, size, warning = snapshot_copy(source.path, tmp)
+            known = manifest.find(source.symbol, digest)
+            if known is not None:
+                return Landed(known, already=True, warning=warning)
+            name = f"{source.symbol}__{source.path.stem}-{digest[:12]}{source.path.suffix.lower()}"
+            fsync_path(tmp)
+            os.replace(tmp, landing / name)
+            fsync_path(landing)
     finally:
         tmp.unlink(missing_ok=True)
     entry = LandingEntry(

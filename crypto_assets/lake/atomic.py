@@ -5,14 +5,20 @@ rename and its directory after it, so a commit survives a power cut as well as a
 midway leaves only a stray ``.tmp-*`` file, which the next writer holding the lake's lock removes
 (:func:`remove_stray_temps`).
 
+A full disk (or quota) is a :class:`DiskFullError` naming the file: the temporary file is removed and the
+target left as it was, so once space is freed the same work runs again and completes.
+
 On object storage there are no renames: each file is encoded in memory (or in a local temporary file) and
 stored with a single PUT, which S3 makes visible whole or not at all (:func:`crypto_assets.lake.location.put_object`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,6 +30,42 @@ import polars as pl
 from crypto_assets.lake.location import is_remote, put_object
 
 TEMP_PREFIX = ".tmp-"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Polars (Rust) words an OS error: no errno, no path
+
+
+class DiskFullError(OSError):
+    """Writing ``filename`` ran out of space or quota; the file was left as it was (no temporary file stays)."""
+
+    def __str__(self) -> str:
+        return (
+            f"no space left on device ({errno.errorcode.get(self.errno, self.errno)}) writing {self.filename}, "
+            "which is left as it was; free some space and run again"
+        )
+
+
+def disk_full_errno(exc: BaseException) -> int | None:
+    """ENOSPC or EDQUOT if ``exc`` (an OSError, or a Polars error wrapping one) says the disk is full."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None and isinstance(exc, pl.exceptions.PolarsError):
+        found = _RUST_OS_ERROR.search(str(exc))
+        code = int(found.group(1)) if found else None
+    return code if code in DISK_FULL_ERRNOS else None
+
+
+@contextmanager
+def naming_a_full_disk(path: Path) -> Iterator[None]:
+    """Raise running out of space while writing ``path`` as a :class:`DiskFullError` that names ``path``: the
+    errors Python and Polars raise name neither the file nor, for Polars, the error number."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        code = disk_full_errno(exc)
+        if code is None:
+            raise
+        raise DiskFullError(code, os.strerror(code), str(path)) from exc
 
 
 def fsync_path(path: Path) -> None:
@@ -66,12 +108,13 @@ def atomic_target(path: Path) -> Iterator[Path]:
             yield tmp
             put_object(path, tmp.read_bytes())
         return
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with naming_a_full_disk(path):
+        tmp = temp_path(path)
+        try:
+            yield tmp
+            commit(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -103,7 +146,8 @@ def stage_parquet(frame: pl.DataFrame, path: Path) -> Path:
         write_parquet_atomic(frame, tmp)
         return tmp
     try:
-        write_parquet(frame, tmp)
+        with naming_a_full_disk(path):
+            write_parquet(frame, tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -116,20 +160,58 @@ def write_text_atomic(text: str, path: Path) -> int:
         put_object(path, data)
         return len(data)
     with atomic_target(path) as tmp:
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            write_all(fd, text.encode())
+        finally:
+            os.close(fd)
     return path.stat().st_size
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line as a single O_APPEND write, then fsync: a line is there whole once this returns, and a
-    crash midway leaves at most a last line without its newline, which readers skip."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one line and fsync it: the line is there whole once this returns.
+
+    Appends hold the file's lock, as several processes append to one file. A write that fails midway (a full
+    disk writes what fits) is cut off again, and a line a crash left without its newline (readers skip it) is
+    removed before the next one is appended: a line is never glued onto the torn end of another.
+    """
+    data = (line + "\n").encode()
+    with naming_a_full_disk(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            end = _whole_lines_end(fd)
+            try:
+                if end < os.fstat(fd).st_size:
+                    os.ftruncate(fd, end)
+                write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, end)  # shrinking needs no space
+                raise
+        finally:
+            os.close(fd)  # also releases the lock
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: ``os.write`` may write only part (a full disk writes what fits, then fails)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _whole_lines_end(fd: int, block: int = 1 << 16) -> int:
+    """The size of the file up to and with its last newline (the whole file when it ends with one)."""
+    end = os.fstat(fd).st_size
+    while end > 0:
+        start = max(0, end - block)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def remove_stray_temps(roots: Iterable[Path]) -> list[Path]:
