@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
@@ -37,14 +37,30 @@ def validate_symbol(symbol: str) -> str:
 
 
 _UNITS_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+# Spark's interval words, singular or plural ('2 minutes'), and the short forms of retention windows ('7d').
+INTERVAL_WORDS = _UNITS_MS | {f"{word}s": ms for word, ms in _UNITS_MS.items()}
+SHORT_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration_ms(text: object, units: Mapping[str, int], key: str, example: str) -> int:
+    """A number and one of ``units`` -> milliseconds; anything else is an error naming ``key``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", text.lower()) if isinstance(text, str) else None
+    if not match or match.group(2) not in units:
+        raise SettingsError(f"{key}: expected e.g. {example}, got {text!r}")
+    return int(float(match.group(1)) * units[match.group(2)])
 
 
 def parse_delay(text: str) -> int:
     """'2 minutes', '30 seconds', '1 hour' -> milliseconds (Spark's interval words)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(millisecond|second|minute|hour|day)s?\s*", text.lower())
-    if not match:
-        raise ValueError(f"stream.watermark: expected e.g. '2 minutes', got {text!r}")
-    return int(float(match.group(1)) * _UNITS_MS[match.group(2)])
+    return _duration_ms(text, INTERVAL_WORDS, "stream.watermark", "'2 minutes'")
+
+
+def parse_window(text: object, key: str) -> timedelta:
+    """'30s', '10m', '6h', '7d' -> a positive timedelta."""
+    window = timedelta(milliseconds=_duration_ms(text, SHORT_UNITS, key, "'7d', '6h', '10m' or '30s'"))
+    if window <= timedelta(0):
+        raise SettingsError(f"{key}: expected a window longer than zero, got {text!r}")
+    return window
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,12 @@ class LogsSettings:
 
 
 @dataclass(frozen=True)
+class DagsterSettings:
+    # Finished routine unified_view refreshes (and the retention job's own runs) older than this are deleted.
+    run_retention: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     symbols: tuple[SymbolSpec, ...]
@@ -124,6 +146,7 @@ class Settings:
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
     serving: ServingSettings = ServingSettings()
+    dagster: DagsterSettings = DagsterSettings()
     logs: LogsSettings = LogsSettings()
     extra: Mapping[str, object] = field(default_factory=dict)
     lake: str = ""  # where the lake lives when not in <home>/lake: a local folder or s3://bucket/prefix
@@ -210,12 +233,17 @@ SECTIONS = {
     "spark": SparkSettings,
     "stream": StreamSettings,
     "serving": ServingSettings,
+    "dagster": DagsterSettings,
     "logs": LogsSettings,
 }
 URL_SCHEMES = {"rest_url": ("http://", "https://"), "ws_url": ("ws://", "wss://")}
+# Short environment names a key also answers to, besides CRYPTO_ASSETS_<SECTION>_<KEY>.
+ENV_ALIASES = {"dagster.run_retention": "CRYPTO_ASSETS_RUN_RETENTION"}
 
 
 def _coerce(value: object, kind: type, key: str) -> object:
+    if kind is timedelta:
+        return parse_window(value, key)
     if kind is bool and isinstance(value, str):
         if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
             raise SettingsError(f"{key}: expected true or false, got {value!r}")
@@ -236,8 +264,9 @@ def _section(name: str, raw: Mapping[str, object], env: Mapping[str, str]):
         raise SettingsError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     values = {}
     for key, spec in known.items():
-        env_key = f"CRYPTO_ASSETS_{name}_{key}".upper()
-        if env_key in env:
+        env_keys = [f"CRYPTO_ASSETS_{name}_{key}".upper(), ENV_ALIASES.get(f"{name}.{key}", "")]
+        env_key = next((k for k in env_keys if k and k in env), None)
+        if env_key:
             values[key] = env[env_key]
         elif key in table:
             values[key] = table[key]

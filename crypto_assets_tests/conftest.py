@@ -79,6 +79,25 @@ def postgres_url():
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_instance(request, tmp_path, monkeypatch):
+    """A persistent instance configured by the dagster.yaml the CLI writes (SQLite, or PostgreSQL on a real
+    throwaway server), opened with Dagster's public ``DagsterInstance.local_temp``."""
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    from crypto_assets.dagster_home import POSTGRES_URL_ENV
+
+    postgres = request.param == "postgres"
+    if postgres:
+        monkeypatch.setenv(POSTGRES_URL_ENV, request.getfixturevalue("postgres_url"))
+    write_dagster_yaml(tmp_path / "dagster", postgres=postgres)
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as opened:
+        if postgres:
+            assert isinstance(opened.event_log_storage, PostgresEventLogStorage)
+            assert isinstance(opened.run_storage, PostgresRunStorage)
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible server (moto's standalone server on a free port) shared by the session's tests."""

@@ -138,8 +138,11 @@ EXPECTED: dict = {
         "unified_view.one_row_per_day",
         "unified_view.schema",
     ],
-    "jobs": ["batch_daily_refresh", "batch_graph", "forecast_graph"],
-    "schedules": {"batch_daily_refresh_schedule": ("10 0 * * *", "batch_daily_refresh", "RUNNING")},
+    "jobs": ["batch_daily_refresh", "batch_graph", "forecast_graph", "run_retention_job"],
+    "schedules": {
+        "batch_daily_refresh_schedule": ("10 0 * * *", "batch_daily_refresh", "RUNNING"),
+        "run_retention_schedule": ("25 * * * *", "run_retention_job", "RUNNING"),
+    },
     "sensors": {
         "backfill_missed_stretches": ("SensorDefinition", "RUNNING"),
         "unified_view_on_batch_updates": ("AutomationConditionSensorDefinition", "RUNNING"),

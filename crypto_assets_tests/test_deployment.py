@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions, materialize
-from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+from dagster import AssetKey, evaluate_automation_conditions, materialize
 
 from crypto_assets.batch.partitions import monthly_partitions
 from crypto_assets.batch.runs import materialize_batch_range
-from crypto_assets.dagster_home import POSTGRES_URL_ENV, write_dagster_yaml
 from crypto_assets.definitions import build_definitions
 from crypto_assets.serving.defs import AUTOMATION_SENSOR
 from crypto_assets.serving.store import read_view
@@ -20,21 +18,6 @@ from crypto_assets.settings import load_settings
 BATCH_ASSETS = ["minute_raw", "minute_gaps", "exchange_backfill", "daily_raw", "daily_filled", "prophet_input"]
 UNIFIED_VIEW = AssetKey("unified_view")
 SYMBOLS = {"BTCUSDT", "ETHUSDT"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def instance(request, tmp_path, monkeypatch):
-    """A persistent instance configured by the dagster.yaml the CLI writes (SQLite, or PostgreSQL on a real
-    throwaway server), opened with Dagster's public ``DagsterInstance.local_temp``."""
-    postgres = request.param == "postgres"
-    if postgres:
-        monkeypatch.setenv(POSTGRES_URL_ENV, request.getfixturevalue("postgres_url"))
-    write_dagster_yaml(tmp_path / "dagster", postgres=postgres)
-    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as opened:
-        if postgres:
-            assert isinstance(opened.event_log_storage, PostgresEventLogStorage)
-            assert isinstance(opened.run_storage, PostgresRunStorage)
-        yield opened
 
 
 def _refresh_requested(defs, instance, cursor):
@@ -58,7 +41,8 @@ def _refresh_requested(defs, instance, cursor):
 
 
 @pytest.mark.slow
-def test_whole_history_backfill_then_unified_view_follows_the_batch_layer(instance, shared_data, project_home):
+def test_whole_history_backfill_then_unified_view_follows_the_batch_layer(storage_instance, shared_data, project_home):
+    instance = storage_instance
     home = project_home([str(shared_data / "binance_spot_1m" / "2021")])
     settings = load_settings()
     defs = build_definitions(settings)

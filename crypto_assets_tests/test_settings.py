@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
 
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.source_catalog import resolve_sources
-from crypto_assets.settings import SettingsError, load_settings
+from crypto_assets.settings import SettingsError, load_settings, parse_delay
 
 
 def test_a_new_symbol_is_configuration_not_code(tmp_path, project_home):
@@ -144,3 +144,35 @@ def test_log_rotation_comes_from_the_file_and_env_wins(project_home, monkeypatch
     monkeypatch.setenv("CRYPTO_ASSETS_LOGS_BACKUPS", "9")
     logs = load_settings().logs
     assert (logs.max_bytes, logs.backups) == (2_000_000, 9)
+
+
+@pytest.mark.parametrize(
+    ("text", "window"),
+    [
+        ("7d", timedelta(days=7)),
+        ("6h", timedelta(hours=6)),
+        ("10m", timedelta(minutes=10)),
+        ("30s", timedelta(seconds=30)),
+    ],
+)
+def test_run_retention_is_a_short_duration_and_the_environment_wins(project_home, monkeypatch, text, window):
+    project_home()
+    assert load_settings().dagster.run_retention == timedelta(days=7)
+    project_home(extra=f'[dagster]\nrun_retention = "{text}"\n')
+    assert load_settings().dagster.run_retention == window
+    monkeypatch.setenv("CRYPTO_ASSETS_RUN_RETENTION", "2h")
+    assert load_settings().dagster.run_retention == timedelta(hours=2)
+
+
+@pytest.mark.parametrize("bad", ['"7"', '"7 days"', '"1w"', '"0s"', '"-1d"', '"d"', '"2 minutes"', "7"])
+def test_a_run_retention_that_is_not_a_duration_names_the_key(project_home, bad):
+    project_home(extra=f"[dagster]\nrun_retention = {bad}\n")
+    with pytest.raises(SettingsError, match="dagster.run_retention"):
+        load_settings()
+
+
+def test_the_watermark_keeps_sparks_interval_words_only():
+    assert parse_delay("2 minutes") == parse_delay("2 minute") == 120_000
+    assert parse_delay("1.5 seconds") == 1500 and parse_delay("1 hour") == 3_600_000
+    with pytest.raises(SettingsError, match="stream.watermark"):
+        parse_delay("2m")  # a retention window's short form; Spark's watermark does not take it

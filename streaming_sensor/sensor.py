@@ -29,12 +29,11 @@ from dagster import (
 
 from crypto_assets.asset_names import UNIFIED_VIEW as UNIFIED_VIEW_NAME
 from crypto_assets.lake.microbatch_log import latest_batch_id, read_records
+from crypto_assets.serving.refresh_runs import REFRESH_TAG, SENSOR_NAME_TAG
+from crypto_assets.serving.refresh_runs import SPEED_REFRESH_SENSOR as SENSOR_NAME
 from crypto_assets.settings import Settings
 
-SENSOR_NAME = "unified_view_on_new_microbatches"
 UNIFIED_VIEW = AssetKey(UNIFIED_VIEW_NAME)
-# Tag of every run this sensor requests (besides Dagster's own dagster/sensor_name).
-REFRESH_TAG = ("crypto-assets/refresh", "speed")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 UNFINISHED = [
@@ -69,7 +68,7 @@ class Cursor:
 
 def _run_in_flight(context: SensorEvaluationContext) -> bool:
     runs = context.instance.get_run_records(
-        RunsFilter(statuses=UNFINISHED, tags={"dagster/sensor_name": SENSOR_NAME}), limit=1
+        RunsFilter(statuses=UNFINISHED, tags={SENSOR_NAME_TAG: SENSOR_NAME}), limit=1
     )
     return bool(runs)
 

@@ -69,6 +69,18 @@ sensors:
 """
 
 
+# Days each kind of schedule and sensor tick is kept (Dagster's `retention: purge_after_days`): the sensors tick
+# every 30 seconds, thousands of ticks a day, so skips go after a day; failures stay longest.
+TICK_RETENTION_DAYS = {"skipped": 1, "success": 3, "failure": 30}
+
+
+def tick_retention_yaml() -> str:
+    """Documented dagster.yaml keys that purge old schedule and sensor ticks (the automation sensor's
+    included); by default Dagster keeps skipped sensor ticks seven days and every other tick forever."""
+    days = "".join(f"      {kind}: {n}\n" for kind, n in TICK_RETENTION_DAYS.items())
+    return "retention:\n" + "".join(f"  {kind}:\n    purge_after_days:\n{days}" for kind in ("schedule", "sensor"))
+
+
 def write_workspace_yaml(home: Path, host: str, port: int, location_name: str) -> Path:
     """``home/workspace.yaml``: the one code server the webserver and the daemon both load (``-w``)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -94,7 +106,7 @@ def write_dagster_yaml(home: Path, postgres: bool = False) -> Path:
     """
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    wanted = (POSTGRES_YAML if postgres else SQLITE_YAML) + responsive_daemon_yaml()
+    wanted = (POSTGRES_YAML if postgres else SQLITE_YAML) + responsive_daemon_yaml() + tick_retention_yaml()
     if config.exists() and not config.read_text().startswith(MARKER):
         if postgres and "postgres" not in config.read_text():
             raise DagsterHomeError(

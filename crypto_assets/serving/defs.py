@@ -1,5 +1,5 @@
-"""This package's part of the Dagster code location: the unified view, its checks, and the automation that
-refreshes it after batch updates."""
+"""This package's part of the Dagster code location: the unified view, its checks, the automation that
+refreshes it after batch updates, and the scheduled job that keeps those refreshes' run history bounded."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from crypto_assets.asset_names import UNIFIED_VIEW
 from crypto_assets.serving.assets import build_serving_assets
+from crypto_assets.serving.refresh_runs import AUTOMATION_SENSOR
+from crypto_assets.serving.run_retention import build_run_retention
 from crypto_assets.settings import Settings
-
-AUTOMATION_SENSOR = "unified_view_on_batch_updates"
 
 
 def build_defs(settings: Settings) -> Definitions:
@@ -23,4 +23,11 @@ def build_defs(settings: Settings) -> Definitions:
         description="Evaluates unified_view's automation condition: one refresh per symbol after daily_filled "
         "is updated (a backfill or the daily refresh), with or without the speed layer.",
     )
-    return Definitions(assets=build_serving_assets(settings), sensors=[automation])
+    # The refresh sensors' runs would pile up for as long as the system runs; this job deletes the old ones.
+    retention_job, retention_schedule = build_run_retention(settings)
+    return Definitions(
+        assets=build_serving_assets(settings),
+        sensors=[automation],
+        jobs=[retention_job],
+        schedules=[retention_schedule],
+    )
