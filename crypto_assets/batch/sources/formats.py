@@ -392,8 +392,9 @@ def _check_decimal_commas(path: Path, separator: str, rows: list[list[str]], ind
                 )
 
 
-def _csv_text(path: Path, member: str | None, layout: Layout) -> bytes | Path:
-    """The whole CSV text, unpacked within the limits and as UTF-8 if it is not; a plain UTF-8 file stays a path."""
+def _csv_text(path: Path, member: str | None, layout: Layout) -> tuple[bytes | Path, pl.DataFrame | None]:
+    """The whole CSV text, unpacked within the limits, as UTF-8 if it is not and without runs of blank lines
+    (see :func:`_cut_blank_runs`); a plain UTF-8 file with no blank line stays a path. Also the line shifts."""
     container = "zip" if member is not None else _container(path)
     if container == "zip":
         with zipfile.ZipFile(path) as archive:
@@ -403,11 +404,53 @@ def _csv_text(path: Path, member: str | None, layout: Layout) -> bytes | Path:
     elif container == "gzip":
         with gzip.open(path, "rb") as handle:
             data = _read_bounded(handle, path, "gzip data", path.stat().st_size)
-    elif layout.encoding is None and not layout.cr_only:
-        return path
     else:
         data = path.read_bytes()
-    return _decode(data, layout.encoding, layout.cr_only)
+    plain = container == "plain" and layout.encoding is None and not layout.cr_only
+    text, shifts = _cut_blank_runs(_decode(data, layout.encoding, layout.cr_only), layout.header_line)
+    return (path if plain and shifts is None else text), shifts
+
+
+# A line end and two or more blank (or all-space) lines after it. Polars would hold a row of nulls for each
+# blank line (~85 bytes: 10 million of them took a gigabyte), so such runs are cut from the text before it is
+# parsed; a lone blank line stays (at most one per row, and cutting each would cost more time than it saves).
+# Character classes, not a repeated group: Python's re would keep a backtracking entry per repetition.
+_BLANK_RUN = re.compile(rb"\n[ \t\r]*\n[ \t\r\n]*\n")
+
+
+def _cut_blank_runs(data: bytes, header_line: int) -> tuple[bytes, pl.DataFrame | None]:
+    """``data`` without the runs of blank lines after its header, and the shifts that give the file's own line numbers
+    back: a line numbered ``start`` or more in the text returned is ``removed`` lines further down in the file
+    (the last ``start`` at or before it counts). None when nothing was cut."""
+    at = 0
+    for i in range(header_line):
+        at = data.find(b"\n", at + (i > 0))
+        if at < 0:
+            return data, None
+    pieces, starts, removed = [], [], []
+    kept_from = counted_to = line_ends = cut = 0
+    for run in _BLANK_RUN.finditer(data, at):
+        line_ends += data.count(b"\n", counted_to, run.start())  # the line the run follows is line_ends + 1
+        counted_to = run.start()
+        pieces.append(data[kept_from : run.start() + 1])
+        kept_from = run.end()
+        starts.append(line_ends + 2 - cut)
+        cut += data.count(b"\n", run.start(), run.end()) - 1
+        removed.append(cut)
+    if not starts:
+        return data, None
+    pieces.append(data[kept_from:])
+    return b"".join(pieces), pl.DataFrame(
+        {"start": starts, "removed": removed}, schema={"start": pl.Int64, "removed": pl.Int64}
+    )
+
+
+def _file_lines(frame: pl.DataFrame, shifts: pl.DataFrame | None) -> pl.DataFrame:
+    """``frame`` (with an Int64 ``line``) numbered as the file is again, after :func:`_cut_blank_runs`."""
+    if shifts is None:
+        return frame
+    shifted = frame.join_asof(shifts, left_on="line", right_on="start", strategy="backward")
+    return shifted.with_columns(pl.col("line") + pl.col("removed").fill_null(0)).drop("start", "removed", strict=False)
 
 
 def _column(i: int) -> str:
@@ -431,7 +474,7 @@ def _read_layout(path: Path, layout: Layout, member: str | None) -> pl.DataFrame
             schema[_column(i)] = pl.Float64 if i in wanted else pl.String
     schema[EXTRA] = pl.String
 
-    text = _csv_text(path, member, layout)
+    text, shifts = _csv_text(path, member, layout)
     options = {
         "has_header": False,
         "skip_rows": layout.header_line,
@@ -457,11 +500,14 @@ def _read_layout(path: Path, layout: Layout, member: str | None) -> pl.DataFrame
         *fields,
         pl.col(EXTRA).is_not_null().alias("extra_fields"),
     )
-    text = _epoch_time_text(source, layout, frame, options)
+    frame = _file_lines(frame, shifts)
+    text = _epoch_time_text(source, layout, frame, options, shifts)
     return frame if text is None else frame.with_columns(text)
 
 
-def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFrame, options: dict) -> pl.Series | None:
+def _epoch_time_text(
+    source: io.BytesIO | Path, layout: Layout, frame: pl.DataFrame, options: dict, shifts: pl.DataFrame | None
+) -> pl.Series | None:
     """The written text of epoch times that did not read as a number, so quarantine can show them.
 
     Only a file with such rows pays for this second, one-column read; other files get no ``time_text`` column.
@@ -477,8 +523,7 @@ def _epoch_time_text(source: io.BytesIO | Path, layout: Layout, frame: pl.DataFr
         source.seek(0)
     texts = pl.read_csv(source, columns=[layout.time_index], infer_schema=False, **options)
     column = texts.columns[1]
-    joined = frame.select("line").join(
-        texts.select(pl.col("line").cast(pl.Int64), pl.col(column).alias("time_text")), on="line", how="left"
-    )
+    texts = _file_lines(texts.select(pl.col("line").cast(pl.Int64), pl.col(column).alias("time_text")), shifts)
+    joined = frame.select("line").join(texts, on="line", how="left")
     empty = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
     return joined["time_text"].zip_with(unread, empty).alias("time_text")
