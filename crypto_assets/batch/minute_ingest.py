@@ -36,6 +36,7 @@ from crypto_assets.batch.transforms.minute import (
     EARLIEST_TIME,
     MINUTE_SCHEMA,
     QUARANTINE_SCHEMA,
+    check_symbols,
     drop_blank_lines,
     parse_open_time,
     quarantine_rows,
@@ -101,7 +102,8 @@ def read_source(source: SourceFile, latest_time: datetime) -> tuple[pl.LazyFrame
         pl.lit(str(source.path)).alias("source_file"),
         pl.lit(source.rank).alias("source_rank"),
     )
-    frame = with_reasons(parse_open_time(drop_blank_lines(frame), layout.epoch_time), latest_time)
+    frame = check_symbols(drop_blank_lines(frame), source.symbol)
+    frame = with_reasons(parse_open_time(frame, layout.epoch_time), latest_time)
     return frame, layout.format.value
 
 

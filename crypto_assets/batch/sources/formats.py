@@ -14,8 +14,9 @@ decoded; other stray bytes only spoil the field they sit in. Fields may be separ
 
 Every reader returns the same columns: ``line`` (1-based line in the file), ``time_raw`` (epoch number as
 Float64 or text), ``time_text`` (only when an epoch time did not read as a number: its written text),
-``open..volume`` (Float64, null where a value is missing or not a number) and ``extra_fields`` (true when the
-row has more fields than the layout).
+``open..volume`` (Float64, null where a value is missing or not a number), ``extra_fields`` (true when the
+row has more fields than the layout) and, only when the header has a ``symbol`` column, ``symbol_raw`` (its
+text: a file is one symbol's history, so rows of another symbol are quarantined, never stored under it).
 
 Anything wrong with the file as a whole is a :class:`SourceFormatError` naming the file, line and field; no
 other exception leaves this module for a bad file.
@@ -94,6 +95,7 @@ class Layout:
     encoding: str | None = None  # None: UTF-8 (or ASCII); else the codec the whole text is decoded with
     cr_only: bool = False  # old Mac line ends: a bare CR ends each line
     header_line: int = 1  # 1-based line of the header (blank lines may come first); 0 without a header
+    symbol_index: int | None = None  # a 'symbol' column: each row's symbol, checked against the file's
 
 
 def _size(n: int) -> str:
@@ -325,7 +327,7 @@ def detect_layout(path: Path, head: bytes) -> Layout:
     rows = [_split(r, separator) for r in lines[first + 1 :] if r.strip()]
 
     if "timestamp" in lowered and all(c in lowered for c in ("open", "high", "low", "close")):
-        for name in ("timestamp", "open", "high", "low", "close", "volume"):
+        for name in ("timestamp", "open", "high", "low", "close", "volume", "symbol"):
             _duplicate(path, first + 1, fields, lowered, name)
         volume = next((i for i, c in enumerate(lowered) if c == "volume"), None)
         if volume is None:
@@ -346,6 +348,7 @@ def detect_layout(path: Path, head: bytes) -> Layout:
             epoch_time=epoch,
             time_index=time_index,
             field_indexes=indexes,
+            symbol_index=lowered.index("symbol") if "symbol" in lowered else None,
             **common,
         )
 
@@ -499,6 +502,7 @@ def _read_layout(path: Path, layout: Layout, member: str | None) -> pl.DataFrame
         pl.col(time).alias("time_raw"),
         *fields,
         pl.col(EXTRA).is_not_null().alias("extra_fields"),
+        *([] if layout.symbol_index is None else [pl.col(_column(layout.symbol_index)).alias("symbol_raw")]),
     )
     frame = _file_lines(frame, shifts)
     text = _epoch_time_text(source, layout, frame, options, shifts)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from crypto_assets.batch.transforms.order import is_sorted_by
+from crypto_assets.settings import SettingsError, validate_symbol
 
 PRICES = ("open", "high", "low", "close")
 
@@ -170,6 +171,7 @@ def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
         _problem(t.is_not_null() & ~in_range, "open_time: out of range"),
         _problem(in_range & (t.dt.truncate("1m") != t), "open_time: not on a minute boundary"),
         _problem(pl.col("extra_fields"), "row: more fields than the header"),
+        pl.col("symbol_problem") if "symbol_problem" in names else None,
     ]
     problems = [p for p in problems if p is not None]
     problems += [_value_problem(name, MAX_PRICE, "price") for name in PRICES]
@@ -186,6 +188,27 @@ def validation_rules(names: list[str], latest_time: datetime) -> pl.Expr:
 def with_reasons(frame: pl.LazyFrame, latest_time: datetime) -> pl.LazyFrame:
     """Add ``reason``: every rule a row breaks, joined by '; ', or null for a good row."""
     return frame.with_columns(validation_rules(frame.collect_schema().names(), latest_time).alias("reason"))
+
+
+def check_symbols(frame: pl.LazyFrame, symbol: str) -> pl.LazyFrame:
+    """Add ``symbol_problem`` for rows whose own symbol (``symbol_raw``, from a file's symbol column) is not
+    ``symbol``, the one the file is ingested as: missing, invalid, or another symbol's row, which must never be
+    stored under this one. A frame without ``symbol_raw`` is returned as it is."""
+    if "symbol_raw" not in frame.collect_schema().names():
+        return frame
+    written = pl.col("symbol_raw").str.strip_chars()
+    problems = {}
+    for value in frame.select(written.unique()).collect().to_series().drop_nulls().to_list():
+        if value == symbol:
+            continue
+        try:
+            problems[value] = f"symbol: {validate_symbol(value)}, but the file is ingested as {symbol}"
+        except SettingsError as exc:
+            problems[value] = f"symbol: {exc}" if value else "symbol: missing"
+    problem = written.replace_strict(problems, default=None, return_dtype=pl.String)
+    return frame.with_columns(
+        pl.when(written.is_null()).then(pl.lit("symbol: missing")).otherwise(problem).alias("symbol_problem")
+    )
 
 
 def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
