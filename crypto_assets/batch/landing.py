@@ -62,7 +62,8 @@ class Manifest:
 
     @classmethod
     def load(cls, landing: Path, tidy: bool = False) -> Manifest:
-        """The manifest; with ``tidy`` (only under the lake's lock) copies it does not list are removed."""
+        """The manifest; with ``tidy`` (only under the lake's lock) copies it does not list are removed, and a
+        manifest not saved yet is saved."""
         path = landing / MANIFEST
         manifest = cls(landing)
         if path.is_file():
@@ -72,6 +73,10 @@ class Manifest:
                 manifest._remove_unlisted()
         else:
             manifest._adopt_unlisted()
+            if tidy:
+                # Saved before anything lands: from now on a copy the manifest does not list is a landing cut
+                # short (a crash, a full disk), to land again, never a file to adopt as already merged.
+                manifest.save()
         return manifest
 
     def save(self) -> None:
