@@ -55,11 +55,24 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pending_merge(args: argparse.Namespace):
+    """A merge a killed (or running) ingest left unfinished: the lake read now may be half-merged."""
+    import shlex
+
+    from crypto_assets.batch.pending_merge import pending_merge
+
+    home = getattr(args, "home", None)
+    return pending_merge(args.settings.landing_dir, f"--home {shlex.quote(home)}" if home else "")
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from crypto_assets.serving.lake_sql import SqlError, describe_tables, run_sql
     from crypto_assets.serving.output import render
 
     settings = args.settings
+    pending = _pending_merge(args)
+    if pending:
+        print(f"warning: {pending.message()}", file=sys.stderr)
     if args.tables or not args.query:
         tables = describe_tables(settings.lake_dir)
         if args.format == "table":
@@ -86,10 +99,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = args.settings
     components = component_states(settings)
     freshness = layer_freshness(settings)
+    pending = _pending_merge(args)
     if args.json:
+        freshness["pending_merge"] = pending.as_json() if pending else None
         _print(json.dumps({"components": [asdict(c) for c in components], **freshness}, indent=1, default=str) + "\n")
     else:
-        _print(render_status(components, freshness, settings.home))
+        note = f"\npending merge\n  {pending.message()}\n" if pending else ""
+        _print(render_status(components, freshness, settings.home) + note)
     return 0
 
 
