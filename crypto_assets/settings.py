@@ -115,6 +115,15 @@ class StreamSettings:
 class ServingSettings:
     sensor_min_interval_seconds: int = 30
     reports_port: int = 3001  # crypto-assets reports: the forecast reports over HTTP, linked from the UI
+    stale_minutes: int = 5  # unified_view's freshness policy fails after this long without a refresh
+
+    def __post_init__(self) -> None:
+        # A window no longer than the sensor's interval would turn the view red between two healthy refreshes.
+        if self.stale_minutes * 60 <= self.sensor_min_interval_seconds:
+            raise SettingsError(
+                f"serving.stale_minutes: {self.stale_minutes} minute(s) is not longer than "
+                f"serving.sensor_min_interval_seconds ({self.sensor_min_interval_seconds}s)"
+            )
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
 from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
 from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.batch.written_minutes import judge_written_minutes
+from crypto_assets.freshness import batch_freshness
 from crypto_assets.lake.layout import months_between
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
@@ -193,6 +194,7 @@ def build_batch_assets(settings: Settings) -> list:
         **on_engine,
         deps=[AssetDep(minute_raw), AssetDep(EXCHANGE_BACKFILL)],
         description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
+        freshness_policy=batch_freshness(settings),
         check_specs=_specs(
             DAILY_RAW,
             ("schema", "columns and types are as documented"),
@@ -229,6 +231,7 @@ def build_batch_assets(settings: Settings) -> list:
         name=DAILY_FILLED,
         **on_engine,
         deps=[AssetDep(daily_raw, partition_mapping=TimeWindowPartitionMapping(start_offset=-FILLED_LOOKBACK_MONTHS))],
+        freshness_policy=batch_freshness(settings),
         description="Continuous daily calendar: missing days forward-filled and flagged, with MA7 and MA30 of close. "
         "Each month reads the two months of daily_raw before it, so the fill and MA30 are right across month "
         "boundaries. That look-back is in the lineage: a month of daily_raw feeds daily_filled for that month and "

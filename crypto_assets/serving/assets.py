@@ -24,6 +24,7 @@ from dagster import (
 from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, SPEED_MICROBATCHES, UNIFIED_VIEW
 from crypto_assets.batch.checks import CheckOutcome
 from crypto_assets.batch.metadata import check_window, markdown_table, to_check_result
+from crypto_assets.freshness import serving_freshness
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.serving import checks
 from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view
@@ -165,6 +166,7 @@ def build_serving_assets(settings: Settings) -> list:
         "across the seam. Superseded micro-batches are compacted or expired on every run.",
         check_specs=[AssetCheckSpec(name, asset=UNIFIED_VIEW, description=text) for name, text in CHECKS],
         automation_condition=on_batch_updates(),
+        freshness_policy=serving_freshness(settings),
     )
     def unified_view(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         current = market.settings()

@@ -35,9 +35,11 @@ def logs_of(home: Path) -> str:
 
 
 @contextmanager
-def running_up(home: Path, dagster_home: Path, port: int, log: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
-    """``up`` on ``port`` with its output in ``log``; yields the process and its environment. Afterwards it
-    must exit 0 on SIGTERM and leave no pid file behind."""
+def running_up(
+    home: Path, dagster_home: Path, port: int, log: Path, args: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """``up`` on ``port`` (with ``args`` such as ``--skip-batch``) with its output in ``log``; yields the process
+    and its environment. Afterwards it must exit 0 on SIGTERM and leave no pid file behind."""
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -46,7 +48,7 @@ def running_up(home: Path, dagster_home: Path, port: int, log: Path) -> Iterator
     }
     with log.open("w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port)],
+            [sys.executable, "-m", "crypto_assets.cli", "--home", str(home), "up", "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
