@@ -1076,6 +1076,7 @@ def test_sql_filters_on_any_string_literal(small_lake, literal):
         "SELECT count(*) AS n FROM minute_raw /* read_csv('x') /* nested */ read_json('y') */",
         "SELECT `read_me` FROM (SELECT symbol AS `read_me` FROM minute_raw) LIMIT 0",
         "SELECT read_csv FROM (SELECT symbol AS read_csv FROM minute_raw) LIMIT 0",
+        "SELECT count(*) AS n FROM minute_raw WHERE symbol = $$thread_x$$",  # read strictly, still no file function
     ],
 )
 def test_sql_quoted_names_and_comments_that_mention_a_file_function_are_no_call(small_lake, query):

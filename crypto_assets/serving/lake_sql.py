@@ -35,7 +35,7 @@ class SqlError(ValueError):
 
 
 # Polars SQL's table functions that read files: a name of this form (bare or quoted) followed by "(" is a call.
-FILE_FUNCTION = re.compile(r"read_\w*", re.IGNORECASE)
+FILE_FUNCTION = re.compile(r"\bread_\w*", re.IGNORECASE)
 # How Polars' SQL tokenizer (sqlparser, generic dialect) reads what is not code: '' inside a string and "" or ``
 # inside a quoted name are the quote itself (a backslash escapes nothing), "--" runs to the end of the line and
 # /* */ comments nest. Anything else that could start a literal (a $$ string, E'..', a '$' '#' '@' in a name) is
