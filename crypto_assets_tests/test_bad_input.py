@@ -830,6 +830,16 @@ def test_blank_lines_keep_the_line_numbers_of_the_rows_around_them(tmp_path, bla
     assert quarantined["line"].to_list() == [13]
 
 
+@pytest.mark.parametrize(
+    ("text", "has_run"),
+    [(b"a\nb\n", False), (b"a\n\nb\n\n", False), (b"a\n\n\nb", True), (b"a\n  \n \t\r\nb", True)],
+)
+def test_a_run_of_blank_lines_is_found_across_read_blocks(tmp_path, text, has_run):
+    path = tmp_path / "f.csv"
+    path.write_bytes(text)
+    assert [formats._has_blank_run(path, size) for size in (1, 2, 3, 1024)] == [has_run] * 4
+
+
 def test_blank_lines_in_a_kaggle_file_with_a_bad_epoch_keep_the_time_as_written(tmp_path):
     text = csv(KAGGLE, KAGGLE_ROWS[0], *[""] * 1000, at("yesterday"), *[""] * 10, KAGGLE_ROWS[1])
     rows = rows_of(write(tmp_path, "BTCUSDT_k.csv", text))

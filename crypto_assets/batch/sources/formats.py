@@ -397,7 +397,7 @@ def _check_decimal_commas(path: Path, separator: str, rows: list[list[str]], ind
 
 def _csv_text(path: Path, member: str | None, layout: Layout) -> tuple[bytes | Path, pl.DataFrame | None]:
     """The whole CSV text, unpacked within the limits, as UTF-8 if it is not and without runs of blank lines
-    (see :func:`_cut_blank_runs`); a plain UTF-8 file with no blank line stays a path. Also the line shifts."""
+    (see :func:`_cut_blank_runs`), and the line shifts; a plain UTF-8 file without such runs stays a path."""
     container = "zip" if member is not None else _container(path)
     if container == "zip":
         with zipfile.ZipFile(path) as archive:
@@ -407,11 +407,11 @@ def _csv_text(path: Path, member: str | None, layout: Layout) -> tuple[bytes | P
     elif container == "gzip":
         with gzip.open(path, "rb") as handle:
             data = _read_bounded(handle, path, "gzip data", path.stat().st_size)
+    elif layout.encoding is None and not layout.cr_only and not _has_blank_run(path):
+        return path, None  # Polars reads it from disk: it is not held whole here
     else:
         data = path.read_bytes()
-    plain = container == "plain" and layout.encoding is None and not layout.cr_only
-    text, shifts = _cut_blank_runs(_decode(data, layout.encoding, layout.cr_only), layout.header_line)
-    return (path if plain and shifts is None else text), shifts
+    return _cut_blank_runs(_decode(data, layout.encoding, layout.cr_only), layout.header_line)
 
 
 # A line end and two or more blank (or all-space) lines after it. Polars would hold a row of nulls for each
@@ -419,6 +419,18 @@ def _csv_text(path: Path, member: str | None, layout: Layout) -> tuple[bytes | P
 # parsed; a lone blank line stays (at most one per row, and cutting each would cost more time than it saves).
 # Character classes, not a repeated group: Python's re would keep a backtracking entry per repetition.
 _BLANK_RUN = re.compile(rb"\n[ \t\r]*\n[ \t\r\n]*\n")
+
+
+def _has_blank_run(path: Path, block_size: int = 16 * 1024**2) -> bool:
+    """Whether a plain file holds a run of blank lines anywhere, read a block at a time."""
+    carry = b""
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            text = carry + block
+            if _BLANK_RUN.search(text):
+                return True
+            carry = text[len(text.rstrip(b" \t\r\n")) :]  # a run may begin in this block's trailing blanks
+    return False
 
 
 def _cut_blank_runs(data: bytes, header_line: int) -> tuple[bytes, pl.DataFrame | None]:
