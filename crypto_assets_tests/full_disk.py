@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,27 +92,26 @@ class WriteBudget(SmallDisk):
         super().__init__(root)
         self.left: int | None = None  # None: room for everything
         self.written = 0
+        self._lock = threading.Lock()  # the lake writes partitions from several threads
         write_parquet, write_all = atomic.write_parquet, atomic.write_all
 
         def short_write_all(fd: int, data: bytes) -> None:
-            fits = len(data) if self.left is None else min(self.left, len(data))
+            fits = self._take(len(data))
             write_all(fd, data[:fits])
-            self._spend(fits, len(data))
+            if fits < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
         def short_write_parquet(frame: pl.DataFrame, path) -> None:  # noqa: ANN001 - a path or a buffer
             write_parquet(frame, path)
             if not isinstance(path, Path):
                 return
             size = path.stat().st_size
-            fits = size if self.left is None else min(self.left, size)
-            os.truncate(path, fits)  # the half-written file a full disk leaves
-            if fits < size:  # worded as Polars words it: no errno, no path
-                self.written += fits
-                self.left = 0
+            fits = self._take(size)
+            if fits < size:
+                os.truncate(path, fits)  # the half-written file a full disk leaves, worded as Polars words it
                 raise pl.exceptions.ComputeError(
                     "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
                 )
-            self._spend(fits, size)
 
         # Every module of ours that imported the writers by name writes through the hook.
         for name, module in list(sys.modules.items()):
@@ -124,13 +124,14 @@ class WriteBudget(SmallDisk):
                 if getattr(module, attribute, None) is original:
                     monkeypatch.setattr(module, attribute, hooked)
 
-    def _spend(self, written: int, wanted: int) -> None:
-        self.written += written
-        if self.left is None:
-            return
-        self.left -= written
-        if written < wanted:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def _take(self, wanted: int) -> int:
+        """Spend up to ``wanted`` bytes of the budget; returns how many fit."""
+        with self._lock:
+            fits = wanted if self.left is None else min(self.left, wanted)
+            self.written += fits
+            if self.left is not None:
+                self.left -= fits
+            return fits
 
     def leave_free(self, free_bytes: int) -> None:
         self.left = free_bytes

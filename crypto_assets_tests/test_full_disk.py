@@ -17,9 +17,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.batch.synthetic import generate_dataset
 from crypto_assets.lake.atomic import DiskFullError, append_line
 from crypto_assets.lake.microbatch_log import read_records
+from crypto_assets.settings import load_settings
+from crypto_assets_tests.conftest import instance_at, write_config
 from crypto_assets_tests.full_disk import DISKS, lake_problems, run_cli, small_disk
 from streaming_sensor.batch_writer import BatchWriter
 
@@ -155,7 +158,7 @@ def error_lines(err: str) -> list[str]:
 
 
 def written_dataset(error: str, home: Path) -> str:
-    """Which folder of the home a full disk stopped: "landing", or the lake's dataset."""
+    """Which folder of the home a full disk stopped: "landing", "synthetic", or the lake's dataset."""
     path = Path(error.split(" writing ", 1)[1].split(", which is left as it was")[0]).relative_to(home)
     return path.parts[1] if path.parts[0] == "lake" else path.parts[0]
 
@@ -189,3 +192,82 @@ def test_a_full_disk_during_an_ingest_says_which_file_and_the_rerun_completes_it
         assert landed_state(home) == expected, f"with {share:.0%} of the space: the lake differs from a roomy disk's"
     assert failed_in == {"landing", "minute_raw"}, failed_in
     assert partial, "no level filled the disk between two partitions of minute_raw"
+
+
+# --- a Dagster run -------------------------------------------------------------------------------------------
+
+LATER = ("lake/daily_raw", "lake/daily_filled", "lake/prophet_input")  # the datasets the run writes last
+
+
+def run_batch_graph(home: Path, instance_dir: Path, monkeypatch):
+    """The batch graph over the tiny synthetic market, in one run of a real Dagster instance."""
+    monkeypatch.setenv("CRYPTO_ASSETS_CONFIG", str(write_config(home)))
+    with instance_at(instance_dir) as instance:
+        return materialize_batch_range(instance, load_settings(), "2025-11-01", "2025-12-01")
+
+
+def run_files(home: Path) -> dict[str, str]:
+    return {k: v for k, v in digest(home).items() if k != "crypto_assets.toml"}  # the config names its home
+
+
+def test_a_full_disk_during_a_dagster_run_fails_the_run_with_the_file_and_the_rerun_completes_it(
+    disk, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("CRYPTO_ASSETS_HOME", raising=False)
+    monkeypatch.setenv("CRYPTO_ASSETS_SYNTHETIC_SCALE", "tiny")
+    # Dagster's own storage stays on a roomy disk: the run's failure is recorded, and the lake is under test.
+    instance_dir = tmp_path / "dagster"
+    reference = disk.root / "reference"
+    footprint = disk.measure(lambda: run_batch_graph(reference, instance_dir, monkeypatch))
+    expected = run_files(reference)
+    downstream = sum(disk.space((reference / name).stat().st_size) for name in expected if name.startswith(LATER))
+    shutil.rmtree(reference)
+
+    home = disk.root / "home"
+    failed_in = set()
+    # Half the space: the seeded market's CSV; most of it: minute_raw; all but part of the last assets' files.
+    for free in (footprint // 2, footprint * 8 // 10, footprint - downstream // 2):
+        shutil.rmtree(home, ignore_errors=True)
+        write_config(home)
+        disk.leave_free(free)
+        result = run_batch_graph(home, instance_dir, monkeypatch)
+        assert not result.success
+        (failure,) = result.get_step_failure_events()
+        cause = failure.step_failure_data.error.cause  # the step's error is Dagster's wrapper around ours
+        assert FULL in cause.message and f" writing {home}/" in cause.message, cause.message
+        failed_in |= {failure.step_key, written_dataset(cause.message, home)}
+        assert lake_problems(home) == []
+
+        disk.free_space()
+        assert run_batch_graph(home, instance_dir, monkeypatch).success
+        assert run_files(home) == expected, f"with {free:,} bytes free: the lake differs from a roomy disk's"
+    later = {name.split("/")[1] for name in LATER}
+    assert "minute_raw" in failed_in and failed_in & later, failed_in  # the steps, and the datasets written
+    if not disk.in_process:  # the write hook does not reach the CSV writer of the synthetic market
+        assert "synthetic" in failed_in, failed_in
+
+
+def test_a_full_disk_under_dagsters_own_storage_loses_nothing_from_the_lake(tmp_path, monkeypatch):
+    """With DAGSTER_HOME on the same full disk, Dagster's SQLite storage may be the writer that fails: the run
+    then ends with SQLite's error rather than ours, but the lake is whole and the rerun completes it."""
+    monkeypatch.delenv("CRYPTO_ASSETS_HOME", raising=False)
+    monkeypatch.setenv("CRYPTO_ASSETS_SYNTHETIC_SCALE", "tiny")
+    with small_disk("tmpfs", tmp_path, monkeypatch) as disk:
+        reference = disk.root / "reference"
+        footprint = disk.measure(lambda: run_batch_graph(reference, reference / "dagster", monkeypatch))
+        expected = {k: v for k, v in run_files(reference).items() if not k.startswith("dagster/")}
+        shutil.rmtree(reference)
+
+        home = disk.root / "home"
+        write_config(home)
+        disk.leave_free(footprint * 99 // 100)
+        try:
+            assert not run_batch_graph(home, home / "dagster", monkeypatch).success
+        except Exception as exc:  # noqa: BLE001 - Dagster's storage failing is Dagster's error, of its kind
+            assert "disk" in str(exc), exc
+        assert lake_problems(home / "lake") == []
+
+        disk.free_space()
+        assert run_batch_graph(home, home / "dagster", monkeypatch).success
+        files = {k: v for k, v in run_files(home).items() if not k.startswith("dagster/")}
+        assert files == expected

@@ -47,7 +47,7 @@ class DiskFullError(OSError):
 def disk_full_errno(exc: BaseException) -> int | None:
     """ENOSPC or EDQUOT if ``exc`` (an OSError, or a Polars error wrapping one) says the disk is full."""
     code = exc.errno if isinstance(exc, OSError) else None
-    if code is None and isinstance(exc, pl.exceptions.PolarsError):
+    if code is None:  # Polars raises an OSError without errno, or its own error, with the code in the text
         found = _RUST_OS_ERROR.search(str(exc))
         code = int(found.group(1)) if found else None
     return code if code in DISK_FULL_ERRNOS else None
