@@ -39,7 +39,7 @@ class DiskFullError(OSError):
 
     def __str__(self) -> str:
         return (
-            f"no space left on device ({errno.errorcode.get(self.errno, self.errno)}) writing {self.filename}, "
+            f"{self.strerror.lower()} ({errno.errorcode.get(self.errno, self.errno)}) writing {self.filename}, "
             "which is left as it was; free some space and run again"
         )
 
