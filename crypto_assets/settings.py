@@ -141,8 +141,9 @@ class LogsSettings:
 
 @dataclass(frozen=True)
 class DagsterSettings:
-    # Finished routine unified_view refreshes (and the retention job's own runs) older than this are deleted.
-    run_retention: timedelta = timedelta(days=7)
+    # Finished routine unified_view refreshes (and the retention job's own runs) older than this are deleted;
+    # a day of them is about 0.55 GB of run history on SQLite.
+    run_retention: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def test_log_rotation_comes_from_the_file_and_env_wins(project_home, monkeypatch
 )
 def test_run_retention_is_a_short_duration_and_the_environment_wins(project_home, monkeypatch, text, window):
     project_home()
-    assert load_settings().dagster.run_retention == timedelta(days=7)
+    assert load_settings().dagster.run_retention == timedelta(days=1)
     project_home(extra=f'[dagster]\nrun_retention = "{text}"\n')
     assert load_settings().dagster.run_retention == window
     monkeypatch.setenv("CRYPTO_ASSETS_RUN_RETENTION", "2h")
