@@ -6,14 +6,18 @@ logged offset ranges of a partition follow each other with no gap. The newest lo
 with the same offsets is a replay after a crash: its files are rewritten and no second line is appended. Any
 other batch id at or below the newest logged one means the log and Spark's checkpoint disagree (the log was
 written by another checkpoint), and the batch fails rather than mix the two.
+
+A batch's bad messages go to ``<speed_dir>/quarantine/batch=<id>.jsonl``; writing one removes those older
+than :data:`QUARANTINE_KEEP` and all but the newest :data:`QUARANTINE_MAX_FILES`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -91,8 +95,27 @@ def speed_daily(rows: pl.DataFrame, batch_id: int) -> pl.DataFrame:
     )
 
 
+# Bad messages are kept to be looked at, not reprocessed: a week of them, and never more than this many files.
+QUARANTINE_KEEP = timedelta(days=7)
+QUARANTINE_MAX_FILES = 1000
+
+
 def quarantine_path(speed_dir: Path, batch_id: int) -> Path:
     return speed_dir / "quarantine" / f"batch={batch_id:012d}.jsonl"
+
+
+def expire_quarantine(
+    speed_dir: Path, now: float, keep: timedelta = QUARANTINE_KEEP, max_files: int = QUARANTINE_MAX_FILES
+) -> list[Path]:
+    """Remove quarantine files older than ``keep`` (by when they were written) and all but the newest
+    ``max_files`` batches' files; returns the removed files."""
+    folder = quarantine_path(speed_dir, 0).parent
+    files = sorted(folder.glob("batch=*.jsonl")) if folder.is_dir() else []  # zero-padded ids: oldest batch first
+    stale = files[: max(0, len(files) - max_files)]
+    stale += [p for p in files[len(stale) :] if now - p.stat().st_mtime > keep.total_seconds()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 class LogMismatch(RuntimeError):
@@ -112,6 +135,21 @@ class BatchWriter:
             self.last_logged = tail[-1] if tail else None
             self._loaded = True
         return self.last_logged
+
+    def _expire_quarantine(self) -> None:
+        """Old quarantine files go as a new one comes; a failure (a full disk) must not fail the batch."""
+        try:
+            removed = expire_quarantine(self.speed_dir, time.time())
+        except OSError as exc:
+            log.warning("could not expire old quarantine files: %s", exc)
+            return
+        if removed:
+            log.info(
+                "removed %d quarantine file(s) older than %s or beyond the newest %d",
+                len(removed),
+                QUARANTINE_KEEP,
+                QUARANTINE_MAX_FILES,
+            )
 
     def write(self, rows: pl.DataFrame, batch_id: int, offsets: dict, now: datetime | None = None) -> BatchRecord:
         """Write one batch's files and log line; returns its log record."""
@@ -136,6 +174,7 @@ class BatchWriter:
                 first["offset"],
                 first["reason"],
             )
+            self._expire_quarantine()
         late = rows.filter(pl.col("kind") == LATE)["dropped"].sum()
         if late:
             log.info("batch %d: dropped %d event(s) older than the watermark", batch_id, late)

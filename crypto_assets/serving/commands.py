@@ -110,11 +110,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
+    import polars as pl
+
     from crypto_assets.serving.storage import (
         human_bytes,
         reclaim,
         reclaimable,
         render_storage,
+        state_usage,
         usage,
     )
 
@@ -125,7 +128,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
             print(line)
         print(f"freed {human_bytes(freed)}")
         return 0
-    _print(render_storage(usage(settings.lake_dir), reclaimable(settings)))
+    table = pl.concat([usage(settings.lake_dir), state_usage(settings.speed_dir)])
+    _print(render_storage(table, reclaimable(settings)))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""``crypto-assets storage``: bytes per dataset and partition, and what can be reclaimed (micro-batches the
-batch view supersedes or compaction would fold, expirable log days, temp files left by crashed writes)."""
+"""``crypto-assets storage``: bytes per dataset and partition and per folder of the speed layer's state, and what
+can be reclaimed (micro-batches the batch view supersedes or compaction would fold, expirable log days, temp
+files left by crashed writes)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from crypto_assets.settings import Settings
 
 TEMP_PREFIX = ".tmp-"
 ORPHAN_AGE_SECONDS = 3600  # younger temp files may belong to a write in progress
+SPEED_STATE = "speed-state"
+USAGE_SCHEMA = {"dataset": pl.String, "partition": pl.String, "files": pl.Int64, "bytes": pl.Int64}
 
 
 def _files(path: Path) -> list[Path]:
@@ -48,9 +51,18 @@ def usage(lake: Path) -> pl.DataFrame:
         for partition in sorted(p for p in root.iterdir()):
             files = _files(partition)
             rows.append((root.name, partition.name, len(files), sum(f.stat().st_size for f in files)))
-    return pl.DataFrame(
-        rows, schema={"dataset": pl.String, "partition": pl.String, "files": pl.Int64, "bytes": pl.Int64}, orient="row"
-    )
+    return pl.DataFrame(rows, schema=USAGE_SCHEMA, orient="row")
+
+
+def state_usage(speed_dir: Path) -> pl.DataFrame:
+    """Files and bytes per entry of the speed layer's state, ``<home>/speed`` (``speed-state``): the stream's
+    checkpoints, the missed stretches and producer state, quarantined bad messages, the broker's rotation note."""
+    entries = sorted(speed_dir.iterdir()) if speed_dir.is_dir() else []
+    rows = []
+    for entry in entries:
+        files = _files(entry)
+        rows.append((SPEED_STATE, entry.name, len(files), sum(f.stat().st_size for f in files)))
+    return pl.DataFrame(rows, schema=USAGE_SCHEMA, orient="row")
 
 
 def orphaned_temp_files(roots: list[Path], now: float | None = None) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 
 from crypto_assets.cli import main
 from crypto_assets.lake.microbatch_log import CANDLES_1M
+from crypto_assets.lake.missed import MissedLog
 from crypto_assets.serving.pipeline import build_unified_view
 from crypto_assets.serving.processes import (
     ProcessRecord,
@@ -31,6 +32,7 @@ from crypto_assets_tests.serving.helpers import (
     write_batch_layer,
     write_microbatch,
 )
+from streaming_sensor.batch_writer import quarantine_path
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = date(2024, 1, 1)
@@ -207,8 +209,15 @@ def test_storage_shows_usage_and_reclaims_superseded_microbatches_and_orphaned_t
     old = time.time() - 7200
     os.utime(orphan, (old, old))
 
+    speed = lake.parent / "speed"  # the speed layer's state, outside the lake
+    MissedLog(speed).open("BTCUSDT", 0, "disconnected")
+    quarantine_path(speed, 4).parent.mkdir(parents=True)
+    quarantine_path(speed, 4).write_text('{"offset": 1}\n')
+
     code, out, _ = run(capsys, "storage")
     assert code == 0
+    assert "speed-state            missed                    2" in out  # stretches and their lock file
+    assert "speed-state            quarantine                1" in out
     assert "unified_view           symbol=BTCUSDT" in out and "speed/candles_1m       batch=*" in out
     assert "speed/candles_1m: 2 committed micro-batch dir(s)" in out  # batches 2 and 3; 4 is the newest
     assert "orphaned temp files (older than 1 h): 1" in out

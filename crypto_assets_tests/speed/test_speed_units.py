@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -12,7 +14,7 @@ import pytest
 from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.lake.microbatch_log import batch_file, read_records
 from crypto_assets.lake.missed import MissedLog, open_stretches, read_stretches
-from streaming_sensor.batch_writer import BatchWriter
+from streaming_sensor.batch_writer import QUARANTINE_KEEP, BatchWriter, expire_quarantine, quarantine_path
 from streaming_sensor.candles import DAY_MS, CandleBook, event_order, parse_delay
 from streaming_sensor.producer import (
     Malformed,
@@ -243,3 +245,24 @@ def test_a_replayed_batch_rewrites_identical_files_and_logs_once(tmp_path):
     quarantined = (speed / "quarantine" / "batch=000000000000.jsonl").read_text()
     assert "not a JSON stream message" in quarantined and '"offset": 7' in quarantined
     assert pl.read_parquet(batch_file(lake, "daily", 0))["minute_count"].dtype == pl.UInt32
+
+
+def test_quarantine_files_older_than_a_week_or_beyond_the_newest_go_when_a_new_one_is_written(tmp_path):
+    lake, speed = tmp_path / "lake", tmp_path / "speed"
+    writer = BatchWriter(lake, speed)
+    offsets = {"crypto.trade": {"0": [0, 8]}}
+    for batch_id in range(3):
+        writer.write(_rows(batch_id), batch_id, offsets)
+    old = time.time() - QUARANTINE_KEEP.total_seconds() - 60
+    for batch_id in (0, 1):
+        os.utime(quarantine_path(speed, batch_id), (old, old))
+    assert len(list((speed / "quarantine").iterdir())) == 3  # nothing goes until a new one is written
+    writer.write(_rows(3), 3, offsets)
+    assert sorted((speed / "quarantine").iterdir()) == [quarantine_path(speed, 2), quarantine_path(speed, 3)]
+    assert "not a JSON stream message" in quarantine_path(speed, 3).read_text()
+
+    for batch_id in range(4, 8):
+        writer.write(_rows(batch_id), batch_id, offsets)
+    removed = expire_quarantine(speed, time.time(), max_files=2)
+    assert removed == [quarantine_path(speed, b) for b in range(2, 6)]
+    assert sorted((speed / "quarantine").iterdir()) == [quarantine_path(speed, 6), quarantine_path(speed, 7)]
