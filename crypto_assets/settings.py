@@ -115,11 +115,16 @@ class StreamSettings:
     checkpoint_batches: int = 100  # Spark's checkpoint keeps the offsets and commits of this many batches
 
 
+MIN_DAEMON_STALL_SECONDS = 60  # twice Dagster's daemon heartbeat interval
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     sensor_min_interval_seconds: int = 30
     reports_port: int = 3001  # crypto-assets reports: the forecast reports over HTTP, linked from the UI
     stale_minutes: int = 5  # unified_view's freshness policy fails after this long without a refresh
+    # `up` restarts a dagster-daemon whose newest heartbeat is older than this (it hangs); 0 never does.
+    daemon_stall_seconds: int = 180
 
     def __post_init__(self) -> None:
         # A window no longer than the sensor's interval would turn the view red between two healthy refreshes.
@@ -127,6 +132,12 @@ class ServingSettings:
             raise SettingsError(
                 f"serving.stale_minutes: {self.stale_minutes} minute(s) is not longer than "
                 f"serving.sensor_min_interval_seconds ({self.sensor_min_interval_seconds}s)"
+            )
+        # Dagster's daemons beat every 30 s: a shorter bound would restart a healthy daemon between two beats.
+        if self.daemon_stall_seconds != 0 and self.daemon_stall_seconds < MIN_DAEMON_STALL_SECONDS:
+            raise SettingsError(
+                f"serving.daemon_stall_seconds: expected 0 (off) or at least {MIN_DAEMON_STALL_SECONDS}, "
+                f"got {self.daemon_stall_seconds}"
             )
 
 

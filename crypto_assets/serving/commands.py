@@ -92,6 +92,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from crypto_assets.serving.status import (
         component_states,
+        daemon_heartbeat,
         layer_freshness,
         render_status,
     )
@@ -99,13 +100,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = args.settings
     components = component_states(settings)
     freshness = layer_freshness(settings)
+    daemon = daemon_heartbeat(settings)
     pending = _pending_merge(args)
     if args.json:
         freshness["pending_merge"] = pending.as_json() if pending else None
-        _print(json.dumps({"components": [asdict(c) for c in components], **freshness}, indent=1, default=str) + "\n")
+        report = {"components": [asdict(c) for c in components], "daemon_heartbeat": daemon, **freshness}
+        _print(json.dumps(report, indent=1, default=str) + "\n")
     else:
         note = f"\npending merge\n  {pending.message()}\n" if pending else ""
-        _print(render_status(components, freshness, settings.home) + note)
+        _print(render_status(components, freshness, settings.home, daemon) + note)
     return 0
 
 

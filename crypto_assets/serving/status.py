@@ -12,6 +12,7 @@ from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.pipeline import latest_date
 from crypto_assets.lake.location import read_parquet
 from crypto_assets.lake.microbatch_log import read_records_tail
+from crypto_assets.serving.daemon_watch import heartbeats, newest_heartbeat
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
 from crypto_assets.serving.store import (
     month_files,
@@ -81,6 +82,26 @@ def component_states(settings: Settings) -> list[ComponentState]:
     return states
 
 
+def daemon_heartbeat(settings: Settings, now: datetime | None = None) -> dict | None:
+    """The Dagster daemon's newest heartbeat, from the webserver ``up`` started; None when it does not answer.
+    Stale past ``[serving] daemon_stall_seconds``: the daemon hangs (or is down), so freshness is not evaluated."""
+    webserver = read_process_records(settings.home).get("dagster-webserver")
+    beats = heartbeats(webserver.ports[0], timeout=3.0) if webserver and webserver.ports else None
+    if beats is None:
+        return None
+    now = now or datetime.now(UTC)
+    newest = newest_heartbeat(beats)
+    at = datetime.fromtimestamp(newest, UTC) if newest is not None else None
+    age = _seconds(now, at)
+    bound = settings.serving.daemon_stall_seconds
+    return {
+        "last_heartbeat": at.isoformat(timespec="seconds") if at else None,
+        "age_seconds": age,
+        "stall_bound_seconds": bound,
+        "stale": bool(bound) and (age is None or age > bound),
+    }
+
+
 def _seconds(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else round((now - then).total_seconds(), 1)
 
@@ -138,7 +159,14 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def render_status(components: list[ComponentState], freshness: dict, home: Path) -> str:
+def heartbeat_line(daemon: dict) -> str:
+    heard = f"last heartbeat {_age(daemon['age_seconds'])} ago" if daemon["last_heartbeat"] else "no heartbeat yet"
+    if not daemon["stale"]:
+        return heard
+    return f"{heard}: STALE (over {daemon['stall_bound_seconds']} s): it hangs or is down; freshness is not evaluated"
+
+
+def render_status(components: list[ComponentState], freshness: dict, home: Path, daemon: dict | None = None) -> str:
     lines = [f"home {home}", "", "components"]
     for c in components:
         ports = ",".join(str(p) for p in c.ports) or "-"
@@ -146,6 +174,8 @@ def render_status(components: list[ComponentState], freshness: dict, home: Path)
             f"  {c.name:<18} {c.state:<14} pid {c.pid or '-':<8} port {ports:<12} {('since ' + c.since) if c.since else ''}"
             f"{('  (' + c.note + ')') if c.note else ''}".rstrip()
         )
+        if c.name == "dagster-daemon" and daemon is not None:
+            lines.append(f"  {'':<18} {heartbeat_line(daemon)}")
     speed = freshness["speed"]
     lines += ["", "speed layer"]
     if speed:

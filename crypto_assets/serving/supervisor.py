@@ -203,6 +203,16 @@ class Supervisor:
             child.restart_at = now + delay
             self.echo(f"{child.service.name} exited with code {code}; restarting in {delay}s")
 
+    def child(self, name: str) -> Running | None:
+        return next((child for child in self.children if child.service.name == name), None)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a hung child's process group; the next :meth:`poll` sees it exit and restarts it like any
+        crash (same delays, same limit)."""
+        child = self.child(name)
+        if child is not None:
+            _signal_group(child.process, signal.SIGKILL)
+
     def stop_all(self, grace: float = 20.0) -> None:
         """Stop in reverse start order, each fully before the next, so e.g. the stream finishes its micro-batch
         while the broker is still there."""

@@ -8,6 +8,8 @@ server started once and supervised here, neither of them spawns code servers of 
 and warn, whenever a heartbeat is missed. Every component is started by its own command and shares the
 project settings through the environment (``CRYPTO_ASSETS_<SECTION>_<FIELD>``), so each finds the others'
 ports. A line on the console marks each milestone, the last one the first materialized ``unified_view``.
+A daemon that hangs rather than exits is killed and restarted once it sends no heartbeat for
+``[serving] daemon_stall_seconds`` (:mod:`daemon_watch`), so Dagster's freshness evaluation never stops unnoticed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import urlparse
 
 from crypto_assets.asset_names import UNIFIED_VIEW
 from crypto_assets.dagster_home import write_workspace_yaml
+from crypto_assets.serving.daemon_watch import DaemonWatchdog
 from crypto_assets.serving.processes import (
     ProcessRecord,
     free_port,
@@ -219,10 +222,12 @@ def run_system(settings: Settings, plan: Plan, echo=print) -> int:
             f"{settings.serving.sensor_min_interval_seconds}s when micro-batches land. "
             "`crypto-assets status` shows the components; Ctrl-C stops everything."
         )
+        watchdog = DaemonWatchdog(plan.dagster_port, settings.serving.daemon_stall_seconds, echo)
         view_seen = not plan.speed_layer  # without the stream only a batch run or the UI materializes the view
         next_look = 0.0
         while True:
             supervisor.poll()
+            watchdog.check(supervisor)
             if not view_seen and time.monotonic() >= next_look:
                 next_look = time.monotonic() + 5.0
                 first = first_unified_view(dagster_home)
