@@ -3,8 +3,13 @@ supervisor's crash path with real child processes, and the bound's validation.""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
@@ -13,7 +18,7 @@ from crypto_assets.serving.processes import free_port, pid_alive, read_process_r
 from crypto_assets.serving.status import heartbeat_line
 from crypto_assets.serving.supervisor import Service, Supervisor
 from crypto_assets.settings import SettingsError, load_settings
-from crypto_assets_tests.serving.up_process import wait_for
+from crypto_assets_tests.serving.up_process import running_up, wait_for
 
 NOW = 10_000.0
 BOUND = 180.0
@@ -107,3 +112,63 @@ def test_the_stall_bound_is_off_or_longer_than_two_heartbeats(project_home, monk
     monkeypatch.setenv("CRYPTO_ASSETS_SERVING_DAEMON_STALL_SECONDS", "30")
     with pytest.raises(SettingsError, match="serving.daemon_stall_seconds"):
         load_settings()
+
+
+def daemon_heartbeat(env: dict) -> dict | None:
+    """``crypto-assets status --json``'s view of the daemon's heartbeat, as an operator gets it."""
+    answer = subprocess.run(
+        [sys.executable, "-m", "crypto_assets.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(answer.stdout)["daemon_heartbeat"]
+
+
+@pytest.mark.slow
+def test_up_restarts_a_daemon_hung_by_sigstop_and_its_heartbeat_is_fresh_again(project_home, tmp_path, monkeypatch):
+    home = project_home()
+    monkeypatch.setenv("CRYPTO_ASSETS_SERVING_DAEMON_STALL_SECONDS", "60")
+    log = tmp_path / "up.log"
+    with running_up(home, tmp_path / "dagster_home", free_port(), log, args=("--skip-batch", "--no-speed")) as (
+        up,
+        env,
+    ):
+        wait_for(lambda: up.poll() is not None or "Dagster UI on" in log.read_text(), 600, "Dagster to start", log)
+        assert up.poll() is None, log.read_text()
+        wait_for(
+            lambda: (beat := daemon_heartbeat(env)) and beat["last_heartbeat"] and not beat["stale"],
+            300,
+            "the daemon's first heartbeat",
+            log,
+        )
+
+        hung = read_process_records(home)[DAEMON].pid
+        os.killpg(hung, signal.SIGSTOP)  # alive, holding its pid, silent: what a deadlock looks like from outside
+        try:
+            wait_for(lambda: read_process_records(home)[DAEMON].pid != hung, 600, "up to restart the hung daemon", log)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(hung, signal.SIGCONT)
+        text = log.read_text()
+        assert f"{DAEMON} sent no heartbeat for" in text and f"restarting it (pid {hung})" in text, text
+        assert f"{DAEMON} exited with code -9" in text  # the crash path restarted it
+        assert not pid_alive(hung)
+
+        # The new daemon beats: the heartbeat status shows is its own (newer than its start) and not stale.
+        started = datetime.fromisoformat(read_process_records(home)[DAEMON].started_at)
+        beat = wait_for(
+            lambda: (
+                (beat := daemon_heartbeat(env))
+                and beat["last_heartbeat"]
+                and datetime.fromisoformat(beat["last_heartbeat"]) >= started
+                and beat
+            ),
+            300,
+            "a heartbeat from the restarted daemon",
+            log,
+        )
+        assert not beat["stale"] and beat["stall_bound_seconds"] == 60
+        assert up.poll() is None
