@@ -9,13 +9,12 @@ older than ``[serving] daemon_stall_seconds``; the supervisor then restarts it a
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from crypto_assets.serving.webserver import graphql
 
 if TYPE_CHECKING:
     from crypto_assets.serving.supervisor import Supervisor
@@ -24,19 +23,6 @@ DAEMON = "dagster-daemon"  # the supervised child's name
 DAEMON_HEALTH_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required lastHeartbeatTime } } } }"
 ANSWER_TIMEOUT = 5.0  # seconds; a webserver slower than this is skipped for the round, never waited on
 CHECK_EVERY = 30.0  # Dagster's heartbeat interval: looking more often would see nothing new
-
-
-def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
-    """The ``data`` of a query to the Dagster webserver on 127.0.0.1:``port``; GraphQL errors raise."""
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        payload = json.loads(answer.read())
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-    return payload["data"]
 
 
 @dataclass(frozen=True)

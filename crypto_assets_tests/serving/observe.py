@@ -14,12 +14,10 @@ The oracle for ``unified_view`` is the exchange's own candles, fetched over its 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +29,7 @@ from crypto_assets.exchange.client import ExchangeClient
 from crypto_assets.lake.microbatch_log import read_records
 from crypto_assets.serving.processes import read_process_records
 from crypto_assets.serving.store import view_file
+from crypto_assets.serving.webserver import graphql
 from crypto_assets.settings import ExchangeSettings
 from crypto_assets_tests.speed.harness import descendants
 
@@ -98,18 +97,6 @@ def disk_by_folder(home: Path) -> dict[str, int]:
         if (lake / dataset).is_dir():
             found[f"lake/{dataset}"] = folder_bytes(lake / dataset)
     return found
-
-
-def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        payload = json.loads(answer.read())
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-    return payload["data"]
 
 
 # What the asset page of the UI asks for first: the definition, the latest materializations and the checks.

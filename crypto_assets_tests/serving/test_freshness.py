@@ -4,10 +4,8 @@ and on a running system (``crypto-assets up``, its real ``dagster-daemon run``) 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -15,6 +13,7 @@ from dagster import AssetKey, FreshnessPolicy
 
 from crypto_assets.definitions import build_definitions
 from crypto_assets.serving.processes import free_port, read_process_records
+from crypto_assets.serving.webserver import graphql
 from crypto_assets.settings import SettingsError, load_settings
 from crypto_assets_tests.serving.up_process import running_up, wait_for
 
@@ -55,18 +54,6 @@ def test_the_definitions_carry_freshness_policies_with_the_configured_windows(pr
     project_home(extra="[serving]\nstale_minutes = 1\nsensor_min_interval_seconds = 60\n")
     with pytest.raises(SettingsError, match="serving.stale_minutes"):
         load_settings()
-
-
-def graphql(port: int, query: str, variables: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
 
 
 def unified_view_freshness(port: int) -> tuple[str, float | None, dict, dict]:
