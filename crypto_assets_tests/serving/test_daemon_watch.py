@@ -172,3 +172,12 @@ def test_up_restarts_a_daemon_hung_by_sigstop_and_its_heartbeat_is_fresh_again(p
         )
         assert not beat["stale"] and beat["stall_bound_seconds"] == 60
         assert up.poll() is None
+
+
+def test_after_a_suspend_the_daemon_gets_a_new_grace_period_instead_of_a_restart():
+    watchdog = DaemonWatchdog(free_port(), bound=180.0)  # checks every 30 s
+    watchdog._note_sleep(mono=100.0, wall=1_000.0)
+    watchdog._note_sleep(mono=130.0, wall=1_030.0)  # both clocks ran on together
+    assert watchdog.awake_since == 0.0
+    watchdog._note_sleep(mono=160.0, wall=9_000.0)  # wall time ran on, the monotonic clock did not: slept
+    assert watchdog.awake_since == 9_000.0
