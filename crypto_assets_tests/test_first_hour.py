@@ -86,6 +86,8 @@ def test_the_instance_settings_are_documented_keys_and_the_workspace_names_one_c
 
     with DagsterInstance.from_config(str(tmp_path)) as instance:  # Dagster validates the keys
         assert instance.run_coordinator.dequeue_interval_seconds == 1
+        # A run whose worker died fails after its dagster/max_runtime instead of staying STARTED for ever.
+        assert instance.run_monitoring_enabled and instance.run_monitoring_settings["poll_interval_seconds"] == 30
     workspace = yaml.safe_load(write_workspace_yaml(tmp_path, "127.0.0.1", 4266, "crypto_assets").read_text())
     assert workspace == {
         "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": 4266, "location_name": "crypto_assets"}}]

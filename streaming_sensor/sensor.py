@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
@@ -29,7 +30,12 @@ from dagster import (
 
 from crypto_assets.asset_names import UNIFIED_VIEW as UNIFIED_VIEW_NAME
 from crypto_assets.lake.microbatch_log import latest_batch_id, read_records
-from crypto_assets.serving.refresh_runs import REFRESH_TAG, SENSOR_NAME_TAG
+from crypto_assets.serving.refresh_runs import (
+    REFRESH_MAX_RUNTIME_SECONDS,
+    REFRESH_RUN_TAGS,
+    REFRESH_TAG,
+    SENSOR_NAME_TAG,
+)
 from crypto_assets.serving.refresh_runs import SPEED_REFRESH_SENSOR as SENSOR_NAME
 from crypto_assets.settings import Settings
 
@@ -67,8 +73,11 @@ class Cursor:
 
 
 def _run_in_flight(context: SensorEvaluationContext) -> bool:
+    """An unfinished refresh younger than its maximum runtime; an older one lost its run worker (run monitoring
+    fails it), and waiting for it would stop the view for good."""
+    since = datetime.now(UTC) - timedelta(seconds=REFRESH_MAX_RUNTIME_SECONDS)
     runs = context.instance.get_run_records(
-        RunsFilter(statuses=UNFINISHED, tags={SENSOR_NAME_TAG: SENSOR_NAME}), limit=1
+        RunsFilter(statuses=UNFINISHED, tags={SENSOR_NAME_TAG: SENSOR_NAME}, created_after=since), limit=1
     )
     return bool(runs)
 
@@ -78,7 +87,7 @@ def refresh_request(symbols: list[str], stale: list[str], newest: int) -> RunReq
     symbol between is refreshed too, which is harmless: a refresh is idempotent)."""
     ordered = [s for s in symbols if s in stale]
     first, last = ordered[0], ordered[-1]
-    tags = {REFRESH_TAG[0]: REFRESH_TAG[1]}
+    tags = {REFRESH_TAG[0]: REFRESH_TAG[1], **REFRESH_RUN_TAGS}
     if first == last:
         return RunRequest(run_key=f"{first}:{newest}", partition_key=first, asset_selection=[UNIFIED_VIEW], tags=tags)
     return RunRequest(

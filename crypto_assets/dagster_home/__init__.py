@@ -54,7 +54,9 @@ def tune_event_writes() -> None:
 def responsive_daemon_yaml() -> str:
     """Documented dagster.yaml keys that make a UI launch start quickly on one machine: the run queue is
     read every second (default 5) and the backfill and sensor daemons work in threads, so submitting a
-    backfill's run or evaluating the sensor does not wait behind the other daemons' work."""
+    backfill's run or evaluating the sensor does not wait behind the other daemons' work. Run monitoring fails
+    a run whose worker died, once it passes its ``dagster/max_runtime`` tag (the routine refreshes carry one)
+    or hangs in STARTING for 10 minutes, so a killed code server never leaves a run STARTED for ever."""
     return """\
 run_queue:
   dequeue_interval_seconds: 1
@@ -66,6 +68,10 @@ backfills:
 sensors:
   use_threads: true
   num_workers: 2
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 600
+  poll_interval_seconds: 30
 """
 
 

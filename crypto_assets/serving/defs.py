@@ -7,7 +7,7 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from crypto_assets.asset_names import UNIFIED_VIEW
 from crypto_assets.serving.assets import build_serving_assets
-from crypto_assets.serving.refresh_runs import AUTOMATION_SENSOR
+from crypto_assets.serving.refresh_runs import AUTOMATION_SENSOR, REFRESH_RUN_TAGS
 from crypto_assets.serving.run_retention import build_run_retention
 from crypto_assets.settings import Settings
 
@@ -20,6 +20,7 @@ def build_defs(settings: Settings) -> Definitions:
         target=AssetSelection.assets(UNIFIED_VIEW),
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.serving.sensor_min_interval_seconds,
+        run_tags=REFRESH_RUN_TAGS,
         description="Evaluates unified_view's automation condition: one refresh per symbol after daily_filled "
         "is updated (a backfill or the daily refresh), with or without the speed layer.",
     )

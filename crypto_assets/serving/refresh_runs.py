@@ -11,3 +11,8 @@ REFRESH_SENSORS = (SPEED_REFRESH_SENSOR, AUTOMATION_SENSOR)
 # Tag of every run the speed layer's sensor requests, so the Runs page can show or hide them in one click.
 REFRESH_TAG = ("crypto-assets/refresh", "speed")
 SENSOR_NAME_TAG = "dagster/sensor_name"  # Dagster's own tag on every run a sensor requests
+# A refresh takes seconds. One whose run worker died (e.g. its code server was killed mid-run) would stay
+# STARTED for ever and hold the next refresh back: Dagster's run monitoring fails it after this long (its
+# documented ``dagster/max_runtime`` tag), and the speed sensor stops waiting for it then too.
+REFRESH_MAX_RUNTIME_SECONDS = 300
+REFRESH_RUN_TAGS = {"dagster/max_runtime": str(REFRESH_MAX_RUNTIME_SECONDS)}

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from dagster import AssetKey, build_sensor_context, job, op, validate_run_config
 
+import streaming_sensor.sensor
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
@@ -53,7 +54,9 @@ def microbatch(lake, batch_id: int) -> None:
     write_microbatch(lake, batch_id, candles, committed=start + timedelta(seconds=31))
 
 
-def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skips_otherwise(project_home, tmp_path):
+def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skips_otherwise(
+    project_home, tmp_path, monkeypatch
+):
     home = project_home(extra="[serving]\nsensor_min_interval_seconds = 5\n")
     lake = home / "lake"
     settings = load_settings()
@@ -78,6 +81,7 @@ def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skip
         assert request.asset_selection == [AssetKey("unified_view")] and request.partition_key is None
         assert request.tags[RANGE_START_TAG] == "BTCUSDT" and request.tags[RANGE_END_TAG] == "ETHUSDT"
         assert request.tags[REFRESH_TAG[0]] == REFRESH_TAG[1] and request.run_key == "BTCUSDT..ETHUSDT:1"
+        assert request.tags["dagster/max_runtime"] == "300"  # run monitoring fails it if its worker dies
         # The daemon launches the request on the implicit asset job; its run config must be valid there.
         validate_run_config(defs.resolve_implicit_global_asset_job_def(), request.run_config)
         assert json.loads(first.cursor)["last_batch_id"] == 1
@@ -92,6 +96,11 @@ def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skip
             waiting = tick(first.cursor)
             assert not waiting.run_requests and "still going" in waiting.skip_message
             assert waiting.cursor in (None, first.cursor)
+            # ...unless it is older than a refresh's maximum runtime: its worker died (a code server killed
+            # mid-run leaves it STARTED for ever), and waiting for it would stop the view for good.
+            monkeypatch.setattr(streaming_sensor.sensor, "REFRESH_MAX_RUNTIME_SECONDS", 0)
+            assert tick(first.cursor).run_requests
+            monkeypatch.undo()
 
         second = tick(first.cursor)
         (request,) = second.run_requests
