@@ -181,8 +181,13 @@ def run_cli(disk: SmallDisk, args: list[str], cwd: Path) -> tuple[int, str, str]
         from crypto_assets.cli import main
 
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd):
-            code = main(args)
+        environment = dict(os.environ)  # the CLI exports its home and DAGSTER_HOME for the processes it starts
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd):
+                code = main(args)
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
         return code, out.getvalue(), err.getvalue()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTO_ASSETS_")}
     done = subprocess.run(
