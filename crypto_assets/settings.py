@@ -99,6 +99,12 @@ class KafkaSettings:
     embedded_max_mb: int = 256
 
 
+def validate_jvm_memory(text: object, key: str) -> None:
+    """A JVM memory size as Spark takes it: '512m', '2g'."""
+    if not isinstance(text, str) or not re.fullmatch(r"[1-9]\d*[kmgt]", text.lower()):
+        raise SettingsError(f"{key}: expected a size like '512m' or '2g', got {text!r}")
+
+
 @dataclass(frozen=True)
 class SparkSettings:
     engine: str = "polars"  # batch engine: polars | spark
@@ -107,12 +113,20 @@ class SparkSettings:
     shuffle_partitions: int = 4
     driver_memory: str = "2g"  # the batch engine's Spark driver (with local[*] it also runs the tasks)
 
+    def __post_init__(self) -> None:
+        validate_jvm_memory(self.driver_memory, "spark.driver_memory")
+
 
 @dataclass(frozen=True)
 class StreamSettings:
     trigger_seconds: float = 1.0
     watermark: str = "2 minutes"
     checkpoint_batches: int = 100  # Spark's checkpoint keeps the offsets and commits of this many batches
+    # The stream's Spark driver (local mode runs the tasks in it too): the JVM's heap stops growing here.
+    driver_memory: str = "1g"
+
+    def __post_init__(self) -> None:
+        validate_jvm_memory(self.driver_memory, "stream.driver_memory")
 
 
 MIN_DAEMON_STALL_SECONDS = 60  # twice Dagster's daemon heartbeat interval
@@ -125,8 +139,14 @@ class ServingSettings:
     stale_minutes: int = 5  # unified_view's freshness policy fails after this long without a refresh
     # `up` restarts a dagster-daemon whose newest heartbeat is older than this (it hangs); 0 never does.
     daemon_stall_seconds: int = 180
+    # The speed sensor's refreshes evaluate unified_view's checks at most this often (0: on every refresh).
+    # Dagster keeps each check result even after its run is deleted, about 3.5 KB, with no public API to
+    # remove them: on every refresh that is ~36 MB a day, every 10 minutes ~2 MB.
+    view_check_minutes: int = 10
 
     def __post_init__(self) -> None:
+        if self.view_check_minutes < 0:
+            raise SettingsError(f"serving.view_check_minutes: expected 0 or more, got {self.view_check_minutes}")
         # A window no longer than the sensor's interval would turn the view red between two healthy refreshes.
         if self.stale_minutes * 60 <= self.sensor_min_interval_seconds:
             raise SettingsError(

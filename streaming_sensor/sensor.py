@@ -3,7 +3,8 @@
 It reads only the micro-batch log (``read_records`` after its cursor), never Kafka, and returns at once: one
 run per tick for every symbol with new micro-batches (a single-run range over the symbol partitions), a skip
 reason otherwise. The JSON cursor keeps the newest batch id seen and, per symbol, the batch id its last run
-was requested for; while the previous refresh is still going no new run is requested (the symbols are asked
+was requested for, and when it last asked for the view's checks: a routine refresh evaluates them at most every
+``[serving] view_check_minutes``, since Dagster keeps every check result for good; while the previous refresh is still going no new run is requested (the symbols are asked
 for again on a later tick), so runs never pile up. Its runs carry ``REFRESH_TAG`` so the Runs page can show
 or hide them in one click.
 """
@@ -11,11 +12,13 @@ or hide them in one click.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -54,13 +57,18 @@ UNFINISHED = [
 class Cursor:
     last_batch_id: int | None = None  # newest logged batch seen
     requested: dict[str, int] = field(default_factory=dict)  # symbol -> batch id of its last requested run
+    checked_at: float | None = None  # epoch seconds of the last run requested with the view's checks
 
     @classmethod
     def parse(cls, raw: str | None) -> Cursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(data.get("last_batch_id"), {str(k): int(v) for k, v in data.get("requested", {}).items()})
+        requested = {str(k): int(v) for k, v in data.get("requested", {}).items()}
+        return cls(data.get("last_batch_id"), requested, data.get("checked_at"))
+
+    def checks_due(self, now: float, every: timedelta) -> bool:
+        return self.checked_at is None or now - self.checked_at >= every.total_seconds()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -82,22 +90,37 @@ def _run_in_flight(context: SensorEvaluationContext) -> bool:
     return bool(runs)
 
 
-def refresh_request(symbols: list[str], stale: list[str], newest: int) -> RunRequest:
+def refresh_request(symbols: list[str], stale: list[str], newest: int, with_checks: bool = True) -> RunRequest:
     """One run for the stale symbols: the range of symbol partitions from the first to the last of them (any
-    symbol between is refreshed too, which is harmless: a refresh is idempotent)."""
+    symbol between is refreshed too, which is harmless: a refresh is idempotent). Without checks, the run
+    selects none of the view's checks (``asset_check_keys=[]``)."""
     ordered = [s for s in symbols if s in stale]
     first, last = ordered[0], ordered[-1]
     tags = {REFRESH_TAG[0]: REFRESH_TAG[1], **REFRESH_RUN_TAGS}
+    checks: list[AssetCheckKey] | None = None if with_checks else []
     if first == last:
-        return RunRequest(run_key=f"{first}:{newest}", partition_key=first, asset_selection=[UNIFIED_VIEW], tags=tags)
+        return RunRequest(
+            run_key=f"{first}:{newest}",
+            partition_key=first,
+            asset_selection=[UNIFIED_VIEW],
+            asset_check_keys=checks,
+            tags=tags,
+        )
     return RunRequest(
         run_key=f"{first}..{last}:{newest}",
         asset_selection=[UNIFIED_VIEW],
+        asset_check_keys=checks,
         tags=tags | {RANGE_START_TAG: first, RANGE_END_TAG: last},
     )
 
 
-def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -> SensorResult | SkipReason:
+def evaluate(
+    context: SensorEvaluationContext,
+    lake: Path,
+    symbols: list[str],
+    check_every: timedelta = timedelta(0),
+    now: float | None = None,
+) -> SensorResult | SkipReason:
     cursor = Cursor.parse(context.cursor)
     newest_logged = latest_batch_id(lake)
     if newest_logged is None:
@@ -113,18 +136,24 @@ def evaluate(context: SensorEvaluationContext, lake: Path, symbols: list[str]) -
     stale = [s for s in symbols if cursor.requested.get(s, -1) < newest]
     if _run_in_flight(context):
         return SkipReason(f"the previous refresh is still going; {', '.join(stale)} asked for again on a later tick")
-    request = refresh_request(symbols, stale, newest)
+    now = time.time() if now is None else now
+    with_checks = cursor.checks_due(now, check_every)
+    request = refresh_request(symbols, stale, newest, with_checks)
+    if with_checks:
+        cursor.checked_at = now
     for symbol in stale:
         cursor.requested[symbol] = newest
     cursor.last_batch_id = max(newest, cursor.last_batch_id or -1)
     context.log.info(
         f"{len(records)} new micro-batch(es) up to batch {newest}; refreshing {', '.join(stale)} in one run"
+        + ("" if with_checks else " (its checks are evaluated on a later refresh)")
     )
     return SensorResult(run_requests=[request], cursor=cursor.to_json())
 
 
 def build_unified_view_sensor(settings: Settings) -> SensorDefinition:
     lake, symbols = settings.lake_dir, settings.symbol_names
+    check_every = timedelta(minutes=settings.serving.view_check_minutes)
 
     @sensor(
         name=SENSOR_NAME,
@@ -133,9 +162,10 @@ def build_unified_view_sensor(settings: Settings) -> SensorDefinition:
         asset_selection=[UNIFIED_VIEW],
         description="Requests one unified_view run for every symbol with new micro-batches when the speed layer "
         "commits some (reads the micro-batch log under <lake>/speed/_log; never polls Kafka). Its runs are "
-        "tagged crypto-assets/refresh=speed.",
+        "tagged crypto-assets/refresh=speed. They evaluate the view's checks at most every "
+        f"{settings.serving.view_check_minutes} minute(s) ([serving] view_check_minutes).",
     )
     def unified_view_on_new_microbatches(context: SensorEvaluationContext):
-        return evaluate(context, lake, symbols)
+        return evaluate(context, lake, symbols, check_every)
 
     return unified_view_on_new_microbatches

@@ -67,6 +67,8 @@ def spark_conf(settings: Settings, app_name: str) -> SparkConf:
         .setAppName(app_name)
         .setMaster(settings.spark.master)
         .set("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        # Without it the JVM may take a quarter of the machine's memory and keeps growing towards it for days.
+        .set("spark.driver.memory", settings.stream.driver_memory)
         .set("spark.sql.session.timeZone", "UTC")
         .set("spark.sql.caseSensitive", "true")  # Binance payloads have both "e" and "E", "t" and "T"
         # Spark's checkpoint keeps the offset and commit files of this many batches and deletes older ones.

@@ -147,7 +147,10 @@ def utc_now() -> datetime:
 
 
 def retention_cron(window: timedelta) -> str:
-    """Hourly; every 10 minutes for a window under a day, so the history stays near the window."""
+    """Hourly; every 10 minutes for a window under a day and every 5 under an hour, so the history kept
+    stays near the window (it holds up to the window plus one interval of runs)."""
+    if window < timedelta(hours=1):
+        return "*/5 * * * *"
     return "*/10 * * * *" if window < timedelta(days=1) else "25 * * * *"
 
 

@@ -223,7 +223,8 @@ def test_the_schedule_runs_the_job_often_enough_for_the_window(project_home):
     schedule = defs.resolve_schedule_def(RUN_RETENTION_SCHEDULE)
     assert schedule.job_name == RUN_RETENTION_JOB and schedule.default_status.value == "RUNNING"
     assert schedule.cron_schedule == "25 * * * *"  # the default week: hourly
-    assert retention_cron(timedelta(minutes=10)) == "*/10 * * * *"
+    assert retention_cron(timedelta(hours=6)) == "*/10 * * * *"
+    assert retention_cron(timedelta(minutes=10)) == "*/5 * * * *"
 
 
 def test_the_written_dagster_yaml_purges_old_ticks_and_loads(tmp_path):

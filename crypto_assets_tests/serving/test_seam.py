@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
-from dagster import AssetKey, materialize
+from dagster import AssetKey, AssetSelection, materialize
 
 from crypto_assets.batch.checks import reference_moving_average
 from crypto_assets.definitions import build_definitions
@@ -154,3 +154,18 @@ def test_one_run_refreshes_every_symbol_as_the_sensor_asks(project_home, tmp_pat
             and metadata["speed_batch_id"] == 0
         )
         assert all(f"| {s} |" in metadata["per_symbol"] for s in SYMBOLS)
+        assert metadata["checks_evaluated"] is True
+
+        # A routine refresh that leaves the checks to a later one ([serving] view_check_minutes) writes the
+        # view and records no check result.
+        unchecked = materialize(
+            list(defs.assets),
+            selection=AssetSelection.assets("unified_view").without_checks(),
+            instance=instance,
+            resources=defs.resources,
+            tags={RANGE_START_TAG: SYMBOLS[0], RANGE_END_TAG: SYMBOLS[-1]},
+        )
+        assert unchecked.success and not evaluations(unchecked)
+        event = instance.get_latest_materialization_event(AssetKey("unified_view"))
+        assert event.run_id == unchecked.run_id
+        assert event.asset_materialization.metadata["checks_evaluated"].value is False

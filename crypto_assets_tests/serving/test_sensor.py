@@ -105,7 +105,11 @@ def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skip
         second = tick(first.cursor)
         (request,) = second.run_requests
         assert request.run_key == "BTCUSDT..ETHUSDT:2"
-        assert json.loads(second.cursor) == {"last_batch_id": 2, "requested": {"BTCUSDT": 2, "ETHUSDT": 2}}
+        assert json.loads(second.cursor) | {"checked_at": None} == {
+            "last_batch_id": 2,
+            "requested": {"BTCUSDT": 2, "ETHUSDT": 2},
+            "checked_at": None,
+        }
         assert not tick(second.cursor).run_requests
 
         # A symbol left behind (an older cursor) is refreshed alone, as a single partition.
@@ -117,3 +121,44 @@ def test_sensor_requests_one_run_for_every_symbol_with_new_microbatches_and_skip
         stale = json.dumps({"last_batch_id": 99, "requested": {"BTCUSDT": 99, "ETHUSDT": 99}})
         (restarted,) = tick(stale).run_requests
         assert restarted.tags[RANGE_START_TAG] == "BTCUSDT" and restarted.tags[RANGE_END_TAG] == "ETHUSDT"
+
+
+def test_routine_refreshes_evaluate_the_views_checks_at_most_every_view_check_minutes(project_home, tmp_path):
+    """Dagster keeps every check result, even of a deleted run: a refresh every few seconds would grow its
+    index by ~36 MB a day. The sensor asks for the checks when the last asking is older than the setting."""
+    home = project_home(extra="[serving]\nview_check_minutes = 10\n")
+    settings = load_settings()
+    defs = build_definitions(settings)
+    view_checks = {key for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key.path == ["unified_view"]}
+    assert len(view_checks) == 4
+    t = 1_800_000_000.0
+    with instance_at(tmp_path / "dagster") as instance:
+        context = build_sensor_context(instance=instance, definitions=defs)
+
+        def tick(cursor, batch_id, now):
+            microbatch(home / "lake", batch_id)
+            context.update_cursor(cursor)
+            result = streaming_sensor.sensor.evaluate(
+                context, settings.lake_dir, settings.symbol_names, timedelta(minutes=10), now
+            )
+            (request,) = result.run_requests
+            validate_run_config(defs.resolve_implicit_global_asset_job_def(), request.run_config)
+            return request.asset_check_keys, result.cursor
+
+        checks, cursor = tick(None, 0, t)  # never asked: due
+        assert checks is None  # None: every check of the selected asset
+        checks, cursor = tick(cursor, 1, t + 60)
+        assert checks == []  # none: evaluated 1 minute ago
+        checks, cursor = tick(cursor, 2, t + 599)
+        assert checks == []
+        checks, cursor = tick(cursor, 3, t + 600)
+        assert checks is None and json.loads(cursor)["checked_at"] == t + 600
+        checks, _ = tick(cursor, 4, t + 601)
+        assert checks == []
+        # 0 asks on every refresh.
+        context.update_cursor(cursor)
+        microbatch(home / "lake", 5)
+        (request,) = streaming_sensor.sensor.evaluate(
+            context, settings.lake_dir, settings.symbol_names, timedelta(0), t + 602
+        ).run_requests
+        assert request.asset_check_keys is None
