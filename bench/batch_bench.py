@@ -511,7 +511,7 @@ def dagster_batch_run(
     from dagster import DagsterInstance
 
     import crypto_assets.definitions  # noqa: F401  (code loading, done before a run starts in Dagster too)
-    from crypto_assets.batch.runs import materialize_batch_range, whole_history
+    from crypto_assets.batch_runs import materialize_batch_range, whole_history
     from crypto_assets.settings import load_settings
 
     settings = load_settings()

@@ -21,7 +21,7 @@ memory is not in the run's peaks; its own peak RSS (``VmHWM``) is printed as a n
 
 1. ``generate``: one Kaggle-style CSV per symbol over the window (``synthetic.generate_minutes`` of the symbol's
    series, cut to the window's whole months), cached under ``<workdir>/data-<window>``;
-2. ``run`` (per engine and size): the batch graph through ``crypto_assets.batch.runs.materialize_batch_range``
+2. ``run`` (per engine and size): the batch graph through ``crypto_assets.batch_runs.materialize_batch_range``
    with ``[[sources]]`` the first N files, ``[[symbols]]`` starting at the window, exchange backfill off;
 3. ``inspect``: minute_raw's rows and bytes per month from the parquet footers, and the largest month read
    back into memory (Polars ``estimated_size``). The s3 lake is inspected itself, not the local one's figures

@@ -13,12 +13,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from crypto_assets.dagster_home import DagsterHomeError, dagster_home_for, postgres_option
-from crypto_assets.settings import Settings, SettingsError, is_url, load_settings, validate_symbol
+from crypto_assets.settings import Settings, load_settings
+from crypto_assets.validation import SettingsError, is_url, validate_symbol
 
 DEFAULT_PORT = 3000
 COMMANDS = (
     "crypto_assets.batch.backfill.commands",
-    "crypto_assets.exchange.commands",
+    "crypto_assets.exchange.replay.commands",
     "streaming_sensor.commands",
     "crypto_assets.serving.commands",
     "crypto_assets.forecast.commands",
@@ -106,7 +107,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _materialize_all(settings: Settings) -> bool:
     from dagster import DagsterInstance
 
-    from crypto_assets.batch.runs import materialize_batch_range, whole_history
+    from crypto_assets.batch_runs import materialize_batch_range, whole_history
 
     first, last = whole_history(settings)
     print(f"materializing the batch graph for {first} .. {last} in one run (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")

@@ -14,26 +14,10 @@ from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from pathlib import Path
 
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
+from crypto_assets.lake.location import lake_root
+from crypto_assets.validation import SettingsError, is_url, validate_symbol
+
 DEFAULT_HISTORY_START = date(2012, 1, 1)
-
-
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(value: str) -> bool:
-    return bool(URL_SCHEME.match(value))
-
-
-class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the key."""
-
-
-def validate_symbol(symbol: str) -> str:
-    """Symbols become path segments in the lake, so only upper-case letters and digits are allowed."""
-    if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
-        raise SettingsError(f"invalid symbol {symbol!r}: use 2-20 upper-case letters or digits, e.g. BTCUSDT")
-    return symbol
 
 
 _UNITS_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -201,8 +185,6 @@ class Settings:
         """The lake: ``<home>/lake`` unless ``lake`` says otherwise (an ``s3://`` URL gives a remote path)."""
         if not self.lake:
             return self.home / "lake"
-        from crypto_assets.lake.location import lake_root
-
         return lake_root(self.lake)
 
     @property
@@ -350,8 +332,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_lake = Path(lake).expanduser()
         lake = str((local_lake if local_lake.is_absolute() else base / local_lake).resolve())
     elif lake:
-        from crypto_assets.lake.location import lake_root
-
         lake_root(lake)  # a malformed or unsupported URL fails here, naming the key
 
     symbols = (

@@ -626,7 +626,7 @@ def test_ingest_command_stores_the_good_file_beside_corrupt_archives_and_a_zip_b
 
 
 def test_a_dagster_run_with_a_corrupt_source_succeeds_and_names_it_in_sources_clean(tmp_path, project_home):
-    from crypto_assets.batch.runs import materialize_batch_range
+    from crypto_assets.batch_runs import materialize_batch_range
     from crypto_assets.settings import load_settings
     from crypto_assets_tests.conftest import instance_at
 
@@ -757,7 +757,7 @@ def test_a_file_with_a_symbol_column_stores_each_symbols_rows_only_under_that_sy
 
 
 def test_a_sources_entry_with_a_symbol_the_column_disagrees_with_quarantines_those_rows(tmp_path, project_home):
-    from crypto_assets.batch.runs import materialize_batch_range
+    from crypto_assets.batch_runs import materialize_batch_range
     from crypto_assets.settings import load_settings
     from crypto_assets_tests.conftest import instance_at
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetKey, DagsterInstance
 
-from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.dagster_home import write_dagster_yaml
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import REPO, instance_at

@@ -17,7 +17,7 @@ from crypto_assets.batch.source_catalog import history_starts
 from crypto_assets.dagster_home import write_dagster_yaml, write_workspace_yaml
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
-from crypto_assets.serving.output import render
+from crypto_assets.output import render
 from crypto_assets.settings import load_settings
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.batch.synthetic import generate_dataset
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.lake.atomic import DiskFullError, append_line
 from crypto_assets.lake.microbatch_log import read_records
 from crypto_assets.settings import load_settings

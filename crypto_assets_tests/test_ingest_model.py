@@ -27,10 +27,10 @@ from crypto_assets.batch.backfill.fill import backfill_window
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES
 from crypto_assets.batch.minute_ingest import ingest_files, rebuild_minute_raw
 from crypto_assets.batch.sources.discovery import SourceFile
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.exchange.client import ExchangeClient
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets.lake.atomic import TEMP_PREFIX
+from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 from crypto_assets_tests.killing import sigkill_after_start
 

@@ -9,7 +9,7 @@ import polars as pl
 from dagster import AssetKey
 
 from crypto_assets.batch import synthetic
-from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.serving.status import layer_freshness, render_status
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at

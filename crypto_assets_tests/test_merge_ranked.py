@@ -12,10 +12,10 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto_assets.batch.transforms.merge import VALUES, merge_ranked
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.batch.transforms.merge import merge_ranked
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import Month, partition_path
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV
 
 T0 = datetime(2021, 1, 31, 23, 50, tzinfo=UTC)  # minutes straddle a month's end
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
@@ -72,7 +72,7 @@ def reference(frame: pl.DataFrame) -> tuple[list[tuple], list[tuple], int]:
         best = versions[0]
         winners.append(tuple(best[c] for c in MINUTE_SCHEMA.names()))
         for loser in versions[1:]:
-            if any(loser[c] != best[c] for c in VALUES):
+            if any(loser[c] != best[c] for c in OHLCV):
                 conflicts.append(
                     (*(loser[c] for c in MINUTE_SCHEMA.names()), loser["source_rank"], best["source_rank"])
                 )

@@ -9,7 +9,8 @@ import pytest
 
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.source_catalog import resolve_sources
-from crypto_assets.settings import SettingsError, load_settings, parse_delay
+from crypto_assets.settings import load_settings, parse_delay
+from crypto_assets.validation import SettingsError
 
 
 def test_a_new_symbol_is_configuration_not_code(tmp_path, project_home):

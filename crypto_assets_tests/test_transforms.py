@@ -10,13 +10,13 @@ import pytest
 
 from crypto_assets.batch import checks
 from crypto_assets.batch.pipeline import build_daily_filled
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
+from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.batch.transforms.filled import daily_filled, fill_calendar
-from crypto_assets.batch.transforms.minute import epoch_to_datetime
 from crypto_assets.batch.transforms.prophet import prophet_input
 from crypto_assets.lake.atomic import atomic_target, write_parquet_atomic
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
+from crypto_assets.schema import DAILY_SCHEMA, epoch_to_datetime
 
 
 def minutes(rows):

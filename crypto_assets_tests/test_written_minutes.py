@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from crypto_assets.batch import checks
 from crypto_assets.batch.metadata import dataset_metadata, stats_lines, stats_metadata, symbol_lines
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.written_minutes import judge_written_minutes
 from crypto_assets.lake.datasets import scan_months, write_months
 from crypto_assets.lake.layout import months_between
+from crypto_assets.schema import MINUTE_SCHEMA
 
 SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
 START = datetime(2024, 1, 30, 22, 0, tzinfo=UTC)  # the minutes cross into February

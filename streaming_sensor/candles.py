@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.schema import OHLCV
 from crypto_assets.settings import parse_delay  # noqa: F401  (the stream job and its tests use it from here)
 
 MINUTE_MS = 60_000
@@ -152,7 +153,7 @@ class CandleBook:
         return cls(symbol, minutes, int(data["max_event_ms"]), int(data["kept_from_ms"]))
 
 
-STATE_COLUMNS = ("open", "high", "low", "close", "volume", "is_closed", "event_ms", "kline_ms")  # order of O..KLINE
+STATE_COLUMNS = (*OHLCV, "is_closed", "event_ms", "kline_ms")  # order of O..KLINE
 
 KIND_RANK = {"trade": 0, "kline": 1}  # at the same millisecond a kline update already contains the trade
 

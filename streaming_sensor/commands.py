@@ -63,7 +63,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from crypto_assets.settings import validate_symbol
+    from crypto_assets.validation import validate_symbol
     from streaming_sensor.producer import ProducerOptions, StreamProducer
 
     settings = args.settings

@@ -12,6 +12,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
 
+from crypto_assets.schema import PRICES
+
 KLINE = "kline"
 TRADE = "trade"
 
@@ -102,7 +104,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
         _problem(F.col("minute_ms").isNull(), "time: missing"),
         _problem(F.col("event_ms").isNull(), "event time: missing"),
     ]
-    for name in ("open", "high", "low", "close"):
+    for name in PRICES:
         problems.append(
             _problem(
                 F.col(name).isNull() | F.isnan(name) | (F.col(name) <= 0), f"{name}: missing or not a positive number"

@@ -44,7 +44,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.lake.missed import MissedLog, MissedStretch, open_stretches, stretches_path
-from crypto_assets.settings import Settings, validate_symbol
+from crypto_assets.settings import Settings
+from crypto_assets.validation import validate_symbol
 from streaming_sensor.broker import ensure_topics, topic_name
 from streaming_sensor.checkpoint import checkpoint_path
 from streaming_sensor.trim import NOT_EMBEDDED, rotate_when_read, rotation_note_path

@@ -22,6 +22,7 @@ from dagster import (
 from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, EXCHANGE_BACKFILL, MINUTE_RAW, PROPHET_INPUT
 from crypto_assets.batch import checks
 from crypto_assets.batch.backfill.guard import backfill_runs
+from crypto_assets.batch.engine import BatchEngineResource
 from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.metadata import (
     check_window,
@@ -42,20 +43,12 @@ from crypto_assets.batch.pipeline import (
     latest_closed_date,
 )
 from crypto_assets.batch.source_catalog import resolve_sources
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
-from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.batch.written_minutes import judge_written_minutes
 from crypto_assets.freshness import batch_freshness
 from crypto_assets.lake.layout import months_between
 from crypto_assets.resources import MarketDataResource
+from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, PROPHET_SCHEMA
 from crypto_assets.settings import Settings
-from crypto_assets.spark.resources import (
-    batch_engine,
-    engine_kinds,
-    engine_resource_keys,
-    minute_ingest,
-)
 
 GROUP = "batch"
 
@@ -75,18 +68,13 @@ def build_batch_assets(settings: Settings) -> list:
         group_name=GROUP,
         kinds={"polars", "parquet"},
     )
-    # The steps after ingestion run on the configured engine (spark.engine); only the Spark engine needs a resource.
-    on_engine = {
-        **common,
-        "kinds": engine_kinds(settings),
-        "required_resource_keys": {"market", *engine_resource_keys(settings)},
-    }
+    # Every step runs on the configured engine (spark.engine), the batch_engine resource.
+    on_engine = {**common, "kinds": {settings.spark.engine, "parquet"}}
 
     @asset(
         name=MINUTE_RAW,
-        **common | {"kinds": engine_kinds(settings)},
         # With the Spark engine the merge runs on the session too (crypto_assets.spark.ingest).
-        required_resource_keys={"market", *engine_resource_keys(settings)},
+        **on_engine,
         description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
         "Rows failing validation go to the quarantine dataset with their reason, file and line.",
         check_specs=_specs(
@@ -101,8 +89,9 @@ def build_batch_assets(settings: Settings) -> list:
             ),
         ),
     )
-    def minute_raw(context: AssetExecutionContext) -> MaterializeResult:
-        market: MarketDataResource = context.resources.market
+    def minute_raw(
+        context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
+    ) -> MaterializeResult:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
         generated = []
@@ -123,7 +112,7 @@ def build_batch_assets(settings: Settings) -> list:
                     f"{report.quarantined:,} quarantined"
                 )
 
-        result = minute_ingest(settings, context)(
+        result = batch_engine.ingest()(
             sources,
             market.lake,
             cfg.symbol_names,
@@ -203,11 +192,12 @@ def build_batch_assets(settings: Settings) -> list:
             ("fresh", "the latest closed day is recent (WARN); today's running day does not count"),
         ),
     )
-    def daily_raw(context: AssetExecutionContext) -> MaterializeResult:
-        market: MarketDataResource = context.resources.market
+    def daily_raw(
+        context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
+    ) -> MaterializeResult:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine(settings, context)
+        engine = batch_engine.steps()
         step = build_daily_raw(market.lake, cfg.symbol_names, start, end, engine)
         months = months_label(start, end)
         for line in symbol_lines(step.frame, "date", cfg.symbol_names):
@@ -244,11 +234,12 @@ def build_batch_assets(settings: Settings) -> list:
             ("moving_averages_correct", "ma7 and ma30 equal a plain reference computation"),
         ),
     )
-    def daily_filled(context: AssetExecutionContext) -> MaterializeResult:
-        market: MarketDataResource = context.resources.market
+    def daily_filled(
+        context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
+    ) -> MaterializeResult:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine(settings, context)
+        engine = batch_engine.steps()
         step = build_daily_filled(market.lake, cfg.symbol_names, start, end, engine)
         months = months_label(start, end)
         filled = dict(step.frame.group_by("symbol").agg(pl.col("is_filled").sum()).iter_rows())
@@ -283,11 +274,12 @@ def build_batch_assets(settings: Settings) -> list:
             ("complete", "no nulls and one row per (symbol, ds)"),
         ),
     )
-    def prophet_input(context: AssetExecutionContext) -> MaterializeResult:
-        market: MarketDataResource = context.resources.market
+    def prophet_input(
+        context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
+    ) -> MaterializeResult:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine(settings, context)
+        engine = batch_engine.steps()
         step = build_prophet_input(market.lake, cfg.symbol_names, start, end, engine)
         months = months_label(start, end)
         for line in symbol_lines(step.frame, "ds", cfg.symbol_names):

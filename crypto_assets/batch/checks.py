@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 
 from crypto_assets.batch.listing import truncated
-from crypto_assets.batch.transforms.filled import MA_WINDOWS
 from crypto_assets.batch.transforms.gaps import MINUTE, gaps_between_sorted, missing_ranges
 from crypto_assets.batch.transforms.order import is_sorted_by
+from crypto_assets.schema import MA_WINDOWS, OHLCV
 
 
 class Severity(str, Enum):
@@ -67,7 +67,7 @@ def ohlc_consistent(frame: pl.DataFrame) -> CheckOutcome:
         | ~pl.col("open").is_between(pl.col("low"), pl.col("high"))
         | ~pl.col("close").is_between(pl.col("low"), pl.col("high"))
         | (pl.col("volume") < 0)
-        | pl.any_horizontal(pl.col("open", "high", "low", "close", "volume").is_nan())
+        | pl.any_horizontal(pl.col(OHLCV).is_nan())
     )
     return CheckOutcome(
         bad.height == 0,

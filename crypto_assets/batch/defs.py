@@ -1,5 +1,6 @@
 """The batch layer's part of the Dagster code location: the batch graph and its job, the exchange backfill with
-its schedule and sensor, the Spark engine's resource, and the market resource the assets share."""
+its schedule and sensor, and the market resource the assets share. The engine they run on (``batch_engine``)
+is bound where the code location is put together (``crypto_assets.spark.defs``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from crypto_assets.batch.assets import GROUP, build_batch_assets
 from crypto_assets.batch.backfill import defs as backfill_defs
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
-from crypto_assets.spark import defs as spark_defs
 
 BATCH = AssetSelection.groups(GROUP)
 
@@ -25,4 +25,4 @@ def build_defs(settings: Settings) -> Definitions:
         jobs=[batch_job],
         resources={"market": MarketDataResource.for_settings(settings)},
     )
-    return Definitions.merge(core, backfill_defs.build_defs(settings), spark_defs.build_defs(settings))
+    return Definitions.merge(core, backfill_defs.build_defs(settings))

@@ -34,8 +34,6 @@ from crypto_assets.batch.sources.formats import detect_layout, read_head, read_l
 from crypto_assets.batch.transforms.merge import CONFLICT_SCHEMA, merge_ranked, name_conflicts, union_conflicts
 from crypto_assets.batch.transforms.minute import (
     EARLIEST_TIME,
-    MINUTE_SCHEMA,
-    QUARANTINE_SCHEMA,
     check_symbols,
     drop_blank_lines,
     parse_open_time,
@@ -46,6 +44,7 @@ from crypto_assets.lake.atomic import remove_stray_temps, write_parquet_atomic
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, months_between
 from crypto_assets.lake.location import read_parquet
+from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 
 MINUTE_DATASET = MINUTE_RAW  # the asset writes the dataset of its name
 QUARANTINE_DATASET = "quarantine"

@@ -17,13 +17,13 @@ from typing import Protocol
 import polars as pl
 
 from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, MINUTE_RAW, PROPHET_INPUT
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA, daily_filled
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
-from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA, prophet_input
+from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.batch.transforms.filled import daily_filled
+from crypto_assets.batch.transforms.prophet import prophet_input
 from crypto_assets.lake.datasets import WriteSummary, scan_months, write_months
 from crypto_assets.lake.layout import Month, existing_partitions, months_between
 from crypto_assets.lake.location import scan_parquet
+from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, MINUTE_SCHEMA, PROPHET_SCHEMA
 
 # daily_filled looks back two months: MA30 on 1 March needs 29 days, which February alone cannot give.
 FILLED_LOOKBACK_MONTHS = 2

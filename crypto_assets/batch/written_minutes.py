@@ -17,9 +17,9 @@ import polars as pl
 from crypto_assets.batch import checks
 from crypto_assets.batch.metadata import PREVIEW_ROWS, symbol_stats
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import Month
+from crypto_assets.schema import MINUTE_SCHEMA
 
 KEYS = ["symbol", "open_time"]
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, epoch_to_datetime
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV, epoch_to_datetime
 
 KLINES_PATH = "/api/v3/klines"
 KLINES_WEIGHT = 2  # request weight of one /api/v3/klines call, whatever its limit
@@ -55,16 +55,13 @@ def klines_to_frame(rows: Sequence[Sequence[object]], symbol: str) -> pl.DataFra
     frame = pl.DataFrame(
         {
             "open_time": pl.Series(columns[0], dtype=pl.Float64),
-            **{
-                name: pl.Series(columns[i + 1], dtype=pl.String)
-                for i, name in enumerate(("open", "high", "low", "close", "volume"))
-            },
+            **{name: pl.Series(columns[i + 1], dtype=pl.String) for i, name in enumerate(OHLCV)},
         }
     )
     return frame.select(
         pl.lit(symbol, dtype=pl.String).alias("symbol"),
         epoch_to_datetime(pl.col("open_time")).alias("open_time"),
-        *[pl.col(name).cast(pl.Float64) for name in ("open", "high", "low", "close", "volume")],
+        *[pl.col(name).cast(pl.Float64) for name in OHLCV],
     )
 
 

@@ -29,7 +29,6 @@ from urllib.parse import urlencode, urlsplit
 
 import polars as pl
 
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.exchange.binance import (
     KLINES_PATH,
     KLINES_WEIGHT,
@@ -40,7 +39,9 @@ from crypto_assets.exchange.binance import (
     first_bad_kline,
     klines_to_frame,
 )
-from crypto_assets.settings import ExchangeSettings, validate_symbol
+from crypto_assets.schema import MINUTE_SCHEMA
+from crypto_assets.settings import ExchangeSettings
+from crypto_assets.validation import validate_symbol
 
 __all__ = ["ExchangeClient", "ExchangeError", "RetryPolicy", "WeightBudget"]
 

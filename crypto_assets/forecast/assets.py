@@ -40,10 +40,10 @@ from crypto_assets.forecast.store import (
     read_history,
     read_symbol,
     report_path,
+    report_url,
     symbol_file,
 )
 from crypto_assets.resources import MarketDataResource
-from crypto_assets.serving.reports import report_url
 from crypto_assets.settings import Settings
 
 GROUP = "forecast"

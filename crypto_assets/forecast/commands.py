@@ -53,7 +53,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from crypto_assets.forecast.cross_validation import TooShortHistory
-    from crypto_assets.serving.output import render
+    from crypto_assets.output import render
 
     input_csv = Path(args.input) if args.input else None
     if input_csv is not None and not input_csv.is_file():

@@ -44,9 +44,9 @@ def write_daily_lake(lake: Path, closes: dict[str, tuple[date, np.ndarray]], sym
     prophet_input built from it by the batch layer's own functions: for benches and tests of the forecast graph."""
     from crypto_assets.asset_names import DAILY_RAW
     from crypto_assets.batch.pipeline import build_daily_filled, build_prophet_input
-    from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
     from crypto_assets.lake.datasets import write_months
     from crypto_assets.lake.layout import months_between
+    from crypto_assets.schema import DAILY_SCHEMA
 
     frames = []
     for symbol, (start, close) in closes.items():

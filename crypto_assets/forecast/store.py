@@ -12,11 +12,11 @@ import polars as pl
 
 from crypto_assets.asset_names import DAILY_FILLED, FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, PROPHET_INPUT
 from crypto_assets.batch.pipeline import read_dataset
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
-from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.forecast.cross_validation import PREDICTIONS_SCHEMA
 from crypto_assets.forecast.model import FORECAST_SCHEMA
 from crypto_assets.lake.location import read_parquet
+from crypto_assets.schema import FILLED_SCHEMA, PROPHET_SCHEMA
+from crypto_assets.settings import Settings
 
 FORECAST_CV_PREDICTIONS = "forecast_cv_predictions"
 
@@ -25,8 +25,18 @@ def symbol_file(lake: Path, dataset: str, symbol: str, suffix: str = ".parquet")
     return lake / dataset / f"symbol={symbol}" / f"part-0{suffix}"
 
 
+def reports_dir(home: Path) -> Path:
+    """Where the forecast reports go; ``crypto-assets reports`` serves this folder."""
+    return home / "reports"
+
+
 def report_path(home: Path, symbol: str) -> Path:
-    return home / "reports" / f"forecast_{symbol}.html"
+    return reports_dir(home) / f"forecast_{symbol}.html"
+
+
+def report_url(settings: Settings, file_name: str) -> str:
+    """A report's address on the reports server, for links in the Dagster UI."""
+    return f"http://127.0.0.1:{settings.serving.reports_port}/{file_name}"
 
 
 def read_history(lake: Path, symbol: str) -> pl.DataFrame:

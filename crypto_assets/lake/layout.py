@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from crypto_assets.lake.location import is_remote
-from crypto_assets.settings import validate_symbol
+from crypto_assets.validation import validate_symbol
 
 PART_FILE = "part-0.parquet"
 DATASET_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from crypto_assets.settings import SettingsError, is_url
+from crypto_assets.validation import SettingsError, is_url
 
 REMOTE_SCHEMES = ("s3",)
 # S3 takes up to 5 GiB in one PUT; below twice s3fs's chunk size it sends a single put_object.

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.atomic import append_line
+from crypto_assets.schema import DAILY_SCHEMA, MINUTE_SCHEMA
 
 SPEED = "speed"
 CANDLES_1M = "candles_1m"

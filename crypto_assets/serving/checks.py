@@ -9,8 +9,7 @@ import polars as pl
 from crypto_assets.batch import checks
 from crypto_assets.batch.checks import CheckOutcome
 from crypto_assets.batch.metadata import markdown_table
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-from crypto_assets.batch.transforms.filled import MA_WINDOWS
+from crypto_assets.schema import DAILY_SCHEMA, MA_WINDOWS
 from crypto_assets.serving.unified import BATCH, SPEED, UNIFIED_SCHEMA
 
 VALUES = [c for c in DAILY_SCHEMA.names() if c not in ("symbol", "date")]

@@ -30,7 +30,7 @@ def _print(text: str) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from crypto_assets.serving.output import render
+    from crypto_assets.output import render
     from crypto_assets.serving.store import read_view
 
     settings = args.settings
@@ -66,8 +66,8 @@ def _pending_merge(args: argparse.Namespace):
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from crypto_assets.output import render
     from crypto_assets.serving.lake_sql import SqlError, describe_tables, run_sql
-    from crypto_assets.serving.output import render
 
     settings = args.settings
     pending = _pending_merge(args)
@@ -137,7 +137,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
-    from crypto_assets.serving.reports import make_server, reports_dir
+    from crypto_assets.forecast.store import reports_dir
+    from crypto_assets.serving.reports import make_server
 
     settings = args.settings
     port = args.port or settings.serving.reports_port

@@ -24,7 +24,7 @@ from crypto_assets.serving.unified import (
     seam_of,
     unify,
 )
-from crypto_assets.settings import validate_symbol
+from crypto_assets.validation import validate_symbol
 
 
 @dataclass

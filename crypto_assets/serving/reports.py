@@ -17,16 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from crypto_assets.settings import Settings
-
-
-def reports_dir(home: Path) -> Path:
-    return home / "reports"
-
-
-def report_url(settings: Settings, file_name: str) -> str:
-    return f"http://127.0.0.1:{settings.serving.reports_port}/{file_name}"
-
 
 def resolve_report(root: Path, request_path: str) -> Path | None:
     """The regular file inside ``root`` that ``request_path`` names, after every symlink; None for anything else."""

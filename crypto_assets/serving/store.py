@@ -13,12 +13,11 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, UNIFIED_VIEW
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.layout import PART_FILE, Month
 from crypto_assets.lake.location import read_parquet, scan_parquet
+from crypto_assets.schema import FILLED_SCHEMA, MINUTE_SCHEMA
 from crypto_assets.serving.unified import AS_OF
-from crypto_assets.settings import validate_symbol
+from crypto_assets.validation import validate_symbol
 
 
 def view_file(lake: Path, symbol: str) -> Path:

@@ -16,13 +16,9 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
-from crypto_assets.batch.transforms.filled import (
-    FILLED_SCHEMA,
-    add_moving_averages,
-    fill_calendar,
-)
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.batch.transforms.daily import aggregate_daily
+from crypto_assets.batch.transforms.filled import add_moving_averages, fill_calendar
+from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, MINUTE_SCHEMA
 
 BATCH = "batch"
 SPEED = "speed"

@@ -1,16 +1,17 @@
-"""This package's part of the Dagster code location: the ``pyspark`` resource of the Spark batch engine.
+"""This package's part of the Dagster code location: the batch assets' engine, chosen by ``spark.engine``.
 
-The batch assets themselves live in ``crypto_assets.batch.assets``; with ``spark.engine = "spark"`` they require
-this resource and run their steps on its session.
+The batch assets themselves live in ``crypto_assets.batch.assets`` and take the ``batch_engine`` resource; the
+Spark engine runs their steps on a ``pyspark`` session, the Polars engine in the run's process.
 """
 
 from __future__ import annotations
 
 from dagster import Definitions
 
+from crypto_assets.batch.engine import BATCH_ENGINE_KEY
 from crypto_assets.settings import Settings
-from crypto_assets.spark.resources import RESOURCE_KEY, pyspark_resource
+from crypto_assets.spark.resources import batch_engine_resource
 
 
 def build_defs(settings: Settings) -> Definitions:
-    return Definitions(resources={RESOURCE_KEY: pyspark_resource(settings)})
+    return Definitions(resources={BATCH_ENGINE_KEY: batch_engine_resource(settings)})

@@ -15,11 +15,8 @@ import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
-from crypto_assets.batch.transforms.prophet import PROPHET_SCHEMA
 from crypto_assets.lake.location import is_remote, read_parquet
+from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, MINUTE_SCHEMA, PROPHET_SCHEMA
 from crypto_assets.spark import transforms
 
 # Spark reads Parquet's unsigned 32-bit integers (minute_count) as longs.

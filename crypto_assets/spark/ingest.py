@@ -51,11 +51,11 @@ from crypto_assets.batch.minute_ingest import (
 )
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.transforms.merge import name_conflicts
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.atomic import commit, remove_stray_temps, stage_parquet
 from crypto_assets.lake.datasets import WriteSummary, scan_months
 from crypto_assets.lake.layout import Month, months_between, partition_path, stored_partitions
 from crypto_assets.lake.location import lake_root
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV, QUARANTINE_SCHEMA
 
 SOURCE, EXCHANGE = "source", "exchange"
 GOOD, BAD, UNPARSED, REPORT, STORED = "good", "bad", "unparsed", "report", "stored"
@@ -63,7 +63,7 @@ CONFLICT, WRITTEN = "conflict", "written"
 
 ARROW_BATCH_ROWS = 10_000  # spark.sql.execution.arrow.maxRecordsPerBatch's default
 ITEM_SCHEMA = "item long, path string, symbol string, rank int, kind string"
-_VALUES = [(name, pa.float64()) for name in ("open", "high", "low", "close", "volume")]
+_VALUES = [(name, pa.float64()) for name in OHLCV]
 _TIME = pa.timestamp("us", tz="UTC")
 
 # What the readers send on: one row shape for good rows, quarantined rows and the per-file reports.

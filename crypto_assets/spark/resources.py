@@ -1,7 +1,7 @@
 """The Spark session behind the batch engine: dagster-pyspark's ``PySparkResource`` configured from the settings.
 
-With ``spark.engine = "polars"`` no batch asset requires the resource, so Dagster never initializes it and no
-Spark session (a JVM, ~6 s to start) is ever created.
+With ``spark.engine = "spark"`` the code location binds :class:`SparkEngineResource` as the batch assets'
+``batch_engine``; with ``"polars"`` it binds the Polars engine and no session is ever created.
 """
 
 from __future__ import annotations
@@ -11,24 +11,20 @@ import sys
 from collections.abc import Callable
 from functools import partial
 
-from dagster import AssetExecutionContext
+from dagster import ResourceDependency
 from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
-from crypto_assets.batch.minute_ingest import IngestResult, ingest_window
-from crypto_assets.batch.pipeline import POLARS, BatchEngine
+from crypto_assets.batch.engine import BatchEngineResource
+from crypto_assets.batch.minute_ingest import IngestResult
+from crypto_assets.batch.pipeline import BatchEngine
 from crypto_assets.settings import Settings
 from crypto_assets.spark.engine import SparkEngine
 from crypto_assets.spark.ingest import spark_ingest_window
 
-RESOURCE_KEY = "pyspark"
 FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 APP_NAME = "crypto-assets-batch"
-
-
-def uses_spark(settings: Settings) -> bool:
-    return settings.spark.engine == "spark"
 
 
 def spark_config(settings: Settings) -> dict[str, str]:
@@ -71,24 +67,20 @@ def start_session(settings: Settings) -> SparkSession:
     return spark_session_from_config(spark_config(settings))
 
 
-def engine_resource_keys(settings: Settings) -> set[str]:
-    """Resource keys the engine-run batch assets need besides ``market``."""
-    return {RESOURCE_KEY} if uses_spark(settings) else set()
+class SparkEngineResource(BatchEngineResource):
+    """Runs the batch steps and minute_raw's merge on the session of its ``pyspark`` resource."""
+
+    pyspark: ResourceDependency[PySparkResource]
+
+    def steps(self) -> BatchEngine:
+        return SparkEngine(self.pyspark.spark_session)
+
+    def ingest(self) -> Callable[..., IngestResult]:
+        return partial(spark_ingest_window, self.pyspark.spark_session)
 
 
-def engine_kinds(settings: Settings) -> set[str]:
-    return {settings.spark.engine, "parquet"}
-
-
-def minute_ingest(settings: Settings, context: AssetExecutionContext) -> Callable[..., IngestResult]:
-    """How ``minute_raw`` merges its window: in this process with Polars, or spread over the Spark session."""
-    if not uses_spark(settings):
-        return ingest_window
-    return partial(spark_ingest_window, getattr(context.resources, RESOURCE_KEY).spark_session)
-
-
-def batch_engine(settings: Settings, context: AssetExecutionContext) -> BatchEngine:
-    """The engine a batch asset runs its step on: Spark on the ``pyspark`` resource's session, else Polars."""
-    if not uses_spark(settings):
-        return POLARS
-    return SparkEngine(getattr(context.resources, RESOURCE_KEY).spark_session)
+def batch_engine_resource(settings: Settings) -> BatchEngineResource:
+    """The engine ``spark.engine`` chooses: with Polars no Spark session (a JVM, ~6 s to start) is ever created."""
+    if settings.spark.engine == "spark":
+        return SparkEngineResource(pyspark=pyspark_resource(settings))
+    return BatchEngineResource()

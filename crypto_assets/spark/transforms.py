@@ -14,14 +14,8 @@ from datetime import date
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
-from crypto_assets.batch.transforms.daily import (
-    DAILY_SCHEMA,
-    EXACT_VOLUME_LIMIT,
-    FRACTION,
-    FRACTION_BITS,
-    VOLUME_PARTS,
-)
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA, MA_WINDOWS
+from crypto_assets.batch.transforms.daily import EXACT_VOLUME_LIMIT, FRACTION, FRACTION_BITS, VOLUME_PARTS
+from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, MA_WINDOWS, PRICES
 
 MICROS_PER_DAY = 86_400_000_000
 
@@ -101,7 +95,7 @@ def fill_calendar(daily: DataFrame, through: Mapping[str, date] | None = None) -
     return joined.select(
         "symbol",
         "date",
-        *[F.coalesce(F.col(c), carried).alias(c) for c in ("open", "high", "low", "close")],
+        *[F.coalesce(F.col(c), carried).alias(c) for c in PRICES],
         F.coalesce("volume", F.lit(0.0)).alias("volume"),
         F.coalesce("minute_count", F.lit(0)).alias("minute_count"),
         F.col("close").isNull().alias("is_filled"),

@@ -13,10 +13,10 @@ from crypto_assets.batch.backfill.gaps import find_gaps
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.exchange.client import ExchangeClient
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets.lake.layout import Month, partition_path
+from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 from crypto_assets_tests.backfill.conftest import (
     HOLE,

@@ -15,11 +15,8 @@ from dagster import (
 )
 
 from crypto_assets.batch.backfill.schedules import REFRESH_ASSETS, last_covered, refresh_months
-from crypto_assets.batch.runs import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    materialize_batch_range,
-)
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets.lake.layout import Month

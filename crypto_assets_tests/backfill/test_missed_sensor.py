@@ -7,7 +7,8 @@ import polars as pl
 from dagster import build_sensor_context
 
 from crypto_assets.batch.backfill.missed_sensor import SENSOR_NAME
-from crypto_assets.batch.runs import RANGE_END_TAG, RANGE_START_TAG, materialize_batch_range
+from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
 from crypto_assets.exchange.replay import ReplayServer
 from crypto_assets.lake.missed import MissedLog

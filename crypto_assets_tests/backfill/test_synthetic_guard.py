@@ -8,7 +8,7 @@ import pytest
 from dagster import AssetKey
 
 from crypto_assets.batch.backfill.guard import is_local_exchange, synthetic_mix_reason
-from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.cli import main
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.backfill.conftest import recording

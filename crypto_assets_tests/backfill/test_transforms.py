@@ -25,8 +25,8 @@ from crypto_assets.batch.backfill.transforms import (
     within_ranges,
 )
 from crypto_assets.batch.transforms.gaps import gaps_between_sorted, merge_ranges, missing_ranges
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.layout import Month
+from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 
 T0 = datetime(2024, 1, 31, 23, 50, tzinfo=UTC)
 M = timedelta(minutes=1)

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import polars as pl
 import pytest
 
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.exchange.binance import USED_WEIGHT_HEADER
 from crypto_assets.exchange.client import ExchangeClient, ExchangeError, RetryPolicy
 from crypto_assets.exchange.replay import ReplayServer
+from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 
 FAST_RETRY = RetryPolicy(attempts=4, backoff_seconds=0.05, backoff_max_seconds=0.2)

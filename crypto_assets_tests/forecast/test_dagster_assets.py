@@ -15,6 +15,7 @@ from dagster import AssetKey, materialize
 
 from crypto_assets.asset_names import FORECAST_METRICS, FORECAST_RESULTS, FORECASTS
 from crypto_assets.batch.assets import build_batch_assets
+from crypto_assets.batch.engine import BATCH_ENGINE_KEY, BatchEngineResource
 from crypto_assets.forecast.assets import build_forecast_assets
 from crypto_assets.forecast.candidates import SEASONAL_MODELS
 from crypto_assets.forecast.csv_input import read_closes
@@ -43,7 +44,7 @@ def run_graph(home: Path, dagster_dir: Path, symbol: str, config: dict | None = 
         selection=FORECAST_ASSETS,
         partition_key=symbol,
         instance=instance,
-        resources={"market": MarketDataResource(home=str(home))},
+        resources={"market": MarketDataResource(home=str(home)), BATCH_ENGINE_KEY: BatchEngineResource()},
         run_config={"ops": {name: {"config": config} for name in ("forecast_metrics", "forecasts")}}
         if config
         else None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at, write_config
 from crypto_assets_tests.s3 import lake_objects

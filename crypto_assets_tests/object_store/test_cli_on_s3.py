@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from crypto_assets.cli import main
-from crypto_assets.settings import SettingsError
+from crypto_assets.validation import SettingsError
 
 
 def test_ingest_and_the_readers_work_on_an_s3_lake(tmp_path, project_home, s3_lake, capsys):

@@ -18,7 +18,7 @@ from crypto_assets_tests.s3 import apply_environment, make_bucket
 RUN = """
 import sys
 from pathlib import Path
-from crypto_assets.batch.runs import materialize_batch_range
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
 settings = load_settings()

@@ -10,9 +10,8 @@ from pathlib import Path
 import polars as pl
 
 from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, MINUTE_RAW
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA, aggregate_daily
+from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.batch.transforms.filled import daily_filled
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.atomic import write_parquet_atomic
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
@@ -25,6 +24,7 @@ from crypto_assets.lake.microbatch_log import (
     append_record,
     batch_file,
 )
+from crypto_assets.schema import DAILY_SCHEMA, MINUTE_SCHEMA
 
 
 def utc(*args: int) -> datetime:

@@ -17,7 +17,8 @@ from crypto_assets.serving.daemon_watch import DAEMON, DaemonWatchdog, Heartbeat
 from crypto_assets.serving.processes import free_port, pid_alive, read_process_records
 from crypto_assets.serving.status import heartbeat_line
 from crypto_assets.serving.supervisor import Service, Supervisor
-from crypto_assets.settings import SettingsError, load_settings
+from crypto_assets.settings import load_settings
+from crypto_assets.validation import SettingsError
 from crypto_assets_tests.serving.up_process import running_up, wait_for
 
 NOW = 10_000.0

@@ -14,7 +14,8 @@ from dagster import AssetKey, FreshnessPolicy
 from crypto_assets.definitions import build_definitions
 from crypto_assets.serving.processes import free_port, read_process_records
 from crypto_assets.serving.webserver import graphql
-from crypto_assets.settings import SettingsError, load_settings
+from crypto_assets.settings import load_settings
+from crypto_assets.validation import SettingsError
 from crypto_assets_tests.serving.up_process import running_up, wait_for
 
 FRESHNESS = """

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.microbatch_log import SPEED_CANDLE_SCHEMA
+from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.serving.unified import AS_OF, BATCH, SPEED, running_days, running_minutes
 from crypto_assets_tests.serving.helpers import minute_rows, utc
 

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 import polars as pl
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
-from crypto_assets.batch.transforms.filled import FILLED_SCHEMA, daily_filled
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.batch.transforms.filled import daily_filled
+from crypto_assets.schema import FILLED_SCHEMA, MINUTE_SCHEMA
 from crypto_assets.serving import checks
 from crypto_assets.serving.unified import (
     AS_OF,

@@ -24,8 +24,8 @@ from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, MINUTE_RAW, PROPH
 from crypto_assets.batch import checks
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.pipeline import POLARS, build_daily_filled, build_daily_raw, build_prophet_input
-from crypto_assets.batch.runs import materialize_batch_range
 from crypto_assets.batch.sources.discovery import discover_sources
+from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import SourceSpec, load_settings
 from crypto_assets.spark.engine import SparkEngine

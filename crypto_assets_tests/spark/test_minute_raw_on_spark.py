@@ -25,9 +25,9 @@ from crypto_assets.batch.minute_ingest import (
     ingest_window,
 )
 from crypto_assets.batch.sources.discovery import SourceFile
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.lake.layout import Month
+from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import DEFAULT_SYMBOLS, Settings, SparkSettings
 from crypto_assets.spark.ingest import spark_ingest_window
 from crypto_assets.spark.resources import start_session

@@ -12,8 +12,7 @@ from polars.testing import assert_frame_equal
 
 from crypto_assets.batch import checks
 from crypto_assets.batch.pipeline import POLARS
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
+from crypto_assets.schema import DAILY_SCHEMA, MINUTE_SCHEMA
 from crypto_assets.spark.engine import SparkEngine
 
 

@@ -40,7 +40,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from crypto_assets.batch.backfill.gaps import symbol_starts
     from crypto_assets.batch.backfill.guard import synthetic_mix_reason
     from crypto_assets.exchange.client import ExchangeClient, ExchangeError
-    from crypto_assets.settings import validate_symbol
+    from crypto_assets.validation import validate_symbol
 
     settings = args.settings
     if args.to_day <= args.from_day:

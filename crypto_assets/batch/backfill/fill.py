@@ -39,9 +39,9 @@ from crypto_assets.batch.backfill.transforms import (
 )
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET, QUARANTINE_DATASET
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA, merge_ranges
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 from crypto_assets.lake.layout import Month, partition_path
 from crypto_assets.lake.location import scan_parquet
+from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 
 DEFAULT_CHUNK_MINUTES = 5_000  # five full pages of klines per commit
 # A range this close to now that came back empty may only be late; it is not recorded as an outage.

@@ -20,13 +20,9 @@ from crypto_assets.batch.transforms.gaps import (
     missing_ranges,
     range_minutes,
 )
-from crypto_assets.batch.transforms.minute import (
-    MINUTE_SCHEMA,
-    QUARANTINE_SCHEMA,
-    clean_minutes,
-    with_reasons,
-)
+from crypto_assets.batch.transforms.minute import clean_minutes, with_reasons
 from crypto_assets.lake.layout import Month
+from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 
 # The gap report: each missing range, and whether the exchange was already asked and had no valid candle there.
 GAP_SCHEMA = pl.Schema({**RANGE_SCHEMA, "exchange_empty": pl.Boolean})

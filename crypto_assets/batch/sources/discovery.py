@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_assets.batch.sources.errors import SourceFormatError
-from crypto_assets.settings import SourceSpec, validate_symbol
+from crypto_assets.settings import SourceSpec
+from crypto_assets.validation import validate_symbol
 
 SUPPORTED_SUFFIXES = (".csv", ".zip", ".gz")  # the content decides how a file is read
 

@@ -40,8 +40,8 @@ import polars as pl
 
 from crypto_assets.batch.sources.discovery import not_a_regular_file
 from crypto_assets.batch.sources.errors import SourceFormatError
+from crypto_assets.schema import OHLCV, PRICES
 
-PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 KLINE_DUMP_COLUMNS = (
     "open_time",
     "open",
@@ -326,7 +326,7 @@ def detect_layout(path: Path, head: bytes) -> Layout:
     common = {"separator": separator, "encoding": encoding, "cr_only": cr_only, "header_line": first + 1}
     rows = [_split(r, separator) for r in lines[first + 1 :] if r.strip()]
 
-    if "timestamp" in lowered and all(c in lowered for c in ("open", "high", "low", "close")):
+    if "timestamp" in lowered and all(c in lowered for c in PRICES):
         for name in ("timestamp", "open", "high", "low", "close", "volume", "symbol"):
             _duplicate(path, first + 1, fields, lowered, name)
         volume = next((i for i, c in enumerate(lowered) if c == "volume"), None)
@@ -334,7 +334,7 @@ def detect_layout(path: Path, head: bytes) -> Layout:
             volume = next((i for i, c in enumerate(lowered) if c.startswith("volume_(")), None)
         if volume is None:
             raise SourceFormatError(path, first + 1, "header", f"no volume column in header {line[:200]!r}")
-        indexes = tuple(lowered.index(c) for c in ("open", "high", "low", "close")) + (volume,)
+        indexes = tuple(lowered.index(c) for c in PRICES) + (volume,)
         time_index = lowered.index("timestamp")
         _check_decimal_commas(path, separator, rows, indexes)
         # Epoch numbers mean the Kaggle export; date-time text means the exchange's own CSV.
@@ -352,7 +352,7 @@ def detect_layout(path: Path, head: bytes) -> Layout:
             **common,
         )
 
-    kline = (KLINE_DUMP_COLUMNS, "open_time", PRICE_FIELDS)
+    kline = (KLINE_DUMP_COLUMNS, "open_time", OHLCV)
     if lowered[0] == "open_time" and len(fields) == len(KLINE_DUMP_COLUMNS):
         _check_decimal_commas(path, separator, rows, (1, 2, 3, 4, 5))
         return Layout(SourceFormat.KLINE_DUMP, True, *kline, epoch_time=True, **common)
@@ -508,7 +508,7 @@ def _read_layout(path: Path, layout: Layout, member: str | None) -> pl.DataFrame
         **options,
     )
     time = _column(layout.time_index)
-    fields = [pl.col(_column(i)).alias(dst) for i, dst in zip(layout.field_indexes, PRICE_FIELDS, strict=True)]
+    fields = [pl.col(_column(i)).alias(dst) for i, dst in zip(layout.field_indexes, OHLCV, strict=True)]
     frame = frame.select(
         pl.col("line").cast(pl.Int64),
         pl.col(time).alias("time_raw"),
@@ -530,9 +530,7 @@ def _epoch_time_text(
     """
     if not layout.epoch_time:
         return None
-    unread = frame.select(
-        pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(PRICE_FIELDS).is_not_null())
-    ).to_series()
+    unread = frame.select(pl.col("time_raw").is_null() & pl.any_horizontal(pl.col(OHLCV).is_not_null())).to_series()
     if not unread.any():
         return None
     if isinstance(source, io.BytesIO):

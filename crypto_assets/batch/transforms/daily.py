@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-DAILY_SCHEMA = pl.Schema(
-    {
-        "symbol": pl.String,
-        "date": pl.Date,
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
-        "minute_count": pl.UInt32,
-    }
-)
+from crypto_assets.schema import DAILY_SCHEMA
 
 # A day's volume is summed exactly, so it does not depend on the order in which an engine adds the minutes
 # up (Polars and Spark each add in their own order and would differ in the last bits). Each volume is split

@@ -6,11 +6,7 @@ from datetime import date
 
 import polars as pl
 
-from crypto_assets.batch.transforms.daily import DAILY_SCHEMA
-
-MA_WINDOWS = {"ma7": 7, "ma30": 30}
-
-FILLED_SCHEMA = pl.Schema({**DAILY_SCHEMA, "is_filled": pl.Boolean, **{name: pl.Float64 for name in MA_WINDOWS}})
+from crypto_assets.schema import FILLED_SCHEMA, MA_WINDOWS, PRICES
 
 
 def fill_calendar(daily: pl.LazyFrame, through: date | None = None) -> pl.LazyFrame:
@@ -29,7 +25,7 @@ def fill_calendar(daily: pl.LazyFrame, through: date | None = None) -> pl.LazyFr
     carried = pl.col("close").forward_fill().over("symbol")
     return joined.with_columns(
         is_filled.alias("is_filled"),
-        *[pl.col(c).fill_null(carried) for c in ("open", "high", "low", "close")],
+        *[pl.col(c).fill_null(carried) for c in PRICES],
         pl.col("volume").fill_null(0.0),
         pl.col("minute_count").fill_null(0),
     )

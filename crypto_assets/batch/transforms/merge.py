@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA
 from crypto_assets.batch.transforms.order import is_sorted_by
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV
 
-VALUES = ("open", "high", "low", "close", "volume")
 MERGE_ORDER = ["symbol", "open_time", "source_rank", "line"]
 
 # A losing version of a minute: its values, the source it came from and the source whose row was kept.
@@ -41,9 +40,9 @@ def merge_ranked(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     first = ~same_as_previous
     winners = frame.filter(first).select(MINUTE_SCHEMA.names())
     shared = frame.filter(same_as_previous | same_as_next)
-    kept = [pl.when(first).then(pl.col(c)).forward_fill().alias(f"kept_{c}") for c in (*VALUES, "source_rank")]
+    kept = [pl.when(first).then(pl.col(c)).forward_fill().alias(f"kept_{c}") for c in (*OHLCV, "source_rank")]
     losers = shared.with_columns(first.alias("first")).with_columns(kept).filter(~pl.col("first"))
-    differs = pl.any_horizontal([pl.col(c) != pl.col(f"kept_{c}") for c in VALUES])
+    differs = pl.any_horizontal([pl.col(c) != pl.col(f"kept_{c}") for c in OHLCV])
     conflicts = losers.filter(differs).select(
         *MINUTE_SCHEMA.names(), "source_rank", pl.col("kept_source_rank").alias("kept_rank")
     )

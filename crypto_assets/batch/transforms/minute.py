@@ -11,44 +11,13 @@ from datetime import UTC, datetime
 import polars as pl
 
 from crypto_assets.batch.transforms.order import is_sorted_by
-from crypto_assets.settings import SettingsError, validate_symbol
-
-PRICES = ("open", "high", "low", "close")
-
-MINUTE_SCHEMA = pl.Schema(
-    {
-        "symbol": pl.String,
-        "open_time": pl.Datetime("us", "UTC"),
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
-    }
-)
-
-# Bad rows keep what could be read of them, plus where they came from and why they were refused.
-QUARANTINE_SCHEMA = pl.Schema({**MINUTE_SCHEMA, "source_file": pl.String, "line": pl.Int64, "reason": pl.String})
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV, PRICES, QUARANTINE_SCHEMA, epoch_to_datetime
+from crypto_assets.validation import SettingsError, validate_symbol
 
 # Bitcoin's genesis block: no exchange candle can be older.
 EARLIEST_TIME = datetime(2009, 1, 3, tzinfo=UTC)
 
 
-def epoch_to_datetime(value: pl.Expr) -> pl.Expr:
-    """Unix time in s, ms, µs or ns, told apart per row by magnitude (dumps switched ms→µs in 2025)."""
-    micros = (
-        pl.when(value.abs() < 1e11)
-        .then(value * 1e6)
-        .when(value.abs() < 1e14)
-        .then(value * 1e3)
-        .when(value.abs() < 1e17)
-        .then(value)
-        .otherwise(value / 1e3)
-    )
-    return pl.from_epoch(micros.floor().cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
-
-
-# '2021-03-26 03:00:00', ISO 'T' form, optional seconds, fraction and zone: 'Z', 'UTC', '+02:00', '+0200', '+02'.
 TEXT_TIME = r"^\s*(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(:\d{2})?(\.\d+)?\s*(.*?)\s*$"
 UTC_NAMES = ("Z", "UTC", "GMT")
 OFFSET = r"^([+-])(\d{2}):?(\d{2})?$"
@@ -216,7 +185,7 @@ def drop_blank_lines(frame: pl.LazyFrame) -> pl.LazyFrame:
     time = pl.col("time_raw")
     if frame.collect_schema()["time_raw"] == pl.String:  # a line of spaces is blank too
         time = pl.when(time.str.strip_chars() != "").then(time)
-    return frame.filter(~pl.all_horizontal(time.is_null(), *[pl.col(c).is_null() for c in (*PRICES, "volume")]))
+    return frame.filter(~pl.all_horizontal(time.is_null(), *[pl.col(c).is_null() for c in OHLCV]))
 
 
 def _time_as_written(frame: pl.LazyFrame) -> pl.Expr:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import polars as pl
 
-PROPHET_SCHEMA = pl.Schema({"ds": pl.Date, "y": pl.Float64, "symbol": pl.String})
-
 
 def prophet_input(filled: pl.LazyFrame) -> pl.LazyFrame:
     return filled.sort("symbol", "date").select(

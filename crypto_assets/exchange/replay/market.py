@@ -23,12 +23,12 @@ from crypto_assets.batch import synthetic
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET, read_source
 from crypto_assets.batch.sources.discovery import discover_sources
 from crypto_assets.batch.sources.errors import SourceFormatError
-from crypto_assets.batch.transforms.minute import MINUTE_SCHEMA, clean_minutes
+from crypto_assets.batch.transforms.minute import clean_minutes
 from crypto_assets.exchange.binance import MINUTE_MS
 from crypto_assets.lake.location import scan_parquet
-from crypto_assets.settings import SourceSpec, validate_symbol
-
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV
+from crypto_assets.settings import SourceSpec
+from crypto_assets.validation import validate_symbol
 
 
 class MarketError(ValueError):
@@ -51,14 +51,14 @@ class Candles:
     def from_frame(cls, symbol: str, frame: pl.DataFrame) -> Candles:
         frame = frame.sort("open_time")
         open_ms = frame["open_time"].dt.epoch("ms").to_numpy().astype(np.int64)
-        columns = {name: frame[name].to_numpy().astype(np.float64) for name in PRICE_COLUMNS}
+        columns = {name: frame[name].to_numpy().astype(np.float64) for name in OHLCV}
         return cls(symbol, open_ms, **columns)
 
     def extend(self, other: Candles) -> None:
         """Append later candles (rows not after the current last one are ignored)."""
         keep = other.open_ms > (self.open_ms[-1] if len(self.open_ms) else np.iinfo(np.int64).min)
         self.open_ms = np.concatenate([self.open_ms, other.open_ms[keep]])
-        for name in PRICE_COLUMNS:
+        for name in OHLCV:
             setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)[keep]]))
 
     def __len__(self) -> int:
@@ -133,9 +133,7 @@ class Market:
                 last_ms = more.last_ms
             if parts:  # one concatenation for many days: copying the history once per day would be quadratic
                 candles.extend(
-                    Candles(
-                        symbol, *(np.concatenate([getattr(p, n) for p in parts]) for n in ("open_ms", *PRICE_COLUMNS))
-                    )
+                    Candles(symbol, *(np.concatenate([getattr(p, n) for p in parts]) for n in ("open_ms", *OHLCV)))
                 )
 
     # -- constructors -------------------------------------------------------------------------------------

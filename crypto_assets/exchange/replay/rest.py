@@ -22,7 +22,6 @@ import ipaddress
 import json
 import logging
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -35,10 +34,8 @@ from crypto_assets.exchange.binance import (
     TIME_UNIT_HEADER,
     USED_WEIGHT_HEADER,
 )
+from crypto_assets.exchange.replay.core import ReplayCore
 from crypto_assets.exchange.replay.encode import klines_json
-
-if TYPE_CHECKING:
-    from crypto_assets.exchange.replay.server import ReplayCore
 
 log = logging.getLogger(__name__)
 

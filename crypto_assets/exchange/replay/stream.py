@@ -20,9 +20,7 @@ import bisect
 import heapq
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -31,16 +29,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from crypto_assets.exchange.binance import MINUTE_MS
+from crypto_assets.exchange.replay.core import ReplayCore
 from crypto_assets.exchange.replay.encode import (
     KLINE,
     TRADE,
-    MinuteEvents,
-    minute_events,
     text_frame,
 )
-
-if TYPE_CHECKING:
-    from crypto_assets.exchange.replay.server import ReplayCore
 
 log = logging.getLogger(__name__)
 
@@ -85,33 +79,6 @@ def parse_path(path: str, symbols: Iterable[str]) -> tuple[list[Stream], bool]:
         names = [n for n in url.path[len("/ws") :].split("/") if n]
         return [parse_stream(n, symbols) for n in names], False
     raise StreamNameError(f"unknown path {url.path!r}: use /ws/<stream> or /stream?streams=<stream>/<stream>")
-
-
-class EventCache:
-    """Encoded events of recent (symbol, minute)s, shared by every connection (they follow one clock).
-
-    Minutes are encoded in blocks of ``BLOCK`` consecutive candles: one vectorized trade synthesis per block.
-    """
-
-    BLOCK = 32
-
-    def __init__(self, core: ReplayCore, size: int = 8192):
-        self.core = core
-        self.size = size
-        self._items: OrderedDict[tuple[str, int], MinuteEvents] = OrderedDict()
-
-    def get(self, symbol: str, index: int) -> MinuteEvents:
-        key = (symbol, index)
-        events = self._items.get(key)
-        if events is not None:
-            return events
-        candles = self.core.market.candles[symbol]
-        hi = min(len(candles), index + self.BLOCK)
-        for offset, item in enumerate(minute_events(candles, index, hi, self.core.trades_per_minute)):
-            self._items[(symbol, index + offset)] = item
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return self._items[key]
 
 
 class StreamConnection:

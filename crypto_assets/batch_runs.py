@@ -1,17 +1,17 @@
 """Launch the batch graph over a range of months as one run, the way a UI backfill with
-``BackfillPolicy.single_run()`` does; used by the CLI, the tests and the benchmarks."""
+``BackfillPolicy.single_run()`` does, on the engine ``spark.engine`` chooses; used by the CLI, the tests and the
+benchmarks. It puts the batch layer and its engine together, so it sits above both packages."""
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
 from crypto_assets.batch import defs as batch_defs
 from crypto_assets.batch.defs import BATCH
 from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG, batch_partitions
 from crypto_assets.dagster_home import sigterm_kept, tune_event_writes
 from crypto_assets.settings import Settings
-
-__all__ = ["BATCH", "RANGE_END_TAG", "RANGE_START_TAG", "materialize_batch_range", "whole_history"]
+from crypto_assets.spark import defs as engine_defs
 
 
 def whole_history(settings: Settings) -> tuple[str, str]:
@@ -29,7 +29,7 @@ def materialize_batch_range(
 ) -> ExecuteInProcessResult:
     """Materialize every batch asset for the months ``first``..``last`` (default: the whole history)."""
     tune_event_writes()
-    defs = batch_defs.build_defs(settings)
+    defs = Definitions.merge(batch_defs.build_defs(settings), engine_defs.build_defs(settings))
     default_first, default_last = whole_history(settings)
     with sigterm_kept():
         return materialize(

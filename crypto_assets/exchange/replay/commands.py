@@ -28,7 +28,7 @@ def _start_time(text: str | None) -> datetime | None:
 
 def _market(args: argparse.Namespace, settings):
     from crypto_assets.exchange.replay import Market
-    from crypto_assets.settings import validate_symbol
+    from crypto_assets.validation import validate_symbol
 
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else None
     if args.source:
