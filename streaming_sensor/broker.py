@@ -6,7 +6,6 @@ without a code change. Tansu here keeps its log in memory: a broker restart star
 
 from __future__ import annotations
 
-import logging
 import socket
 import subprocess
 import time
@@ -15,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from crypto_assets.settings import KafkaSettings
-
-log = logging.getLogger(__name__)
 
 STREAMS = ("kline_1m", "trade")
 # The cluster id the embedded broker is started with: only a broker answering with it has its topics rotated

@@ -22,15 +22,12 @@ Kafka cluster keeps its topics and bounds them with its own retention.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 from crypto_assets.lake.atomic import write_text_atomic
 from streaming_sensor.broker import EMBEDDED_CLUSTER_ID, confirm_ends, ensure_topics, topic_ids
 from streaming_sensor.checkpoint import committed_end
-
-log = logging.getLogger(__name__)
 
 PENDING_SECONDS = 120.0  # a note left unfinished longer than this (the producer died midway) is not waited for
 POLL_SECONDS = 0.5

@@ -55,16 +55,10 @@ def latest_per_key(frame: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
     return frame.sort([*key, "batch_id"]).unique(key, keep="last", maintain_order=True)
 
 
-# Which version of a minute the unified view keeps, best first. A closed candle is final (the exchange's
-# own); a partial one is only worth keeping while the stream can still complete it.
+# Which version of a minute the unified view keeps, best first: speed closed, batch closed, speed unclosed,
+# batch unclosed, speed unclosed older than the watermark. A closed candle is final (the exchange's own); a
+# partial one is only worth keeping while the stream can still complete it.
 SPEED_CLOSED, BATCH_CLOSED, SPEED_OPEN, BATCH_OPEN, SPEED_STALE = range(5)
-PRECEDENCE = (
-    "speed closed",
-    "batch closed",
-    "speed unclosed",
-    "batch unclosed",
-    "speed unclosed, older than the watermark",
-)
 
 
 def minute_end(open_time: pl.Expr) -> pl.Expr:

@@ -13,8 +13,6 @@ import polars as pl
 from crypto_assets.batch.transforms.order import is_sorted_by
 from crypto_assets.schema import MINUTE_SCHEMA, OHLCV
 
-MERGE_ORDER = ["symbol", "open_time", "source_rank", "line"]
-
 # A losing version of a minute: its values, the source it came from and the source whose row was kept.
 CONFLICT_SCHEMA = pl.Schema({**MINUTE_SCHEMA, "source": pl.String, "kept_source": pl.String})
 

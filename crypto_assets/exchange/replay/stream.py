@@ -19,7 +19,6 @@ import asyncio
 import bisect
 import heapq
 import json
-import logging
 from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,8 +34,6 @@ from crypto_assets.exchange.replay.encode import (
     TRADE,
     text_frame,
 )
-
-log = logging.getLogger(__name__)
 
 STREAM_KINDS = {"kline_1m": KLINE, "trade": TRADE}
 SEND_CHUNK = 2000  # messages per write; bounds the buffer when a slow reader falls behind
