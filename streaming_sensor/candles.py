@@ -27,7 +27,6 @@ import polars as pl
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.schema import OHLCV
-from crypto_assets.settings import parse_delay  # noqa: F401  (the stream job and its tests use it from here)
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -47,8 +46,8 @@ class CandleBook:
     kept_from_ms: int = 0  # minutes before this day start were evicted; events for them are late
 
     def apply(self, events: Iterable[tuple], delay_ms: int) -> tuple[set[int], int]:
-        """Fold events ``(kind, minute_ms, open, high, low, close, volume, is_closed, event_ms)`` sorted by
-        :func:`event_order`; returns the minutes touched and the number of late events dropped."""
+        """Fold events ``(kind, minute_ms, open, high, low, close, volume, is_closed, event_ms)`` sorted in
+        exchange time (``streaming_sensor.folding.EVENT_ORDER``); returns the minutes touched and the number of late events dropped."""
         watermark = self.max_event_ms - delay_ms if self.max_event_ms >= 0 else None
         touched: set[int] = set()
         late = 0
@@ -154,10 +153,3 @@ class CandleBook:
 
 
 STATE_COLUMNS = (*OHLCV, "is_closed", "event_ms", "kline_ms")  # order of O..KLINE
-
-KIND_RANK = {"trade": 0, "kline": 1}  # at the same millisecond a kline update already contains the trade
-
-
-def event_order(kind: str, event_ms: int, topic: str, partition: int, offset: int) -> tuple:
-    """Events are folded in exchange time; a trade before the kline update of the same millisecond."""
-    return (event_ms, KIND_RANK.get(kind, 2), topic, partition, offset)

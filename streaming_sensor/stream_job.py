@@ -40,10 +40,9 @@ from pyspark.sql.streaming import StreamingQuery
 from crypto_assets.lake.atomic import write_text_atomic
 from crypto_assets.lake.microbatch_log import read_records_tail
 from crypto_assets.lake.missed import MissedLog
-from crypto_assets.settings import Settings
+from crypto_assets.settings import Settings, parse_delay
 from streaming_sensor.batch_writer import BatchWriter, LogMismatch
 from streaming_sensor.broker import topic_names
-from streaming_sensor.candles import parse_delay
 from streaming_sensor.checkpoint import QUERY_NAME, batch_ids, checkpoint_path, read_offset_log
 from streaming_sensor.events import parse_events
 from streaming_sensor.folding import CandleFolder, state_dir

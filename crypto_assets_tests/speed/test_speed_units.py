@@ -14,8 +14,9 @@ import pytest
 from crypto_assets.batch.transforms.daily import aggregate_daily
 from crypto_assets.lake.microbatch_log import batch_file, read_records
 from crypto_assets.lake.missed import MissedLog, open_stretches, read_stretches
+from crypto_assets.settings import parse_delay
 from streaming_sensor.batch_writer import QUARANTINE_KEEP, BatchWriter, expire_quarantine, quarantine_path
-from streaming_sensor.candles import DAY_MS, CandleBook, event_order, parse_delay
+from streaming_sensor.candles import DAY_MS, CandleBook
 from streaming_sensor.producer import (
     Malformed,
     MessageParser,
@@ -36,7 +37,9 @@ def trade(minute_of, price, qty, when):
 
 
 def fold(book, events, delay_ms=120_000):
-    ordered = sorted(events, key=lambda e: event_order(e[0], e[8], "t", 0, 0))
+    # The stream's order (streaming_sensor.folding.EVENT_ORDER): exchange time, and at the same millisecond a
+    # trade before the kline update that already contains it.
+    ordered = sorted(events, key=lambda e: (e[8], e[0] == "kline"))
     return book.apply(ordered, delay_ms)
 
 
