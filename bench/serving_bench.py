@@ -41,8 +41,9 @@ sys.path.insert(0, str(REPO))
 import polars as pl
 
 from crypto_assets.lake.microbatch_log import read_records
-from crypto_assets.serving.processes import free_port, read_process_records, stop_process
+from crypto_assets.serving.processes import free_port, read_process_records
 from crypto_assets.serving.store import view_file
+from crypto_assets_tests.speed.harness import stop_process
 
 
 @dataclass

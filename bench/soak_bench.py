@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crypto_assets.serving.processes import free_port, read_process_records, stop_process
+from crypto_assets.serving.processes import free_port, read_process_records
 from crypto_assets_tests.serving.observe import (
     CHAOS_ORDER,
     Chaos,
@@ -56,6 +56,7 @@ from crypto_assets_tests.serving.observe import (
     sensor_lag_seconds,
     view_written_at,
 )
+from crypto_assets_tests.speed.harness import stop_process
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 RSS_TARGET_MB_PER_HOUR = 20.0

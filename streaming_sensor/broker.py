@@ -9,8 +9,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from crypto_assets.settings import KafkaSettings
@@ -190,12 +188,3 @@ def start_broker(
         broker.stop()
         raise
     return broker
-
-
-@contextmanager
-def embedded_broker(port: int = 0, topics: list[str] | None = None, partitions: int = 3) -> Iterator[EmbeddedBroker]:
-    broker = start_broker(port, topics, partitions)
-    try:
-        yield broker
-    finally:
-        broker.stop()

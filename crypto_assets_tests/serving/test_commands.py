@@ -20,7 +20,6 @@ from crypto_assets.serving.processes import (
     ProcessRecord,
     free_port,
     port_open,
-    stop_process,
     write_record,
 )
 from crypto_assets.serving.speed_store import batch_dirs, compacted_file
@@ -32,6 +31,7 @@ from crypto_assets_tests.serving.helpers import (
     write_batch_layer,
     write_microbatch,
 )
+from crypto_assets_tests.speed.harness import stop_process
 from streaming_sensor.batch_writer import quarantine_path
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

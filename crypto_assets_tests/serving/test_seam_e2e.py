@@ -36,6 +36,7 @@ from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
 from crypto_assets_tests.speed.harness import (
     TRACEBACK_MARKS,
+    embedded_broker,
     kafka_ends,
     speed_view,
     start_command,
@@ -44,7 +45,7 @@ from crypto_assets_tests.speed.harness import (
     stop_process,
     wait_caught_up,
 )
-from streaming_sensor.broker import embedded_broker, free_port, topic_name
+from streaming_sensor.broker import free_port, topic_name
 from streaming_sensor.producer import read_state
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from crypto_assets.serving.processes import free_port, read_process_records, stop_process
+from crypto_assets.serving.processes import free_port, read_process_records
 from crypto_assets_tests.conftest import REPO
+from crypto_assets_tests.speed.harness import stop_process
 
 
 def wait_for(condition, timeout: float, what: str, log: Path | None = None, step: float = 1.0):

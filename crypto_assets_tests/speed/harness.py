@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,11 +19,22 @@ import polars as pl
 
 from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, batch_file, read_records
 from crypto_assets_tests.conftest import REPO, write_config
+from streaming_sensor.broker import EmbeddedBroker, start_broker
 from streaming_sensor.kafka_source import KafkaStreamReader, positions
 from streaming_sensor.producer import ProducerOptions, StreamProducer
 from streaming_sensor.stream_job import batch_offsets
 
 SYMBOL = "BTCUSDT"
+
+
+@contextmanager
+def embedded_broker(port: int = 0, topics: list[str] | None = None, partitions: int = 3) -> Iterator[EmbeddedBroker]:
+    """A Tansu broker for one test, stopped when it ends."""
+    broker = start_broker(port, topics, partitions)
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def speed_config(
@@ -200,6 +212,7 @@ def _state(pid: int) -> str:
 
 
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Ask a child to stop (SIGTERM by default) and wait; kill it if it has not stopped within ``timeout``."""
     if process.poll() is None:
         process.send_signal(sig)
         try:

@@ -16,6 +16,7 @@ from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
+    embedded_broker,
     kafka_ends,
     producer_thread,
     speed_config,
@@ -24,7 +25,7 @@ from crypto_assets_tests.speed.harness import (
     stop_group,
     wait_caught_up,
 )
-from streaming_sensor.broker import embedded_broker, topic_name
+from streaming_sensor.broker import topic_name
 from streaming_sensor.checkpoint import batch_ids, checkpoint_path
 from streaming_sensor.folding import KEEP_SNAPSHOTS, snapshot_ids, state_dir
 from streaming_sensor.kafka_source import TOPIC_IDS, KafkaStreamReader

@@ -22,6 +22,7 @@ from crypto_assets_tests.speed.harness import (
     SYMBOL,
     TRACEBACK_MARKS,
     caught_up,
+    embedded_broker,
     kafka_ends,
     producer_thread,
     sigkill_job,
@@ -32,7 +33,7 @@ from crypto_assets_tests.speed.harness import (
     stop_process,
     wait_caught_up,
 )
-from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
+from streaming_sensor.broker import free_port, start_broker, topic_name
 from streaming_sensor.kafka_source import TOPIC_IDS, KafkaStreamReader, positions
 from streaming_sensor.producer import ProducerOptions
 

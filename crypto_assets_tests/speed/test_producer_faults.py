@@ -23,13 +23,14 @@ from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
+    embedded_broker,
     kafka_ends,
     producer_thread,
     speed_config,
     start_command,
     stop_process,
 )
-from streaming_sensor.broker import embedded_broker, free_port, start_broker, topic_name
+from streaming_sensor.broker import free_port, start_broker, topic_name
 from streaming_sensor.producer import ProducerOptions, read_state
 
 START = datetime(2021, 3, 26, 3, 0, tzinfo=UTC)
