@@ -47,7 +47,12 @@ def module_graph(imports: dict[str, set[str]]) -> dict[str, set[str]]:
             name = name.rpartition(".")[0]
         return name
 
-    return {m: {owner(n) for n in names} - {m} for m, names in imports.items()}
+    def targets(names: set[str]) -> set[str]:
+        owners = {owner(n) for n in names}
+        # `from pkg import module` names the package too; only the module is what the importer uses.
+        return {t for t in owners if not any(o.startswith(t + ".") for o in owners)}
+
+    return {m: targets(names) - {m} for m, names in imports.items()}
 
 
 def documented_layers() -> list[list[str]]:

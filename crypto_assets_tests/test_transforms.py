@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crypto_assets import quality
 from crypto_assets.batch import checks
 from crypto_assets.batch.pipeline import build_daily_filled
 from crypto_assets.batch.transforms.daily import aggregate_daily
@@ -121,7 +122,7 @@ def test_checks_catch_what_they_are_for():
     assert checks.unique_keys(bad.unique(subset=["symbol", "open_time"]).reverse(), ["symbol", "open_time"]).passed
     assert checks.ohlc_consistent(bad).metadata["inconsistent_rows"] == 1
     gaps = checks.minutes_complete(bad.unique(subset=["symbol", "open_time"]))
-    assert not gaps.passed and gaps.severity == checks.Severity.WARN and gaps.metadata["missing_minutes"] == 4
+    assert not gaps.passed and gaps.severity == quality.Severity.WARN and gaps.metadata["missing_minutes"] == 4
 
     broken = daily([("X1", date(2024, 1, 1), 1.0, 1.0, 1.0, 1.0, 1.0, 1440)] * 2)
     assert not checks.no_missing_days(broken.with_columns(pl.lit(False).alias("is_filled"))).passed

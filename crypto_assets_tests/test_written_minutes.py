@@ -10,6 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crypto_assets import quality
 from crypto_assets.batch import checks
 from crypto_assets.batch.metadata import dataset_metadata, stats_lines, stats_metadata, symbol_lines
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET
@@ -47,7 +48,7 @@ def test_judged_symbol_by_symbol_equals_judged_whole(minutes, bad, backfilled):
         whole = scan_months(lake, MINUTE_DATASET, SYMBOLS, WINDOW, MINUTE_SCHEMA).collect()
         written = judge_written_minutes(lake, SYMBOLS, WINDOW)
 
-    def same(part: checks.CheckOutcome, full: checks.CheckOutcome, *ignore: str) -> None:
+    def same(part: quality.CheckOutcome, full: quality.CheckOutcome, *ignore: str) -> None:
         assert (part.passed, part.description, part.severity) == (full.passed, full.description, full.severity)
         assert {k: v for k, v in part.metadata.items() if k not in ignore} == {
             k: v for k, v in full.metadata.items() if k not in ignore

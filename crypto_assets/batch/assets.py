@@ -5,10 +5,11 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 """
 
 import warnings
+from dataclasses import dataclass
+from datetime import date
 
 import polars as pl
 from dagster import (
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
@@ -23,17 +24,8 @@ from crypto_assets.asset_names import DAILY_FILLED, DAILY_RAW, EXCHANGE_BACKFILL
 from crypto_assets.batch import checks
 from crypto_assets.batch.backfill.guard import backfill_runs
 from crypto_assets.batch.engine import BatchEngineResource
-from crypto_assets.batch.listing import MAX_LISTED
-from crypto_assets.batch.metadata import (
-    check_window,
-    dataset_metadata,
-    judged,
-    months_label,
-    stats_lines,
-    stats_metadata,
-    symbol_lines,
-    to_check_result,
-)
+from crypto_assets.batch.ingest_report import IngestFacts, ingest_metadata, log_ingest, source_logger, sources_clean
+from crypto_assets.batch.metadata import dataset_metadata, months_label, symbol_lines
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
     FILLED_LOOKBACK_MONTHS,
@@ -46,6 +38,7 @@ from crypto_assets.batch.source_catalog import resolve_sources
 from crypto_assets.batch.written_minutes import judge_written_minutes
 from crypto_assets.freshness import batch_freshness
 from crypto_assets.lake.layout import months_between
+from crypto_assets.quality import Check, check_results, check_specs, check_window, combine
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.schema import DAILY_SCHEMA, FILLED_SCHEMA, PROPHET_SCHEMA
 from crypto_assets.settings import Settings
@@ -56,8 +49,66 @@ GROUP = "batch"
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
 
-def _specs(asset_name: str, *checks_: tuple[str, str]) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(name, asset=asset_name, description=text) for name, text in checks_]
+@dataclass(frozen=True)
+class Written:
+    """What an engine step wrote, as its checks judge it."""
+
+    frame: pl.DataFrame
+    context: pl.DataFrame | None = None  # daily_filled: the window with its look-back rows
+    window_start: date | None = None
+    newest_closed: date | None = None  # daily_raw: the newest closed day of any symbol
+    freshness_hours: float = 0.0
+
+
+SCHEMA = "columns and types are as documented"
+OHLC = Check("ohlc_consistent", "OHLC values are consistent", lambda w: checks.ohlc_consistent(w.frame))
+
+MINUTE_RAW_CHECKS: tuple[Check[IngestFacts], ...] = (
+    Check("schema", SCHEMA, lambda f: f.written.schema),
+    Check("unique_minutes", "no duplicate (symbol, open_time)", lambda f: f.written.unique),
+    Check("ohlc_consistent", "OHLC values are consistent", lambda f: f.written.ohlc),
+    Check(
+        "minutes_complete",
+        "every minute is present; lists the gaps (WARN)",
+        lambda f: checks.completeness_outcome(f.written.completeness, backfilled=f.backfilled),
+    ),
+    Check(
+        "sources_clean",
+        "every source file was readable, no row was quarantined and no two sources disagreed (WARN)",
+        sources_clean,
+    ),
+)
+DAILY_RAW_CHECKS: tuple[Check[Written], ...] = (
+    Check("schema", SCHEMA, lambda w: checks.schema_matches(w.frame, DAILY_SCHEMA)),
+    Check("unique_days", "no duplicate (symbol, date)", lambda w: checks.unique_keys(w.frame, ["symbol", "date"])),
+    OHLC,
+    Check(
+        "fresh",
+        "the latest closed day is recent (WARN); today's running day does not count",
+        lambda w: checks.fresh(w.newest_closed, w.freshness_hours),
+    ),
+)
+DAILY_FILLED_CHECKS: tuple[Check[Written], ...] = (
+    Check("schema", SCHEMA, lambda w: checks.schema_matches(w.frame, FILLED_SCHEMA)),
+    Check("no_missing_days", "one row per calendar day", lambda w: checks.no_missing_days(w.context)),
+    Check(
+        "moving_averages_correct",
+        "ma7 and ma30 equal a plain reference computation",
+        lambda w: checks.moving_averages_correct(w.context, w.window_start),
+    ),
+)
+PROPHET_INPUT_CHECKS: tuple[Check[Written], ...] = (
+    Check(
+        "schema",
+        "columns ds, y, symbol with the documented types",
+        lambda w: checks.schema_matches(w.frame, PROPHET_SCHEMA),
+    ),
+    Check(
+        "complete",
+        "no nulls and one row per (symbol, ds)",
+        lambda w: combine(checks.no_nulls(w.frame), checks.unique_keys(w.frame, ["symbol", "ds"])),
+    ),
+)
 
 
 def build_batch_assets(settings: Settings) -> list:
@@ -77,17 +128,7 @@ def build_batch_assets(settings: Settings) -> list:
         **on_engine,
         description="Cleaned 1-minute OHLCV master dataset, Hive-partitioned by symbol and month. "
         "Rows failing validation go to the quarantine dataset with their reason, file and line.",
-        check_specs=_specs(
-            MINUTE_RAW,
-            ("schema", "columns and types are as documented"),
-            ("unique_minutes", "no duplicate (symbol, open_time)"),
-            ("ohlc_consistent", "OHLC values are consistent"),
-            ("minutes_complete", "every minute is present; lists the gaps (WARN)"),
-            (
-                "sources_clean",
-                "every source file was readable, no row was quarantined and no two sources disagreed (WARN)",
-            ),
-        ),
+        check_specs=check_specs(MINUTE_RAW, MINUTE_RAW_CHECKS),
     )
     def minute_raw(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
@@ -100,82 +141,27 @@ def build_batch_assets(settings: Settings) -> list:
             context.log.debug(f"synthetic market: {len(generated)} symbol(s) ready, {sum(generated):,} rows generated")
         months = months_label(start, end)
         context.log.debug(f"ingesting {len(sources)} source file(s) for {months}")
-
-        many = len(sources) > MAX_LISTED  # then one line for all files instead of one per file
-
-        def log_source(report):
-            if report.error:
-                context.log.warning(f"skipped {report.error}")
-            elif not many:
-                context.log.debug(
-                    f"read {report.path} ({report.format}): {report.rows:,} rows in window, "
-                    f"{report.quarantined:,} quarantined"
-                )
-
         result = batch_engine.ingest()(
             sources,
             market.lake,
             cfg.symbol_names,
             start,
             end,
-            progress=log_source,
+            progress=source_logger(context.log, len(sources)),
             on_wait=context.log.info,
             landing=cfg.landing_dir,
             keep_rows=False,  # judged below symbol by symbol: a long range's rows never sit in memory at once
         )
-        if many:
-            read = [r for r in result.sources if not r.error]
-            context.log.debug(
-                f"read {len(read)} file(s): {sum(r.rows for r in read):,} rows in window, "
-                f"{sum(r.quarantined for r in read):,} quarantined"
-            )
-        conflicts = result.conflicts.height
-        if conflicts:
-            context.log.warning(
-                f"{conflicts:,} conflicting minute version(s) kept in minute_conflicts:\n{result.conflict_summary()}"
-            )
-        written = judge_written_minutes(market.lake, cfg.symbol_names, months_between(start, end))
-        for line in stats_lines(written.stats, cfg.symbol_names):
-            context.log.info(f"minute_raw {months} from {len(sources)} file(s): {line}")
-        failures = [str(e) for e in unplaced] + [s.error for s in result.failed_sources]
-        metadata = stats_metadata(written.stats, written.preview, result.minute) | {
-            "sources": MetadataValue.int(len(sources)),
-            "synthetic_default": MetadataValue.bool(synthetic_default),
-            "rows_read": MetadataValue.int(result.rows_read),
-            "duplicates_removed": MetadataValue.int(result.duplicates_removed),
-            "quarantined_rows": MetadataValue.int(result.quarantined),
-            "conflicts": MetadataValue.int(conflicts),
-            "conflicts_by_source": MetadataValue.text(result.conflict_summary()),
-            "conflicts_path": MetadataValue.path(str(market.lake / "minute_conflicts")),
-            "quarantine_path": MetadataValue.path(str(market.lake / "quarantine")),
-            "path": MetadataValue.path(str(market.lake / MINUTE_RAW)),
-        }
-        sources_clean = checks.CheckOutcome(
-            not failures and result.quarantined == 0 and conflicts == 0,
-            "all source files readable, no quarantined rows, no conflicting versions of a minute",
-            checks.Severity.WARN,
-            {
-                "unreadable_files": "\n".join(failures) or "none",
-                "quarantined_rows": result.quarantined,
-                "conflicts": conflicts,
-                "conflicts_by_source": result.conflict_summary(),
-            },
+        facts = IngestFacts(
+            judge_written_minutes(market.lake, cfg.symbol_names, months_between(start, end)),
+            result,
+            [str(e) for e in unplaced] + [s.error for s in result.failed_sources],
+            backfilled=backfill_runs(cfg),
         )
+        log_ingest(context.log, facts, cfg.symbol_names, len(sources), months)
         return MaterializeResult(
-            metadata=metadata,
-            check_results=judged(
-                check_window(months, cfg.symbol_names),
-                [
-                    to_check_result("schema", written.schema),
-                    to_check_result("unique_minutes", written.unique),
-                    to_check_result("ohlc_consistent", written.ohlc),
-                    to_check_result(
-                        "minutes_complete",
-                        checks.completeness_outcome(written.completeness, backfilled=backfill_runs(cfg)),
-                    ),
-                    to_check_result("sources_clean", sources_clean),
-                ],
-            ),
+            metadata=ingest_metadata(facts, len(sources), synthetic_default, market.lake),
+            check_results=check_results(MINUTE_RAW_CHECKS, facts, check_window(months, cfg.symbol_names)),
         )
 
     @asset(
@@ -184,13 +170,7 @@ def build_batch_assets(settings: Settings) -> list:
         deps=[AssetDep(minute_raw), AssetDep(EXCHANGE_BACKFILL)],
         description="Daily OHLCV per symbol and UTC day, with minute_count so incomplete days are visible.",
         freshness_policy=batch_freshness(settings),
-        check_specs=_specs(
-            DAILY_RAW,
-            ("schema", "columns and types are as documented"),
-            ("unique_days", "no duplicate (symbol, date)"),
-            ("ohlc_consistent", "OHLC values are consistent"),
-            ("fresh", "the latest closed day is recent (WARN); today's running day does not count"),
-        ),
+        check_specs=check_specs(DAILY_RAW, DAILY_RAW_CHECKS),
     )
     def daily_raw(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
@@ -206,14 +186,10 @@ def build_batch_assets(settings: Settings) -> list:
         newest = [d for d in (latest_closed_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "date") | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(
+            check_results=check_results(
+                DAILY_RAW_CHECKS,
+                Written(step.frame, newest_closed=max(newest, default=None), freshness_hours=cfg.freshness_hours),
                 check_window(months, cfg.symbol_names),
-                [
-                    to_check_result("schema", checks.schema_matches(step.frame, DAILY_SCHEMA)),
-                    to_check_result("unique_days", checks.unique_keys(step.frame, ["symbol", "date"])),
-                    to_check_result("ohlc_consistent", checks.ohlc_consistent(step.frame)),
-                    to_check_result("fresh", checks.fresh(max(newest, default=None), cfg.freshness_hours)),
-                ],
             ),
         )
 
@@ -227,12 +203,7 @@ def build_batch_assets(settings: Settings) -> list:
         "boundaries. That look-back is in the lineage: a month of daily_raw feeds daily_filled for that month and "
         "the two after it, so a backfill of months M..N also rebuilds daily_filled and prophet_input for N+1 and "
         "N+2 (Dagster runs them as a second single run of the same backfill).",
-        check_specs=_specs(
-            DAILY_FILLED,
-            ("schema", "columns and types are as documented"),
-            ("no_missing_days", "one row per calendar day"),
-            ("moving_averages_correct", "ma7 and ma30 equal a plain reference computation"),
-        ),
+        check_specs=check_specs(DAILY_FILLED, DAILY_FILLED_CHECKS),
     )
     def daily_filled(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
@@ -250,15 +221,10 @@ def build_batch_assets(settings: Settings) -> list:
             metadata=dataset_metadata(step.frame, step.summary, "date")
             | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}
             | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(
+            check_results=check_results(
+                DAILY_FILLED_CHECKS,
+                Written(step.frame, step.context, window_start=start.date()),
                 check_window(months, cfg.symbol_names),
-                [
-                    to_check_result("schema", checks.schema_matches(step.frame, FILLED_SCHEMA)),
-                    to_check_result("no_missing_days", checks.no_missing_days(step.context)),
-                    to_check_result(
-                        "moving_averages_correct", checks.moving_averages_correct(step.context, start.date())
-                    ),
-                ],
             ),
         )
 
@@ -268,11 +234,7 @@ def build_batch_assets(settings: Settings) -> list:
         deps=[AssetDep(daily_filled)],
         description="Prophet's input: ds (day), y (close), symbol. Follows daily_filled month by month, so a "
         "backfill rebuilds it for the same months as daily_filled (two after the range, see daily_filled).",
-        check_specs=_specs(
-            PROPHET_INPUT,
-            ("schema", "columns ds, y, symbol with the documented types"),
-            ("complete", "no nulls and one row per (symbol, ds)"),
-        ),
+        check_specs=check_specs(PROPHET_INPUT, PROPHET_INPUT_CHECKS),
     )
     def prophet_input(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
@@ -286,15 +248,8 @@ def build_batch_assets(settings: Settings) -> list:
             context.log.info(f"prophet_input {months}: {line}")
         return MaterializeResult(
             metadata=dataset_metadata(step.frame, step.summary, "ds") | {"engine": MetadataValue.text(engine.name)},
-            check_results=judged(
-                check_window(months, cfg.symbol_names),
-                [
-                    to_check_result("schema", checks.schema_matches(step.frame, PROPHET_SCHEMA)),
-                    to_check_result(
-                        "complete",
-                        checks.combine(checks.no_nulls(step.frame), checks.unique_keys(step.frame, ["symbol", "ds"])),
-                    ),
-                ],
+            check_results=check_results(
+                PROPHET_INPUT_CHECKS, Written(step.frame), check_window(months, cfg.symbol_names)
             ),
         )
 

@@ -6,30 +6,16 @@ tests call the functions directly on tiny tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
 
 import numpy as np
 import polars as pl
 
-from crypto_assets.batch.listing import truncated
 from crypto_assets.batch.transforms.gaps import MINUTE, gaps_between_sorted, missing_ranges
 from crypto_assets.batch.transforms.order import is_sorted_by
+from crypto_assets.quality import CheckOutcome, Severity, truncated
 from crypto_assets.schema import MA_WINDOWS, OHLCV
-
-
-class Severity(str, Enum):
-    ERROR = "ERROR"
-    WARN = "WARN"
-
-
-@dataclass
-class CheckOutcome:
-    passed: bool
-    description: str
-    severity: Severity = Severity.ERROR
-    metadata: dict[str, object] = field(default_factory=dict)
 
 
 def schema_matches(frame: pl.DataFrame, expected: pl.Schema) -> CheckOutcome:
@@ -254,34 +240,3 @@ def fresh(latest: date | None, max_age_hours: float, now: datetime | None = None
 def no_nulls(frame: pl.DataFrame) -> CheckOutcome:
     nulls = {name: count for name, count in frame.null_count().row(0, named=True).items() if count}
     return CheckOutcome(not nulls, "no null values", metadata={"null_counts": str(nulls or "none")})
-
-
-def combine(*outcomes: CheckOutcome) -> CheckOutcome:
-    """Several conditions reported as one check: passes when all pass, metadata merged."""
-    failed = [o for o in outcomes if not o.passed]
-    merged: dict[str, object] = {}
-    for outcome in outcomes:
-        merged.update(outcome.metadata)
-    return CheckOutcome(
-        not failed,
-        "; ".join(o.description for o in (failed or outcomes)),
-        max((o.severity for o in failed), key=lambda s: s == Severity.ERROR, default=Severity.ERROR),
-        merged,
-    )
-
-
-def add_up(outcomes: list[CheckOutcome]) -> CheckOutcome:
-    """One condition judged on disjoint parts of a dataset (e.g. symbol by symbol), reported as on the whole:
-    passes when every part passes; counts are summed; the description and other metadata are those of the
-    first failing part (else the first part)."""
-    if not outcomes:
-        raise ValueError("no outcomes to add up")
-    failed = [o for o in outcomes if not o.passed]
-    shown = (failed or outcomes)[0]
-    metadata = {
-        key: sum(o.metadata.get(key, 0) for o in outcomes)
-        if isinstance(value, int) and not isinstance(value, bool)
-        else value
-        for key, value in shown.metadata.items()
-    }
-    return CheckOutcome(not failed, shown.description, shown.severity, metadata)

@@ -5,21 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import MetadataValue
 
-from crypto_assets.batch.checks import CheckOutcome, Severity
-from crypto_assets.batch.listing import MAX_LISTED, truncated
 from crypto_assets.lake.datasets import WriteSummary
-
-
-def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
-    head = frame.head(rows)
-    if head.width == 0:
-        return "_empty_"
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * head.width]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in head.iter_rows()]
-    return "\n".join(lines)
-
+from crypto_assets.quality import MAX_LISTED, markdown_table, truncated
 
 PREVIEW_ROWS = 10
 
@@ -58,25 +47,6 @@ def stats_metadata(stats: pl.DataFrame, preview: pl.DataFrame, summary: WriteSum
     }
 
 
-def _metadata_value(value: object) -> object:
-    if isinstance(value, str) and value.startswith("|"):
-        return MetadataValue.md(value)
-    return value
-
-
-def to_check_result(
-    check_name: str, outcome: CheckOutcome, window: dict[str, object] | None = None
-) -> AssetCheckResult:
-    """``window`` (:func:`check_window`) says which months and symbols the check judged."""
-    return AssetCheckResult(
-        check_name=check_name,
-        passed=outcome.passed,
-        severity=AssetCheckSeverity.WARN if outcome.severity == Severity.WARN else AssetCheckSeverity.ERROR,
-        description=outcome.description,
-        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()} | (window or {}),
-    )
-
-
 def symbol_lines(
     frame: pl.DataFrame, time_column: str, symbols: list[str], notes: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -107,13 +77,6 @@ def stats_lines(stats: pl.DataFrame, symbols: list[str], notes: Mapping[str, str
     return lines
 
 
-def check_window(months: str, symbols: list[str]) -> dict[str, object]:
-    """What a check judged, for its metadata: a check's status is that of its last run, which may have covered
-    fewer months or symbols than the asset holds."""
-    named = ", ".join(truncated(symbols)) + (f" ({len(symbols)} symbols)" if len(symbols) > MAX_LISTED else "")
-    return {"judged_window": MetadataValue.text(months), "judged_symbols": MetadataValue.text(named)}
-
-
 def months_label(start, end) -> str:
     """``2025-09 .. 2026-12`` for the window [start, end) of month partitions."""
     from datetime import timedelta
@@ -122,17 +85,3 @@ def months_label(start, end) -> str:
     return (
         f"{start:%Y-%m}" if (start.year, start.month) == (last.year, last.month) else f"{start:%Y-%m} .. {last:%Y-%m}"
     )
-
-
-def judged(window: dict[str, object], results: list[AssetCheckResult]) -> list[AssetCheckResult]:
-    """The check results with the window they judged added to their metadata."""
-    return [
-        AssetCheckResult(
-            check_name=r.check_name,
-            passed=r.passed,
-            severity=r.severity,
-            description=r.description,
-            metadata={**r.metadata, **window},
-        )
-        for r in results
-    ]

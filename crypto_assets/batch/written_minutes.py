@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crypto_assets import quality
 from crypto_assets.batch import checks
 from crypto_assets.batch.metadata import PREVIEW_ROWS, symbol_stats
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET
@@ -28,9 +29,9 @@ KEYS = ["symbol", "open_time"]
 class WrittenMinutes:
     stats: pl.DataFrame  # symbol, len, first, last (metadata.symbol_stats)
     preview: pl.DataFrame  # the window's first rows
-    schema: checks.CheckOutcome
-    unique: checks.CheckOutcome
-    ohlc: checks.CheckOutcome
+    schema: quality.CheckOutcome
+    unique: quality.CheckOutcome
+    ohlc: quality.CheckOutcome
     completeness: checks.Completeness
 
 
@@ -59,8 +60,8 @@ def judge_written_minutes(lake: Path, symbols: Sequence[str], months: Sequence[M
     return WrittenMinutes(
         pl.concat(stats),
         pl.concat(heads).head(PREVIEW_ROWS),
-        checks.add_up(schema),
-        checks.add_up(unique),
-        checks.add_up(ohlc),
+        quality.add_up(schema),
+        quality.add_up(unique),
+        quality.add_up(ohlc),
         checks.Completeness.concat(completeness),
     )

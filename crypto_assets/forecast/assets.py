@@ -23,8 +23,6 @@ from dagster import (
 )
 
 from crypto_assets.asset_names import DAILY_FILLED, FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, PROPHET_INPUT
-from crypto_assets.batch.checks import CheckOutcome, Severity
-from crypto_assets.batch.metadata import markdown_table, to_check_result
 from crypto_assets.forecast import checks
 from crypto_assets.forecast.candidates import LABELS
 from crypto_assets.forecast.charts import metrics_markdown, write_forecast_chart
@@ -43,6 +41,7 @@ from crypto_assets.forecast.store import (
     report_url,
     symbol_file,
 )
+from crypto_assets.quality import CheckOutcome, Severity, markdown_table, to_check_result
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 

@@ -6,10 +6,10 @@ import math
 
 import polars as pl
 
-from crypto_assets.batch.checks import CheckOutcome, Severity
 from crypto_assets.forecast.baselines import NAIVE
 from crypto_assets.forecast.candidates import LABELS, PROPHET
 from crypto_assets.forecast.evaluation import level_tag
+from crypto_assets.quality import CheckOutcome, Severity
 
 Z_95 = 1.96  # two-sided 95% normal quantile
 

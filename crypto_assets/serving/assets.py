@@ -24,9 +24,8 @@ from dagster import (
 )
 
 from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, SPEED_MICROBATCHES, UNIFIED_VIEW
-from crypto_assets.batch.checks import CheckOutcome
-from crypto_assets.batch.metadata import check_window, markdown_table, to_check_result
 from crypto_assets.freshness import serving_freshness
+from crypto_assets.quality import CheckOutcome, check_window, markdown_table, to_check_result
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.serving import checks
 from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view

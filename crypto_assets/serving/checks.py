@@ -6,9 +6,9 @@ from datetime import date
 
 import polars as pl
 
+from crypto_assets import quality
 from crypto_assets.batch import checks
-from crypto_assets.batch.checks import CheckOutcome
-from crypto_assets.batch.metadata import markdown_table
+from crypto_assets.quality import CheckOutcome, markdown_table
 from crypto_assets.schema import DAILY_SCHEMA, MA_WINDOWS
 from crypto_assets.serving.unified import BATCH, SPEED, UNIFIED_SCHEMA
 
@@ -20,7 +20,7 @@ def schema(unified: pl.DataFrame) -> CheckOutcome:
 
 
 def one_row_per_day(unified: pl.DataFrame) -> CheckOutcome:
-    return checks.combine(checks.unique_keys(unified, ["symbol", "date"]), checks.no_missing_days(unified))
+    return quality.combine(checks.unique_keys(unified, ["symbol", "date"]), checks.no_missing_days(unified))
 
 
 def _up_to(seam: date | None) -> pl.Expr:
@@ -88,7 +88,7 @@ def moving_averages_continuous(
         )
     )
     around = unified.filter(pl.lit(True) if seam is None else (pl.col("date") - seam).dt.total_days().abs() <= 3)
-    outcome = checks.combine(
+    outcome = quality.combine(
         reference,
         CheckOutcome(
             breaks.height == 0,

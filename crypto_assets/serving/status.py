@@ -8,10 +8,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from crypto_assets.asset_names import MINUTE_RAW, UNIFIED_VIEW
-from crypto_assets.batch.listing import MAX_LISTED
 from crypto_assets.batch.pipeline import latest_date
 from crypto_assets.lake.location import read_parquet
 from crypto_assets.lake.microbatch_log import read_records_tail
+from crypto_assets.quality import MAX_LISTED
 from crypto_assets.serving.daemon_watch import heartbeats, newest_heartbeat
 from crypto_assets.serving.processes import pid_alive, port_open, read_process_records
 from crypto_assets.serving.store import (

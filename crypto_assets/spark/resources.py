@@ -13,8 +13,6 @@ from functools import partial
 
 from dagster import ResourceDependency
 from dagster_pyspark import PySparkResource
-from dagster_pyspark.resources import spark_session_from_config
-from pyspark.sql import SparkSession
 
 from crypto_assets.batch.engine import BatchEngineResource
 from crypto_assets.batch.minute_ingest import IngestResult
@@ -59,12 +57,6 @@ def python_for_workers() -> None:
 def pyspark_resource(settings: Settings) -> PySparkResource:
     python_for_workers()
     return PySparkResource(spark_config=spark_config(settings))
-
-
-def start_session(settings: Settings) -> SparkSession:
-    """The resource's session for code outside Dagster (benchmarks, tests), built the way the resource does."""
-    python_for_workers()
-    return spark_session_from_config(spark_config(settings))
 
 
 class SparkEngineResource(BatchEngineResource):

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from crypto_assets import quality
 from crypto_assets.batch import checks
 from crypto_assets.batch.backfill.checks import gap_summary, gap_table, gaps_filled
 from crypto_assets.batch.backfill.transforms import (
@@ -240,7 +241,7 @@ def test_gaps_filled_lists_outages_warns_on_fetchable_gaps_and_says_when_disable
     fetchable = gaps_filled(
         pl.concat([after, after.with_columns(exchange_empty=pl.lit(False), gap_start=pl.lit(at(200)))])
     )
-    assert not fetchable.passed and fetchable.severity == checks.Severity.WARN
+    assert not fetchable.passed and fetchable.severity == quality.Severity.WARN
     assert outcome.metadata["remaining_gaps"].count("\n") == 2 and "| yes |" in outcome.metadata["remaining_gaps"]
     assert gaps_filled(after.clear()).passed
     todo = after.with_columns(exchange_empty=pl.lit(False))

@@ -7,10 +7,10 @@ import dataclasses
 import polars as pl
 import pytest
 
-from crypto_assets.batch.checks import Severity
 from crypto_assets.forecast.checks import interval_coverage, mape_below_threshold, not_worse_than_naive
 from crypto_assets.forecast.config import ForecastConfig
 from crypto_assets.forecast.options import ForecastOptions
+from crypto_assets.quality import Severity
 
 
 def metrics(prophet: dict[int, float], naive: dict[int, float]) -> pl.DataFrame:

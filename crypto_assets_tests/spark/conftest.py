@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from crypto_assets.settings import DEFAULT_SYMBOLS, Settings
-from crypto_assets.spark.resources import start_session
+from crypto_assets_tests.spark.session import start_session
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from crypto_assets.lake.layout import Month
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import DEFAULT_SYMBOLS, Settings, SparkSettings
 from crypto_assets.spark.ingest import spark_ingest_window
-from crypto_assets.spark.resources import start_session
+from crypto_assets_tests.spark.session import start_session
 
 pytestmark = pytest.mark.slow  # a Spark session and 100,000 real minutes on each engine
 

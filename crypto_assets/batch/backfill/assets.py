@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from crypto_assets import quality
 from crypto_assets.asset_names import EXCHANGE_BACKFILL, MINUTE_GAPS, MINUTE_RAW
 from crypto_assets.batch import checks as batch_checks
 from crypto_assets.batch.backfill import checks
@@ -31,12 +32,12 @@ from crypto_assets.batch.backfill.store import (
     EXCHANGE_MINUTES,
 )
 from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
-from crypto_assets.batch.listing import truncated
-from crypto_assets.batch.metadata import check_window, judged, months_label, to_check_result
+from crypto_assets.batch.metadata import months_label
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import read_minutes
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import months_between
+from crypto_assets.quality import check_window, judged, to_check_result, truncated
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 
@@ -120,9 +121,7 @@ def build_backfill_assets(settings: Settings) -> list:
         def stored_gaps():
             return scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
 
-        def not_run(
-            metadata: dict[str, object], gaps, filled: batch_checks.CheckOutcome, why: str
-        ) -> MaterializeResult:
+        def not_run(metadata: dict[str, object], gaps, filled: quality.CheckOutcome, why: str) -> MaterializeResult:
             """Nothing fetched and minute_raw untouched: the stored gap report stands; ``filled`` says why."""
             return MaterializeResult(
                 metadata=metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
@@ -131,7 +130,7 @@ def build_backfill_assets(settings: Settings) -> list:
                     [
                         to_check_result("gaps_filled", filled),
                         to_check_result(
-                            "unique_minutes", batch_checks.CheckOutcome(True, f"{why}: minute_raw was not written")
+                            "unique_minutes", quality.CheckOutcome(True, f"{why}: minute_raw was not written")
                         ),
                     ],
                 ),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from crypto_assets.batch.checks import CheckOutcome, Severity
-from crypto_assets.batch.listing import MAX_LISTED, truncated
+from crypto_assets.quality import MAX_LISTED, CheckOutcome, Severity, truncated
 
 
 def gap_table(gaps: pl.DataFrame, max_listed: int = 25) -> str:
