@@ -126,7 +126,7 @@ def jvm_peak_rss_mb(session) -> float | None:
 def stage_spark(args) -> dict:
     from crypto_assets.settings import DEFAULT_SYMBOLS, Settings, SparkSettings
     from crypto_assets.spark.engine import SparkEngine
-    from crypto_assets.spark.resources import start_session
+    from crypto_assets_tests.spark.session import start_session
 
     settings = Settings(home=args.workdir, symbols=DEFAULT_SYMBOLS, spark=SparkSettings(master=args.master))
     t0 = time.perf_counter()
