@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import Executor
 from datetime import date
 from pathlib import Path
 
@@ -45,13 +46,32 @@ def met(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
+def _ready(delay_s: float) -> int:
+    time.sleep(delay_s)
+    return os.getpid()
+
+
+def warm_up(executor: Executor, n_workers: int, timeout_s: float = 60.0) -> int:
+    """Start the pool's workers now (a spawned worker spends ~2-3 s importing Prophet).
+
+    A pool starts workers on demand and a fast worker can take every small task,
+    so ask in rounds until n_workers distinct processes have answered. Returns
+    how many did.
+    """
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < n_workers and time.monotonic() < deadline:
+        seen.update(executor.map(_ready, [0.2] * n_workers))
+    return len(seen)
+
+
 def run_backtests(args: argparse.Namespace) -> None:
     import polars as pl
 
-    from crypto_assets.forecast.backtest import backtest
-    from crypto_assets.forecast.cross_validation import make_executor, warm_up
+    from crypto_assets.forecast.cross_validation import make_executor
     from crypto_assets.forecast.csv_input import read_daily_csv
     from crypto_assets.forecast.options import DEFAULT_OPTIONS as OPTS
+    from crypto_assets_tests.forecast.backtest import backtest
 
     print(f"\n== Backtest: selection and calibration up to {TRAIN_END}, weekly origins across 2024 ==")
     with make_executor(OPTS) as pool:
@@ -84,7 +104,7 @@ def run_backtests(args: argparse.Namespace) -> None:
 
 def run_graph(args: argparse.Namespace) -> None:
     from crypto_assets.dagster_home import prepare_dagster_home
-    from crypto_assets.forecast.csv_input import read_closes, write_daily_lake
+    from crypto_assets_tests.forecast.daily_lake import read_closes, write_daily_lake
 
     home = (args.workdir / "home").resolve()
     home.mkdir(parents=True, exist_ok=True)

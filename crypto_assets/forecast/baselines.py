@@ -11,10 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import polars as pl
-
-from crypto_assets.forecast.history import to_series
-from crypto_assets.forecast.options import DEFAULT_OPTIONS, ForecastOptions
 
 NAIVE = "naive"
 DRIFT = "drift"
@@ -80,35 +76,3 @@ BASELINES: dict[str, Callable[[np.ndarray, np.ndarray, Sequence[int], float], Po
     NAIVE: naive,
     DRIFT: drift,
 }
-
-
-def baseline_forecast(
-    history: pl.DataFrame,
-    options: ForecastOptions = DEFAULT_OPTIONS,
-    horizons: Sequence[int] | None = None,
-) -> pl.DataFrame:
-    """Both baselines from the end of history: symbol, model, horizon, ds, yhat, yhat_lower, yhat_upper.
-
-    horizons defaults to 1..horizon_days.
-    """
-    series = to_series(history)
-    hs = list(horizons) if horizons is not None else list(range(1, options.horizon_days + 1))
-    last = np.array([len(series.y) - 1])
-    frames = []
-    for name, fn in BASELINES.items():
-        pi = fn(series.y, last, hs, options.z)
-        frames.append(
-            pl.DataFrame(
-                {
-                    "symbol": series.symbol,
-                    "model": name,
-                    "horizon": hs,
-                    "ds": series.ds[-1] + np.asarray(hs),
-                    "yhat": pi.yhat[0],
-                    "yhat_lower": pi.lower[0],
-                    "yhat_upper": pi.upper[0],
-                },
-                schema_overrides={"horizon": pl.Int32, "ds": pl.Date},
-            )
-        )
-    return pl.concat(frames)

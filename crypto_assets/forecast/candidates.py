@@ -17,8 +17,6 @@ PROPHET = "prophet"
 AUTO_ETS = "auto_ets"
 AUTO_ARIMA = "auto_arima"
 ALL_MODELS = (PROPHET, NAIVE, DRIFT, AUTO_ETS, AUTO_ARIMA)
-# Models that can express a weekly pattern (when their seasonality is on).
-SEASONAL_MODELS = (PROPHET, AUTO_ETS, AUTO_ARIMA)
 LABELS = {PROPHET: "Prophet", NAIVE: "naive", DRIFT: "drift", AUTO_ETS: "AutoETS", AUTO_ARIMA: "AutoARIMA"}
 
 

@@ -9,22 +9,19 @@ every cv_period_days; a short history gets fewer origins, down to cv_min_cutoffs
 from __future__ import annotations
 
 import multiprocessing
-import os
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from datetime import date
 from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
-from crypto_assets.forecast.candidates import ALL_MODELS, PROPHET, candidate_paths
+from crypto_assets.forecast.candidates import candidate_paths
 from crypto_assets.forecast.evaluation import evaluate
 from crypto_assets.forecast.history import Series, to_series
 from crypto_assets.forecast.options import DEFAULT_OPTIONS, ForecastOptions
 
-__all__ = ["ALL_MODELS", "PROPHET", "CVResult", "TooShortHistory", "cross_validate", "cutoff_indices"]
+__all__ = ["CVResult", "TooShortHistory", "cross_validate", "cutoff_indices"]
 
 PREDICTIONS_SCHEMA = {
     "symbol": pl.String,
@@ -90,11 +87,6 @@ def full_cutoff_count(options: ForecastOptions, n_rows: int) -> int:
     if options.cv_max_cutoffs is not None:
         return options.cv_max_cutoffs
     return len(cutoff_indices(n_rows, options))
-
-
-def make_cutoffs(history: pl.DataFrame, options: ForecastOptions = DEFAULT_OPTIONS) -> list[date]:
-    series = to_series(history)
-    return [d.item() for d in series.ds[cutoff_indices(len(series.ds), options)]]
 
 
 def make_executor(options: ForecastOptions, max_workers: int | None = None) -> ProcessPoolExecutor:
@@ -247,22 +239,3 @@ def cross_validate(
     return CVResult(
         predictions, evaluate(predictions, options), len(cut_idx), full_cutoff_count(options, len(series.ds)), errors
     )
-
-
-def _ready(delay_s: float) -> int:
-    time.sleep(delay_s)
-    return os.getpid()
-
-
-def warm_up(executor: Executor, n_workers: int, timeout_s: float = 60.0) -> int:
-    """Start the pool's workers now (a spawned worker spends ~2-3 s importing Prophet).
-
-    A pool starts workers on demand and a fast worker can take every small task,
-    so ask in rounds until n_workers distinct processes have answered. Returns
-    how many did.
-    """
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(seen) < n_workers and time.monotonic() < deadline:
-        seen.update(executor.map(_ready, [0.2] * n_workers))
-    return len(seen)

@@ -48,8 +48,3 @@ def to_series(history: pl.DataFrame, *, require_positive: bool = False) -> Serie
         ds=history["ds"].to_numpy().astype("datetime64[D]"),
         y=history["y"].cast(pl.Float64).to_numpy().copy(),
     )
-
-
-def split_by_symbol(prophet_input: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Per-symbol histories sorted by ds (prophet_input may hold several symbols)."""
-    return {str(key[0]): part.sort("ds") for key, part in prophet_input.partition_by("symbol", as_dict=True).items()}

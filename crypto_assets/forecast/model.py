@@ -9,20 +9,9 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import polars as pl
 from prophet import Prophet
 
-from crypto_assets.forecast.history import Series, to_series
-from crypto_assets.forecast.options import DEFAULT_OPTIONS, ForecastOptions
-
-FORECAST_SCHEMA = {
-    "symbol": pl.String,
-    "ds": pl.Date,
-    "yhat": pl.Float64,
-    "yhat_lower": pl.Float64,
-    "yhat_upper": pl.Float64,
-    "is_forecast": pl.Boolean,
-}
+from crypto_assets.forecast.options import ForecastOptions
 
 
 def quiet_stan_logging() -> None:
@@ -100,36 +89,3 @@ def anchored_path(ds: np.ndarray, y: np.ndarray, options: ForecastOptions) -> np
 def future_days(last_ds: np.datetime64 | date, horizon_days: int) -> np.ndarray:
     start = np.datetime64(last_ds, "D")
     return start + np.arange(1, horizon_days + 1)
-
-
-def forecast(
-    history: pl.DataFrame,
-    options: ForecastOptions = DEFAULT_OPTIONS,
-    *,
-    include_history: bool = False,
-) -> pl.DataFrame:
-    """Fit on the whole history and forecast; columns as FORECAST_SCHEMA.
-
-    `is_forecast` is False for in-sample fitted rows (only with include_history).
-    """
-    series = to_series(history, require_positive=options.log_price)
-    model = fit_arrays(series.ds, series.y, options)
-    return _forecast_frame(model, series, options, include_history)
-
-
-def _forecast_frame(model: Prophet, series: Series, options: ForecastOptions, include_history: bool) -> pl.DataFrame:
-    future = future_days(series.ds[-1], options.horizon_days)
-    days = np.concatenate([series.ds, future]) if include_history else future
-    yhat, lower, upper = predict_arrays(model, days, options)
-    is_forecast = days > series.ds[-1]
-    return pl.DataFrame(
-        {
-            "symbol": [series.symbol] * len(days),
-            "ds": days,
-            "yhat": yhat,
-            "yhat_lower": lower,
-            "yhat_upper": upper,
-            "is_forecast": is_forecast,
-        },
-        schema=FORECAST_SCHEMA,
-    )

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from crypto_assets.asset_names import DAILY_FILLED, FORECAST_METRICS, FORECAST_RESULTS, FORECASTS, PROPHET_INPUT
+from crypto_assets.asset_names import DAILY_FILLED, PROPHET_INPUT
 from crypto_assets.batch.pipeline import read_dataset
-from crypto_assets.forecast.cross_validation import PREDICTIONS_SCHEMA
-from crypto_assets.forecast.model import FORECAST_SCHEMA
 from crypto_assets.lake.location import read_parquet
 from crypto_assets.schema import FILLED_SCHEMA, PROPHET_SCHEMA
 from crypto_assets.settings import Settings
@@ -59,12 +57,7 @@ def read_symbol(lake: Path, dataset: str, symbol: str) -> pl.DataFrame:
 
 
 __all__ = [
-    "FORECASTS",
     "FORECAST_CV_PREDICTIONS",
-    "FORECAST_METRICS",
-    "FORECAST_RESULTS",
-    "FORECAST_SCHEMA",
-    "PREDICTIONS_SCHEMA",
     "read_daily_filled",
     "read_history",
     "read_symbol",

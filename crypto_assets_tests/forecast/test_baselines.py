@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from crypto_assets.forecast.baselines import baseline_forecast, drift, naive
+from crypto_assets.forecast.baselines import drift, naive
 from crypto_assets.forecast.cross_validation import cross_validate
 from crypto_assets.forecast.options import ForecastOptions
 
@@ -105,11 +105,3 @@ def test_interval_formulas() -> None:
     sd = np.std([2, -1, 3, -1], ddof=1)
     assert d.yhat[0] == pytest.approx([13.0 + slope, 13.0 + 4 * slope])
     assert d.upper[0, 1] - d.yhat[0, 1] == pytest.approx(sd * math.sqrt(4 * (1 + 4 / 5)))
-
-
-def test_baseline_forecast_from_end_of_history() -> None:
-    out = baseline_forecast(make_history(np.arange(1.0, 11.0)), ForecastOptions(horizon_days=5, cv_horizons=(1, 5)))
-    assert out.height == 10
-    drift_rows = out.filter(pl.col("model") == "drift").sort("horizon")
-    assert drift_rows["yhat"].to_list() == pytest.approx([11.0, 12.0, 13.0, 14.0, 15.0])
-    assert drift_rows["ds"][0].isoformat() == "2020-01-11"

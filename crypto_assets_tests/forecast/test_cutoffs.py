@@ -1,10 +1,7 @@
-from datetime import timedelta
-from itertools import pairwise
-
 import numpy as np
 import pytest
 
-from crypto_assets.forecast.cross_validation import TooShortHistory, cutoff_indices, make_cutoffs
+from crypto_assets.forecast.cross_validation import TooShortHistory, cutoff_indices
 from crypto_assets.forecast.options import ForecastOptions
 
 from .conftest import make_history
@@ -28,14 +25,6 @@ def test_cutoffs_respect_initial_window_when_uncapped() -> None:
     assert idx[-1] == 369
 
 
-def test_make_cutoffs_returns_dates() -> None:
-    hist = make_history(np.ones(200))
-    opts = ForecastOptions(cv_initial_days=50, cv_period_days=20, cv_max_cutoffs=3, cv_min_cutoffs=3)
-    cutoffs = make_cutoffs(hist, opts)
-    assert [b - a for a, b in pairwise(cutoffs)] == [timedelta(days=20)] * 2
-    assert cutoffs[-1] + timedelta(days=30) == hist["ds"].max()
-
-
 def test_short_history_gets_fewer_origins_and_too_short_raises() -> None:
     opts = ForecastOptions()  # weekly origins, 53 at most, 12 at least, 180 days of training
     assert len(cutoff_indices(3000, opts)) == 53
@@ -51,6 +40,7 @@ def test_fork_context_rejected() -> None:
         ForecastOptions(cv_mp_context="fork")  # type: ignore[arg-type]
 
 
+@pytest.mark.integration  # Prophet's Stan fits
 def test_cv_has_no_look_ahead() -> None:
     """Every fold's predictions depend on the days up to its origin only: wild values after an origin change
     nothing at that origin or before it, for every model (Prophet included)."""

@@ -17,15 +17,17 @@ from crypto_assets.asset_names import FORECAST_METRICS, FORECAST_RESULTS, FORECA
 from crypto_assets.batch.assets import build_batch_assets
 from crypto_assets.batch.engine import BATCH_ENGINE_KEY, BatchEngineResource
 from crypto_assets.forecast.assets import build_forecast_assets
-from crypto_assets.forecast.candidates import SEASONAL_MODELS
-from crypto_assets.forecast.csv_input import read_closes
-from crypto_assets.forecast.csv_input import write_daily_lake as write_lake
+from crypto_assets.forecast.candidates import AUTO_ARIMA, AUTO_ETS, PROPHET
 from crypto_assets.forecast.store import symbol_file
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
+from crypto_assets_tests.forecast.daily_lake import read_closes
+from crypto_assets_tests.forecast.daily_lake import write_daily_lake as write_lake
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+# Models that can express a weekly pattern (when their seasonality is on).
+SEASONAL_MODELS = (PROPHET, AUTO_ETS, AUTO_ARIMA)
 FORECAST_ASSETS = ["forecast_metrics", "forecasts", "forecast_results"]
 CHECKS = {"mape_1d_below_threshold", "not_worse_than_naive", "interval_coverage"}
 
@@ -79,6 +81,7 @@ def synthetic_home(project_home, known_answers) -> Path:
     return home
 
 
+@pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 def test_random_walk_serves_naive_with_calibrated_intervals(synthetic_home: Path, tmp_path: Path) -> None:
     cm, instance, result = run_graph(synthetic_home, tmp_path / "dagster", "BTCUSDT")
     with cm:
@@ -102,6 +105,7 @@ def test_random_walk_serves_naive_with_calibrated_intervals(synthetic_home: Path
         assert fc.filter(pl.col("served"))["model"].unique().to_list() == ["naive"]
 
 
+@pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 def test_weekly_seasonal_series_serves_a_seasonal_model(synthetic_home: Path, tmp_path: Path) -> None:
     cm, instance, result = run_graph(synthetic_home, tmp_path / "dagster", "ETHUSDT")
     with cm:
@@ -156,6 +160,7 @@ def test_short_history_adapts_and_too_short_skips_the_whole_group(project_home, 
         assert instance.get_materialized_partitions(AssetKey("forecast_results")) == {"BTCUSDT"}
 
 
+@pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 def test_report_on_real_daily_history(shared_data: Path, project_home, tmp_path: Path) -> None:
     home = project_home()
     write_daily_lake(home / "lake", {s: read_closes(shared_data / "binance_spot_1d" / f"{s}_1d.csv") for s in SYMBOLS})

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from crypto_assets.forecast.csv_input import read_daily_csv
-from crypto_assets.forecast.history import split_by_symbol, validate_history
+from crypto_assets.forecast.history import validate_history
 from crypto_assets.forecast.results import write_csv
 from crypto_assets.lake.atomic import atomic_target
 
@@ -26,13 +26,6 @@ def test_validate_history_rejects_contract_breaks() -> None:
         validate_history(make_history(np.array([1.0, 0.0, 2.0])), require_positive=True)
     with pytest.raises(ValueError, match="missing"):
         validate_history(ok.drop("symbol"))
-
-
-def test_split_by_symbol() -> None:
-    both = pl.concat([make_history(np.ones(5), "A"), make_history(np.ones(3), "B")]).reverse()
-    parts = split_by_symbol(both)
-    assert sorted(parts) == ["A", "B"] and parts["B"].height == 3
-    validate_history(parts["A"])
 
 
 def test_read_daily_csv_fills_gaps(tmp_path: Path) -> None:

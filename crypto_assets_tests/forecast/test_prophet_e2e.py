@@ -8,12 +8,14 @@ import pytest
 
 from crypto_assets.forecast.charts import metrics_markdown, write_forecast_chart
 from crypto_assets.forecast.cross_validation import CVResult, cross_validate
-from crypto_assets.forecast.model import anchored_path, forecast
+from crypto_assets.forecast.model import anchored_path
 from crypto_assets.forecast.options import ForecastOptions
 from crypto_assets.forecast.results import RESULTS_SCHEMA, actual_vs_predicted, write_csv, write_parquet
 from crypto_assets.forecast.served import forecast_all, served_path
 
 from .conftest import make_daily_filled, make_history, synthetic_prices
+
+pytestmark = pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 
 N_DAYS = 400
 OPTS = ForecastOptions(horizon_days=14, cv_horizons=(1, 7, 14), cv_max_cutoffs=12, cv_min_cutoffs=12, cv_workers=2)
@@ -110,8 +112,3 @@ def test_chart_html_and_markdown(tmp_path: Path, history: pl.DataFrame, fc: pl.D
     lines = metrics_markdown(cv.metrics, "SYNUSDT", OPTS.cv_horizons).splitlines()
     assert lines[0].startswith("| horizon | model | CV MAPE | skill vs naive [95% CI]")
     assert len(lines) == 2 + len(MODELS) * len(OPTS.cv_horizons)
-
-
-def test_prophet_forecast_frame(history: pl.DataFrame) -> None:
-    out = forecast(history, OPTS)
-    assert out.height == OPTS.horizon_days and out["is_forecast"].all()

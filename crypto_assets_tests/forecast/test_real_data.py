@@ -11,10 +11,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crypto_assets.forecast.backtest import backtest
 from crypto_assets.forecast.cross_validation import make_executor
 from crypto_assets.forecast.csv_input import read_daily_csv
 from crypto_assets.forecast.options import DEFAULT_OPTIONS
+from crypto_assets_tests.forecast.backtest import backtest
+
+pytestmark = pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 
 TRAIN_END = date(2023, 12, 31)
 

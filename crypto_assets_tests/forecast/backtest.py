@@ -1,4 +1,4 @@
-"""Out-of-sample backtest of the served forecast: model selection and calibration on the data up to
+"""Out-of-sample backtest of the served forecast, for the acceptance test and the forecast benchmark: model selection and calibration on the data up to
 train_end (the CV a run on that day would make), then the frozen choice scored at weekly origins after it.
 
 Every fold of both parts is computed by the same fold_paths (each trains on its own slice only), in one pass.
