@@ -19,6 +19,7 @@ from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
 from crypto_assets.output import render
 from crypto_assets.settings import load_settings
+from crypto_assets_tests.minute_checks import minutes_complete
 
 
 def test_the_synthetic_default_starts_each_symbol_at_its_own_first_day(project_home, tmp_path):
@@ -60,9 +61,9 @@ def test_gaps_in_the_files_pass_when_the_exchange_backfill_fetches_them_and_warn
     minutes = pl.DataFrame(
         {"symbol": ["A"] * 3, "open_time": [t0, t0 + timedelta(minutes=1), t0 + timedelta(minutes=5)]}
     )
-    alone = checks.minutes_complete(minutes)
+    alone = minutes_complete(minutes)
     assert not alone.passed and alone.metadata["missing_minutes"] == 3
-    handed_on = checks.minutes_complete(minutes, backfilled=True)
+    handed_on = minutes_complete(minutes, backfilled=True)
     assert handed_on.passed and "exchange_backfill" in handed_on.description and handed_on.metadata["gaps"] == 1
 
 

@@ -18,6 +18,7 @@ from crypto_assets.lake.atomic import atomic_target, write_parquet_atomic
 from crypto_assets.lake.datasets import write_months
 from crypto_assets.lake.layout import months_between
 from crypto_assets.schema import DAILY_SCHEMA, epoch_to_datetime
+from crypto_assets_tests.minute_checks import minutes_complete
 
 
 def minutes(rows):
@@ -121,7 +122,7 @@ def test_checks_catch_what_they_are_for():
     assert not checks.unique_keys(bad, ["symbol", "open_time"]).passed
     assert checks.unique_keys(bad.unique(subset=["symbol", "open_time"]).reverse(), ["symbol", "open_time"]).passed
     assert checks.ohlc_consistent(bad).metadata["inconsistent_rows"] == 1
-    gaps = checks.minutes_complete(bad.unique(subset=["symbol", "open_time"]))
+    gaps = minutes_complete(bad.unique(subset=["symbol", "open_time"]))
     assert not gaps.passed and gaps.severity == quality.Severity.WARN and gaps.metadata["missing_minutes"] == 4
 
     broken = daily([("X1", date(2024, 1, 1), 1.0, 1.0, 1.0, 1.0, 1.0, 1440)] * 2)

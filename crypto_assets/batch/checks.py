@@ -143,15 +143,12 @@ class Completeness:
         return cls(*(pl.concat([getattr(p, name) for p in parts]) for name in ("gaps", "short_days", "edges")))
 
 
-def minutes_complete(minutes: pl.DataFrame, max_listed: int = 25, backfilled: bool = False) -> CheckOutcome:
-    """WARN: every day between a symbol's first and last minute has all 1440 minutes; names partial edge days.
+def completeness_outcome(parts: Completeness, max_listed: int = 25, backfilled: bool = False) -> CheckOutcome:
+    """minutes_complete, WARN: every day between a symbol's first and last minute has all 1440 minutes; names
+    partial edge days.
 
     With the exchange backfill on (``backfilled``), gaps in the files are its input, not a failure: the check
     passes, lists them, and exchange_backfill's ``gaps_filled`` judges what the exchange could not fill."""
-    return completeness_outcome(Completeness.of(minutes), max_listed, backfilled)
-
-
-def completeness_outcome(parts: Completeness, max_listed: int = 25, backfilled: bool = False) -> CheckOutcome:
     gaps, short_days, edges = parts.gaps, parts.short_days, parts.edges
     edge_listing = ", ".join(truncated([f"{s} {d} ({n} min)" for s, d, n in edges.iter_rows()]))
     listing = "\n".join(

@@ -28,6 +28,7 @@ from crypto_assets.batch.backfill.transforms import (
 from crypto_assets.batch.transforms.gaps import gaps_between_sorted, merge_ranges, missing_ranges
 from crypto_assets.lake.layout import Month
 from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
+from crypto_assets_tests.minute_checks import minutes_complete
 
 T0 = datetime(2024, 1, 31, 23, 50, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -91,7 +92,7 @@ def test_the_completeness_check_reports_the_same_gaps_as_before():
     gaps = checks.minute_gaps(minutes)
     # gap_end is inclusive there.
     assert as_tuples(gaps) == [("A", 2, 4, 3), ("A", 7, 8, 2)]
-    assert checks.minutes_complete(minutes).metadata["missing_minutes"] == 5
+    assert minutes_complete(minutes).metadata["missing_minutes"] == 5
 
 
 def test_incomplete_days_from_the_gaps_equal_a_count_of_every_days_minutes():
@@ -115,7 +116,7 @@ def test_incomplete_days_from_the_gaps_equal_a_count_of_every_days_minutes():
     # A day with no candle at all never shows in a count of each day's minutes; its gap shows it.
     found = checks.incomplete_days(checks.minute_gaps(minutes), checks.symbol_spans(minutes))
     assert found.rows() == [("A", feb[1]), ("A", feb[2]), ("A", feb[3]), ("B", feb[1])]
-    assert checks.minutes_complete(minutes).metadata["incomplete_days"] == 4
+    assert minutes_complete(minutes).metadata["incomplete_days"] == 4
 
 
 def test_merge_ranges_joins_overlapping_and_touching_ranges_only():
@@ -263,9 +264,7 @@ def test_minutes_complete_names_the_partial_first_and_last_days():
         for i in range(1440)
     ]
     minutes = pl.DataFrame(full + whole, schema=MINUTE_SCHEMA, orient="row")
-    outcome = checks.minutes_complete(minutes)
+    outcome = minutes_complete(minutes)
     assert outcome.passed  # edge days are no gap
     assert outcome.metadata["partial_edge_days"] == "BTCUSDT 2024-01-01 (720 min), BTCUSDT 2024-01-04 (720 min)"
-    assert (
-        checks.minutes_complete(minutes.filter(pl.col("symbol") == "ETHUSDT")).metadata["partial_edge_days"] == "none"
-    )
+    assert minutes_complete(minutes.filter(pl.col("symbol") == "ETHUSDT")).metadata["partial_edge_days"] == "none"
