@@ -8,12 +8,12 @@ forecast_metrics skip with a message, and Dagster then skips the two downstream 
 Thin wrappers: the modelling lives in the pure modules of :mod:`crypto_assets.forecast`.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 from dagster import (
     AllPartitionMapping,
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     MaterializeResult,
@@ -27,8 +27,9 @@ from crypto_assets.forecast import checks
 from crypto_assets.forecast.candidates import LABELS
 from crypto_assets.forecast.charts import metrics_markdown, write_forecast_chart
 from crypto_assets.forecast.config import ForecastConfig
-from crypto_assets.forecast.cross_validation import TooShortHistory, cross_validate
+from crypto_assets.forecast.cross_validation import CVResult, TooShortHistory, cross_validate
 from crypto_assets.forecast.evaluation import served_models
+from crypto_assets.forecast.options import ForecastOptions
 from crypto_assets.forecast.preview import markdown_image, preview_png
 from crypto_assets.forecast.results import actual_vs_predicted, write_csv, write_parquet
 from crypto_assets.forecast.served import forecast_all, served_path
@@ -41,12 +42,49 @@ from crypto_assets.forecast.store import (
     report_url,
     symbol_file,
 )
-from crypto_assets.quality import CheckOutcome, Severity, markdown_table, to_check_result
+from crypto_assets.quality import (
+    Check,
+    CheckOutcome,
+    Severity,
+    check_results,
+    check_specs,
+    markdown_table,
+    to_check_result,
+)
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 
 GROUP = "forecast"
-CHECK_NAMES = ("mape_1d_below_threshold", "not_worse_than_naive", "interval_coverage")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the forecast checks judge: the cross-validated metrics and the options they were scored with."""
+
+    metrics: pl.DataFrame
+    options: ForecastOptions
+
+
+CHECKS: tuple[Check[Scored], ...] = (
+    Check(
+        "mape_1d_below_threshold",
+        "the served model's 1-day CV MAPE is at most mape_warn_threshold (WARN)",
+        lambda s: checks.mape_below_threshold(s.metrics, s.options.mape_warn_threshold, min(s.options.cv_horizons)),
+    ),
+    Check(
+        "not_worse_than_naive",
+        "the served forecast's CV MAPE is not above naive's at any horizon; says where Prophet loses (WARN)",
+        lambda s: checks.not_worse_than_naive(s.metrics.filter(pl.col("horizon").is_in(list(s.options.cv_horizons)))),
+    ),
+    Check(
+        "interval_coverage",
+        "the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level, plus the sampling "
+        "noise of the origins scored (WARN)",
+        lambda s: checks.interval_coverage(
+            s.metrics, s.options.cv_horizons, s.options.interval_levels, s.options.coverage_tolerance
+        ),
+    ),
+)
 
 
 def _write(frame: pl.DataFrame, path: Path) -> int:
@@ -57,6 +95,36 @@ def _write(frame: pl.DataFrame, path: Path) -> int:
 def champions_text(metrics: pl.DataFrame, horizons: tuple[int, ...]) -> str:
     served = served_models(metrics)
     return ", ".join(f"{h}d: {LABELS.get(served[h], served[h])}" for h in horizons if h in served)
+
+
+def write_cv(
+    context: AssetExecutionContext, lake: Path, symbol: str, cv: CVResult, options: ForecastOptions
+) -> dict[str, object]:
+    """Stores the CV metrics and predictions of ``symbol``; their materialization metadata."""
+    metrics_path = symbol_file(lake, FORECAST_METRICS, symbol)
+    predictions_path = symbol_file(lake, FORECAST_CV_PREDICTIONS, symbol)
+    size = _write(cv.predictions, predictions_path) + _write(cv.metrics, metrics_path)
+    cutoffs = cv.predictions["cutoff"].unique().sort()
+    champions = champions_text(cv.metrics, options.cv_horizons)
+    context.log.info(f"{symbol}: {cutoffs.len()} origins ({cutoffs.min()} .. {cutoffs.max()}); served {champions}")
+    metadata = {
+        "cutoffs": MetadataValue.int(cutoffs.len()),
+        "first_cutoff": MetadataValue.text(str(cutoffs.min())),
+        "last_cutoff": MetadataValue.text(str(cutoffs.max())),
+        "short_history": MetadataValue.bool(cv.short_history),
+        "cv_note": MetadataValue.text(cv.note()),
+        "served": MetadataValue.text(champions),
+        "metrics": MetadataValue.md(metrics_markdown(cv.metrics, symbol, options.cv_horizons)),
+        "bytes_written": MetadataValue.int(size),
+        "path": MetadataValue.path(str(metrics_path)),
+        "cv_predictions_path": MetadataValue.path(str(predictions_path)),
+    }
+    first_h = min(options.cv_horizons)
+    served_first = cv.metrics.filter(pl.col("served") & (pl.col("horizon") == first_h)).row(0, named=True)
+    for column in ("mape", "skill", "skill_lo", "skill_hi", "coverage_80", "coverage_95"):
+        if served_first.get(column) is not None:
+            metadata[f"served_{column}_{first_h}d"] = MetadataValue.float(float(served_first[column]))
+    return metadata
 
 
 def build_forecast_assets(settings: Settings) -> list:
@@ -75,25 +143,7 @@ def build_forecast_assets(settings: Settings) -> list:
         "drift and AutoETS on the same origins: MAE, RMSE, MAPE, skill = 1 - MAPE/MAPE_naive with a block-bootstrap "
         "95% interval, conformal interval quantiles at 80%/95% and their honest coverage, and the served champion per "
         "horizon. CV predictions go to forecast_cv_predictions. Skips (and so the whole group) on a too short history.",
-        check_specs=[
-            AssetCheckSpec(
-                "mape_1d_below_threshold",
-                asset=FORECAST_METRICS,
-                description="the served model's 1-day CV MAPE is at most mape_warn_threshold (WARN)",
-            ),
-            AssetCheckSpec(
-                "not_worse_than_naive",
-                asset=FORECAST_METRICS,
-                description="the served forecast's CV MAPE is not above naive's at any horizon; says where Prophet loses "
-                "(WARN)",
-            ),
-            AssetCheckSpec(
-                "interval_coverage",
-                asset=FORECAST_METRICS,
-                description="the served 80%/95% intervals' CV coverage is within coverage_tolerance of the level, plus "
-                "the sampling noise of the origins scored (WARN)",
-            ),
-        ],
+        check_specs=check_specs(FORECAST_METRICS, CHECKS),
     )
     def forecast_metrics(context: AssetExecutionContext, config: ForecastConfig, market: MarketDataResource):
         symbol, options = context.partition_key, config.to_options()
@@ -112,53 +162,17 @@ def build_forecast_assets(settings: Settings) -> list:
             # No materialization: Dagster skips forecasts and forecast_results too, so the group is never
             # half-written. The checks (outputs Dagster requires) say why on the asset's page.
             context.log.warning(f"{symbol}: skipped. {exc}")
-            for name in CHECK_NAMES:
+            for check in CHECKS:
                 yield to_check_result(
-                    name, CheckOutcome(False, f"skipped: {exc}", Severity.WARN, {"history_days": history.height})
+                    check.name, CheckOutcome(False, f"skipped: {exc}", Severity.WARN, {"history_days": history.height})
                 )
             return
         if cv.short_history:
             context.log.warning(f"{symbol}: {cv.note()}; the skill and coverage figures rest on fewer origins")
         for error in cv.errors:
             context.log.warning(f"{symbol}: a model failed on some folds (it cannot be served): {error}")
-        metrics_path = symbol_file(market.lake, FORECAST_METRICS, symbol)
-        predictions_path = symbol_file(market.lake, FORECAST_CV_PREDICTIONS, symbol)
-        size = _write(cv.predictions, predictions_path) + _write(cv.metrics, metrics_path)
-        cutoffs = cv.predictions["cutoff"].unique().sort()
-        champions = champions_text(cv.metrics, options.cv_horizons)
-        context.log.info(f"{symbol}: {cutoffs.len()} origins ({cutoffs.min()} .. {cutoffs.max()}); served {champions}")
-        metadata = {
-            "cutoffs": MetadataValue.int(cutoffs.len()),
-            "first_cutoff": MetadataValue.text(str(cutoffs.min())),
-            "last_cutoff": MetadataValue.text(str(cutoffs.max())),
-            "short_history": MetadataValue.bool(cv.short_history),
-            "cv_note": MetadataValue.text(cv.note()),
-            "served": MetadataValue.text(champions),
-            "metrics": MetadataValue.md(metrics_markdown(cv.metrics, symbol, options.cv_horizons)),
-            "bytes_written": MetadataValue.int(size),
-            "path": MetadataValue.path(str(metrics_path)),
-            "cv_predictions_path": MetadataValue.path(str(predictions_path)),
-        }
-        first_h = min(options.cv_horizons)
-        served_first = cv.metrics.filter(pl.col("served") & (pl.col("horizon") == first_h)).row(0, named=True)
-        for column in ("mape", "skill", "skill_lo", "skill_hi", "coverage_80", "coverage_95"):
-            if served_first.get(column) is not None:
-                metadata[f"served_{column}_{first_h}d"] = MetadataValue.float(float(served_first[column]))
-        yield MaterializeResult(metadata=metadata)
-        for name, outcome in (
-            ("mape_1d_below_threshold", checks.mape_below_threshold(cv.metrics, options.mape_warn_threshold, first_h)),
-            (
-                "not_worse_than_naive",
-                checks.not_worse_than_naive(cv.metrics.filter(pl.col("horizon").is_in(list(options.cv_horizons)))),
-            ),
-            (
-                "interval_coverage",
-                checks.interval_coverage(
-                    cv.metrics, options.cv_horizons, options.interval_levels, options.coverage_tolerance
-                ),
-            ),
-        ):
-            yield to_check_result(name, outcome)
+        yield MaterializeResult(metadata=write_cv(context, market.lake, symbol, cv, options))
+        yield from check_results(CHECKS, Scored(cv.metrics, options))
 
     @asset(
         name=FORECASTS,

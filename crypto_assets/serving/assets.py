@@ -4,12 +4,11 @@ A thin wrapper around :func:`crypto_assets.serving.pipeline.build_unified_view`:
 written and turns the pure checks of :mod:`crypto_assets.serving.checks` into asset check results.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from dagster import (
     AllPartitionMapping,
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -25,7 +24,7 @@ from dagster import (
 
 from crypto_assets.asset_names import DAILY_FILLED, MINUTE_RAW, SPEED_MICROBATCHES, UNIFIED_VIEW
 from crypto_assets.freshness import serving_freshness
-from crypto_assets.quality import CheckOutcome, check_window, markdown_table, to_check_result
+from crypto_assets.quality import Check, CheckOutcome, check_results, check_specs, check_window, markdown_table
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.serving import checks
 from crypto_assets.serving.pipeline import UnifiedResult, build_unified_view
@@ -35,11 +34,40 @@ from crypto_assets.settings import Settings, parse_delay
 GROUP = "serving"
 SPEED_MICROBATCHES_KEY = AssetKey(SPEED_MICROBATCHES)  # declared by the speed layer's definitions
 
-CHECKS = (
-    ("schema", "columns and types are as documented"),
-    ("one_row_per_day", "one row per symbol and calendar day, none missing or repeated"),
-    ("batch_precedence", "closed days are the batch view's rows unchanged; the speed layer only extends them"),
-    ("moving_averages_continuous", "MA7/MA30 equal a plain reference across the seam and the batch view's own"),
+
+def across_symbols(per_symbol: dict[str, CheckOutcome]) -> CheckOutcome:
+    """One check result for the symbols of a run: passes when each passes; the metadata is the first failing
+    symbol's (else the first symbol's), and the description names the symbols that failed."""
+    failed = {s: o for s, o in per_symbol.items() if not o.passed}
+    shown = next(iter(failed.values()), None) or next(iter(per_symbol.values()))
+    if len(per_symbol) == 1:
+        return shown
+    description = "; ".join(f"{s}: {o.description}" for s, o in failed.items()) or shown.description
+    return CheckOutcome(not failed, description, shown.severity, dict(shown.metadata))
+
+
+def per_symbol(judge: Callable[[UnifiedResult], CheckOutcome]) -> Callable[[dict[str, UnifiedResult]], CheckOutcome]:
+    """A check of one symbol's view, judged on every symbol of the run (:func:`across_symbols`)."""
+    return lambda results: across_symbols({symbol: judge(result) for symbol, result in results.items()})
+
+
+CHECKS: tuple[Check[dict[str, UnifiedResult]], ...] = (
+    Check("schema", "columns and types are as documented", per_symbol(lambda r: checks.schema(r.frame))),
+    Check(
+        "one_row_per_day",
+        "one row per symbol and calendar day, none missing or repeated",
+        per_symbol(lambda r: checks.one_row_per_day(r.frame)),
+    ),
+    Check(
+        "batch_precedence",
+        "closed days are the batch view's rows unchanged; the speed layer only extends them",
+        per_symbol(lambda r: checks.batch_precedence(r.frame, r.batch_view, r.seam)),
+    ),
+    Check(
+        "moving_averages_continuous",
+        "MA7/MA30 equal a plain reference across the seam and the batch view's own",
+        per_symbol(lambda r: checks.moving_averages_continuous(r.frame, r.batch_view, r.seam)),
+    ),
 )
 
 
@@ -91,27 +119,6 @@ def _metadata(result: UnifiedResult) -> dict[str, object]:
         "path": MetadataValue.path(str(result.path)),
         "preview": MetadataValue.md(markdown_table(preview)),
     }
-
-
-def _outcomes(result: UnifiedResult) -> dict[str, CheckOutcome]:
-    frame, batch = result.frame, result.batch_view
-    return {
-        "schema": checks.schema(frame),
-        "one_row_per_day": checks.one_row_per_day(frame),
-        "batch_precedence": checks.batch_precedence(frame, batch, result.seam),
-        "moving_averages_continuous": checks.moving_averages_continuous(frame, batch, result.seam),
-    }
-
-
-def _across_symbols(per_symbol: dict[str, CheckOutcome]) -> CheckOutcome:
-    """One check result for the symbols of a run: passes when each passes; the metadata is the first failing
-    symbol's (else the first symbol's), and the description names the symbols that failed."""
-    failed = {s: o for s, o in per_symbol.items() if not o.passed}
-    shown = next(iter(failed.values()), None) or next(iter(per_symbol.values()))
-    if len(per_symbol) == 1:
-        return shown
-    description = "; ".join(f"{s}: {o.description}" for s, o in failed.items()) or shown.description
-    return CheckOutcome(not failed, description, shown.severity, dict(shown.metadata))
 
 
 def _run_metadata(results: dict[str, UnifiedResult]) -> dict[str, object]:
@@ -172,7 +179,7 @@ def build_serving_assets(settings: Settings) -> list:
         name=UNIFIED_VIEW,
         # The micro-batch sensor refreshes every symbol with new micro-batches in one run (a range of symbols).
         backfill_policy=BackfillPolicy.single_run(),
-        check_specs=[AssetCheckSpec(name, asset=UNIFIED_VIEW, description=text) for name, text in CHECKS],
+        check_specs=check_specs(UNIFIED_VIEW, CHECKS),
         # Routine refreshes may leave the checks out ([serving] view_check_minutes): Dagster keeps every result.
         can_subset=True,
     )
@@ -191,19 +198,18 @@ def build_serving_assets(settings: Settings) -> list:
                 f"{sum(compaction.rows_expired.values()):,} superseded row(s) and {len(compaction.log_days_removed)} "
                 "log day(s)"
             )
-        outcomes = {symbol: _outcomes(result) for symbol, result in results.items()}
         days = [r.frame["date"] for r in results.values() if r.frame.height]
         window = check_window(
             f"{min(d.min() for d in days)} .. {max(d.max() for d in days)}" if days else "none", list(results)
         )
-        judged = {name: _across_symbols({s: o[name] for s, o in outcomes.items()}) for name, _ in CHECKS}
         selected = {key.name for key in context.selected_asset_check_keys}
-        for name in sorted(set(judged) - selected):  # a routine refresh that leaves the checks to a later one
-            if not judged[name].passed:
-                context.log.warning(f"check {name} would fail: {judged[name].description}")
+        for check in CHECKS:  # a routine refresh that leaves the checks to a later one still says what fails
+            outcome = None if check.name in selected else check.judge(results)
+            if outcome and not outcome.passed:
+                context.log.warning(f"check {check.name} would fail: {outcome.description}")
         yield MaterializeResult(  # yielded: a returned one is taken for a tuple of outputs when checks are left out
             metadata=_run_metadata(results) | {"checks_evaluated": bool(selected)},
-            check_results=[to_check_result(name, judged[name], window) for name in judged if name in selected],
+            check_results=check_results(CHECKS, results, window, selected),
         )
 
     return [unified_view]

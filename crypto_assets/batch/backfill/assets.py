@@ -5,22 +5,26 @@ the batch layer's month partitions (single-run range backfills, every configured
 """
 
 # No ``from __future__ import annotations``: Dagster reads the context annotation at definition time.
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
 from dagster import (
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
+    DagsterLogManager,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from crypto_assets import quality
 from crypto_assets.asset_names import EXCHANGE_BACKFILL, MINUTE_GAPS, MINUTE_RAW
 from crypto_assets.batch import checks as batch_checks
 from crypto_assets.batch.backfill import checks
 from crypto_assets.batch.backfill.fill import (
     DEFAULT_CHUNK_MINUTES,
+    BackfillResult,
     backfill_window,
     pending_minutes,
 )
@@ -37,7 +41,7 @@ from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import read_minutes
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import months_between
-from crypto_assets.quality import check_window, judged, to_check_result, truncated
+from crypto_assets.quality import Check, CheckOutcome, check_results, check_specs, check_window, truncated
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 
@@ -49,6 +53,112 @@ COVERED_UNTIL = "covered_until"
 
 def _md(metadata: dict[str, object]) -> dict[str, object]:
     return {k: MetadataValue.md(v) if isinstance(v, str) and v.startswith("|") else v for k, v in metadata.items()}
+
+
+@dataclass(frozen=True)
+class BackfillFacts:
+    """What exchange_backfill's checks judge: the gaps left, and the window's minutes when the fill wrote them."""
+
+    gaps: pl.DataFrame
+    minutes: pl.DataFrame | None = None  # (symbol, open_time) of minute_raw; None when nothing was fetched
+    not_run: str = ""  # why nothing was fetched
+    enabled: bool = True
+    skipped: str | None = None
+    error: str | None = None
+
+
+CHECKS: tuple[Check[BackfillFacts], ...] = (
+    Check(
+        "gaps_filled",
+        "no minute is missing except where the exchange has none (WARN, lists them)",
+        lambda f: checks.gaps_filled(f.gaps, enabled=f.enabled, error=f.error, skipped=f.skipped),
+    ),
+    Check(
+        "unique_minutes",
+        "minute_raw of the window has one row per (symbol, open_time)",
+        lambda f: (
+            CheckOutcome(True, f"{f.not_run}: minute_raw was not written")
+            if f.minutes is None
+            else batch_checks.unique_keys(f.minutes, ["symbol", "open_time"])
+        ),
+    ),
+)
+# Why nothing is fetched: (metadata, the reason in the unique_minutes check, the gaps_filled check's arguments).
+NotFetched = tuple[dict[str, object], str, dict[str, object]]
+
+
+def why_not_fetching(cfg: Settings, log: DagsterLogManager) -> NotFetched | None:
+    if not cfg.exchange.backfill:
+        log.info("exchange backfill disabled (exchange.backfill = false); nothing fetched")
+        return {"enabled": False}, "backfill disabled", {"enabled": False}
+    skip = synthetic_mix_reason(cfg)
+    if skip:
+        log.warning(f"exchange backfill skipped: {skip}")
+        return {"enabled": True, "skipped": skip}, "backfill skipped", {"skipped": skip}
+    return None
+
+
+def not_fetched(lake: Path, cfg: Settings, months, why: NotFetched) -> tuple[dict[str, object], BackfillFacts]:
+    """Nothing fetched and minute_raw untouched: the stored gap report stands; the checks say why."""
+    metadata, reason, gap_check = why
+    gaps = scan_months(lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
+    summary = metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps))
+    return summary, BackfillFacts(gaps, not_run=reason, **gap_check)
+
+
+def fetch_gaps(context: AssetExecutionContext, lake: Path, cfg: Settings, start, end) -> BackfillResult:
+    from crypto_assets.exchange.client import ExchangeClient
+
+    def on_plan(minutes: int) -> None:
+        context.log.info(f"asking {cfg.exchange.rest_url} for {minutes:,} missing minutes")
+
+    with ExchangeClient(cfg.exchange) as client:
+        return backfill_window(
+            lake,
+            symbol_starts(cfg),
+            client,
+            start,
+            end,
+            chunk_minutes=DEFAULT_CHUNK_MINUTES,
+            on_plan=on_plan,
+            on_chunk=lambda report: context.log.debug(report.describe()),
+            on_wait=context.log.info,
+        )
+
+
+def lake_busy(exc: LakeBusyError) -> NotFetched:
+    """Another writer of minute_raw (an ingest or a backfill) kept the lake's lock for the whole wait. This run
+    fetched nothing; the gaps stay for the next one. The check says so instead of a step failure."""
+    error = f"lake busy: {exc}"
+    metadata = {
+        "enabled": True,
+        "error": error,
+        "lock": MetadataValue.path(str(exc.lock_path)),
+        "lock_holder": exc.holder,
+    }
+    return metadata, "backfill did not run", {"error": error}
+
+
+def filled_metadata(result: BackfillResult, lake: Path, rest_url: str) -> dict[str, object]:
+    return {
+        "enabled": True,
+        "error": result.error or "none",
+        "exchange": rest_url,
+        "minutes_fetched": result.added,
+        "candles_received": result.received,
+        "recovered_from_earlier_run": result.recovered,
+        "requests": result.requests,
+        "chunks": len(result.chunks),
+        "quarantined_rows": result.quarantined,
+        "gaps_before": pending_minutes(result.gaps_before),
+        "gaps_remaining": result.remaining.height,
+        "minutes_remaining": pending_minutes(result.gaps_after),
+        "exchange_empty_ranges": result.known_empty.height,
+        "exchange_empty_minutes": int(result.known_empty["minutes"].sum() or 0),
+        "new_exchange_empty_ranges": result.empty_found.height,
+        "path": MetadataValue.path(str(lake / EXCHANGE_MINUTES)),
+        "exchange_empty_path": MetadataValue.path(str(lake / EXCHANGE_EMPTY)),
+    } | ({COVERED_UNTIL: MetadataValue.timestamp(result.covered_until)} if result.covered_until else {})
 
 
 def build_backfill_assets(settings: Settings) -> list:
@@ -99,120 +209,32 @@ def build_backfill_assets(settings: Settings) -> list:
         "minute_raw is the synthetic demo market and the exchange is not a local replay server, so real prices "
         "never enter synthetic history. Waits for the lake's minute_raw lock while an ingest or another backfill "
         "writes; a wait that runs out fails the gaps_filled check (ERROR), not the step.",
-        check_specs=[
-            AssetCheckSpec(
-                "gaps_filled",
-                asset=EXCHANGE_BACKFILL,
-                description="no minute is missing except where the exchange has none (WARN, lists them)",
-            ),
-            AssetCheckSpec(
-                "unique_minutes",
-                asset=EXCHANGE_BACKFILL,
-                description="minute_raw of the window has one row per (symbol, open_time)",
-            ),
-        ],
+        check_specs=check_specs(EXCHANGE_BACKFILL, CHECKS),
     )
     def exchange_backfill(context: AssetExecutionContext, market: MarketDataResource) -> MaterializeResult:
         cfg = market.settings()
         start, end = window_bounds(context.partition_time_window)
-        months = months_between(start, end)
-        window = check_window(months_label(start, end), cfg.symbol_names)
-
-        def stored_gaps():
-            return scan_months(market.lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
-
-        def not_run(metadata: dict[str, object], gaps, filled: quality.CheckOutcome, why: str) -> MaterializeResult:
-            """Nothing fetched and minute_raw untouched: the stored gap report stands; ``filled`` says why."""
-            return MaterializeResult(
-                metadata=metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps)),
-                check_results=judged(
-                    window,
-                    [
-                        to_check_result("gaps_filled", filled),
-                        to_check_result(
-                            "unique_minutes", quality.CheckOutcome(True, f"{why}: minute_raw was not written")
-                        ),
-                    ],
-                ),
-            )
-
-        if not cfg.exchange.backfill:
-            context.log.info("exchange backfill disabled (exchange.backfill = false); nothing fetched")
-            gaps = stored_gaps()
-            return not_run({"enabled": False}, gaps, checks.gaps_filled(gaps, enabled=False), "backfill disabled")
-        skip = synthetic_mix_reason(cfg)
-        if skip:
-            context.log.warning(f"exchange backfill skipped: {skip}")
-            gaps = stored_gaps()
-            return not_run(
-                {"enabled": True, "skipped": skip}, gaps, checks.gaps_filled(gaps, skipped=skip), "backfill skipped"
-            )
-
-        from crypto_assets.exchange.client import ExchangeClient
-
-        def on_plan(minutes: int) -> None:
-            context.log.info(f"asking {cfg.exchange.rest_url} for {minutes:,} missing minutes")
-
-        try:
-            with ExchangeClient(cfg.exchange) as client:
-                result = backfill_window(
-                    market.lake,
-                    symbol_starts(cfg),
-                    client,
-                    start,
-                    end,
-                    chunk_minutes=DEFAULT_CHUNK_MINUTES,
-                    on_plan=on_plan,
-                    on_chunk=lambda report: context.log.debug(report.describe()),
-                    on_wait=context.log.info,
-                )
-        except LakeBusyError as exc:
-            # Another writer of minute_raw (an ingest or a backfill) kept the lake's lock for the whole wait. This
-            # run fetched nothing; the gaps stay for the next one. The check says so instead of a step failure.
-            context.log.error(f"exchange backfill did not run: {exc}")
-            error = f"lake busy: {exc}"
-            gaps = stored_gaps()
-            metadata = {
-                "enabled": True,
-                "error": error,
-                "lock": MetadataValue.path(str(exc.lock_path)),
-                "lock_holder": exc.holder,
-            }
-            return not_run(metadata, gaps, checks.gaps_filled(gaps, error=error), "backfill did not run")
-        for line in truncated(result.per_symbol(cfg.symbol_names)):
-            context.log.info(f"exchange_backfill {months_label(start, end)}: {line}")
-        if result.error:
-            # The batch view still gets what the files and the committed chunks hold; the check shows the failure.
-            context.log.error(f"the exchange failed; committed chunks are kept: {result.error}")
-        minutes = read_minutes(market.lake, cfg.symbol_names, start, end).select("symbol", "open_time").collect()
+        label = months_label(start, end)
+        why = why_not_fetching(cfg, context.log)
+        if why is None:
+            try:
+                result = fetch_gaps(context, market.lake, cfg, start, end)
+            except LakeBusyError as exc:
+                context.log.error(f"exchange backfill did not run: {exc}")
+                why = lake_busy(exc)
+        if why is not None:
+            metadata, facts = not_fetched(market.lake, cfg, months_between(start, end), why)
+        else:
+            for line in truncated(result.per_symbol(cfg.symbol_names)):
+                context.log.info(f"exchange_backfill {label}: {line}")
+            if result.error:
+                # The batch view still gets what the files and committed chunks hold; the check shows the failure.
+                context.log.error(f"the exchange failed; committed chunks are kept: {result.error}")
+            minutes = read_minutes(market.lake, cfg.symbol_names, start, end).select("symbol", "open_time").collect()
+            metadata = filled_metadata(result, market.lake, cfg.exchange.rest_url)
+            facts = BackfillFacts(result.gaps_after, minutes, error=result.error)
         return MaterializeResult(
-            metadata={
-                "enabled": True,
-                "error": result.error or "none",
-                "exchange": cfg.exchange.rest_url,
-                "minutes_fetched": result.added,
-                "candles_received": result.received,
-                "recovered_from_earlier_run": result.recovered,
-                "requests": result.requests,
-                "chunks": len(result.chunks),
-                "quarantined_rows": result.quarantined,
-                "gaps_before": pending_minutes(result.gaps_before),
-                "gaps_remaining": result.remaining.height,
-                "minutes_remaining": pending_minutes(result.gaps_after),
-                "exchange_empty_ranges": result.known_empty.height,
-                "exchange_empty_minutes": int(result.known_empty["minutes"].sum() or 0),
-                "new_exchange_empty_ranges": result.empty_found.height,
-                "path": MetadataValue.path(str(market.lake / EXCHANGE_MINUTES)),
-                "exchange_empty_path": MetadataValue.path(str(market.lake / EXCHANGE_EMPTY)),
-            }
-            | ({COVERED_UNTIL: MetadataValue.timestamp(result.covered_until)} if result.covered_until else {}),
-            check_results=judged(
-                window,
-                [
-                    to_check_result("gaps_filled", checks.gaps_filled(result.gaps_after, error=result.error)),
-                    to_check_result("unique_minutes", batch_checks.unique_keys(minutes, ["symbol", "open_time"])),
-                ],
-            ),
+            metadata=metadata, check_results=check_results(CHECKS, facts, check_window(label, cfg.symbol_names))
         )
 
     return [minute_gaps, exchange_backfill]
