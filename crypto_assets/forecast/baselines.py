@@ -7,7 +7,7 @@ array operations instead of a loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -70,9 +70,3 @@ def drift(y: np.ndarray, cut_idx: np.ndarray, horizons: Sequence[int], z: float)
     yhat = y[cut_idx][:, None] + h * slope[:, None]
     half = z * sigma * np.sqrt(h * (1.0 + h / (k[:, None] + 1.0)))
     return PointInterval(yhat, yhat - half, yhat + half)
-
-
-BASELINES: dict[str, Callable[[np.ndarray, np.ndarray, Sequence[int], float], PointInterval]] = {
-    NAIVE: naive,
-    DRIFT: drift,
-}
