@@ -27,7 +27,7 @@ def _start_time(text: str | None) -> datetime | None:
 
 
 def _market(args: argparse.Namespace, settings):
-    from crypto_assets.exchange.replay import Market
+    from crypto_assets.exchange.replay.market import Market
     from crypto_assets.validation import validate_symbol
 
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else None
@@ -41,7 +41,8 @@ def _market(args: argparse.Namespace, settings):
 
 
 def cmd_exchange_replay(args: argparse.Namespace) -> int:
-    from crypto_assets.exchange.replay import MarketError, ReplayServer
+    from crypto_assets.exchange.replay.market import MarketError
+    from crypto_assets.exchange.replay.server import ReplayServer
 
     settings = args.settings
     try:
