@@ -10,6 +10,8 @@ from dagster import DagsterInstance
 
 from crypto_assets.dagster_home import tune_event_writes, write_dagster_yaml
 
+pytest_plugins = ["crypto_assets_tests.tiers", "pytester"]  # the --quick unit tier and its guard; its test
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -79,7 +81,7 @@ def postgres_url():
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 def storage_instance(request, tmp_path, monkeypatch):
     """A persistent instance configured by the dagster.yaml the CLI writes (SQLite, or PostgreSQL on a real
     throwaway server), opened with Dagster's public ``DagsterInstance.local_temp``."""

@@ -171,7 +171,8 @@ def small_disk(kind: str, base: Path, monkeypatch: pytest.MonkeyPatch, size: str
         subprocess.run(["umount", str(root)], check=False)
 
 
-DISKS = ["tmpfs", "write_hook"]
+# A tmpfs is mounted and the CLI runs as a child process on it; the write hook runs all in this process.
+DISKS = [pytest.param("tmpfs", marks=pytest.mark.integration), "write_hook"]
 
 
 def run_cli(disk: SmallDisk, args: list[str], cwd: Path) -> tuple[int, str, str]:

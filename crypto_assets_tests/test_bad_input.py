@@ -590,6 +590,7 @@ def zip_bomb(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.integration  # measures the peak memory of a child process
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(zip_bomb):
     import subprocess
     import sys
@@ -803,6 +804,7 @@ def peak_read(path: Path) -> tuple[str, int]:
     return lines, int(rss_mb)
 
 
+@pytest.mark.integration  # measures the peak memory of child processes
 @pytest.mark.parametrize("blank", [b"\n", b"  \r\n"], ids=["empty", "spaces_crlf"])
 def test_millions_of_blank_lines_are_skipped_in_bounded_memory(tmp_path, blank):
     """5 million blank lines between good rows: the old reader held a row for each (~85 bytes, 500 MB)."""
@@ -934,6 +936,7 @@ def reports_server(tmp_path):
     server.server_close()
 
 
+@pytest.mark.integration  # the reports server
 @pytest.mark.parametrize(
     "path",
     [

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 from dagster import AssetKey, DagsterInstance
 
 from crypto_assets.batch_runs import materialize_batch_range
@@ -74,6 +75,7 @@ def test_embedded_default_uses_the_seeded_synthetic_market(project_home, tmp_pat
         assert prophet.columns == ["ds", "y", "symbol"] and prophet.height == 13
 
 
+@pytest.mark.integration  # the dagster CLI in a subprocess
 def test_dagster_cli_materializes_a_partition_range_in_a_subprocess(shared_data, project_home, tmp_path):
     home = project_home([str(shared_data / "binance_spot_1m" / "2023")])
     dagster_home = tmp_path / "dagster_home"

@@ -10,10 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crypto_assets.definitions import build_definitions
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import REPO
 from crypto_assets_tests.test_defs import snapshot
+
+pytestmark = pytest.mark.integration  # the dg command in a subprocess
 
 # The dg installed beside this interpreter (the test extra brings it into .venv).
 DG = Path(sys.executable).with_name("dg")

@@ -247,6 +247,7 @@ def test_a_full_disk_during_a_dagster_run_fails_the_run_with_the_file_and_the_re
         assert "synthetic" in failed_in, failed_in
 
 
+@pytest.mark.integration  # mounts a tmpfs
 def test_a_full_disk_under_dagsters_own_storage_loses_nothing_from_the_lake(tmp_path, monkeypatch):
     """With DAGSTER_HOME on the same full disk, Dagster's SQLite storage may be the writer that fails: the run
     then ends with SQLite's error rather than ours, but the lake is whole and the rerun completes it."""

@@ -34,6 +34,8 @@ from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 from crypto_assets_tests.killing import sigkill_after_start
 
+pytestmark = pytest.mark.integration  # a replay exchange server, and ingests killed in a child process
+
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("slow", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

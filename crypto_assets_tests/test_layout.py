@@ -170,6 +170,7 @@ def test_domains_do_not_reach_back_into_the_cli_or_the_code_location():
         assert not {n for n in imports[runs] if n.startswith("crypto_assets.definitions")}, runs
 
 
+@pytest.mark.integration  # a fresh interpreter per module
 @pytest.mark.parametrize(
     "module",
     [

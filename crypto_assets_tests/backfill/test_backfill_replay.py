@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from crypto_assets.batch.backfill.fill import backfill_window
 from crypto_assets.batch.backfill.gaps import find_gaps
@@ -30,6 +31,8 @@ from crypto_assets_tests.backfill.conftest import (
     punch_hole,
     recording,
 )
+
+pytestmark = pytest.mark.integration  # a replay exchange server
 
 OUTAGES = [
     (datetime(2021, 4, 20, 2, 0, tzinfo=UTC), datetime(2021, 4, 20, 4, 30, tzinfo=UTC)),

@@ -31,6 +31,7 @@ SYMBOLS = f'[[symbols]]\nname = "{SYMBOL}"\nstart = "2021-03-26"\n'
 COMMAND = ["backfill", "--from", "2021-04-16", "--to", "2021-04-26"]
 
 
+@pytest.mark.integration  # a replay exchange server and the command in a subprocess
 def test_a_killed_backfill_resumes_without_duplicates_or_missing_minutes(
     recorded_market, original_lake, project_home, shared_data, capsys
 ):

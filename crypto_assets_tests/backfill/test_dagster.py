@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
+import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -42,6 +43,7 @@ def materialization(instance, asset: str):
     return instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization
 
 
+@pytest.mark.integration  # a replay exchange server
 def test_a_partition_range_run_fills_the_gaps_of_minute_raw_from_the_exchange(
     shared_data, recorded_market, original_lake, project_home, tmp_path
 ):
@@ -119,6 +121,7 @@ def run_tick(project_home, instance, exchange_clock: datetime, tick: datetime):
     return home, request, materialization(instance, "exchange_backfill").metadata
 
 
+@pytest.mark.integration  # a replay exchange server
 def test_the_daily_schedule_brings_the_batch_view_up_to_yesterday_and_catches_up_after_downtime(project_home, tmp_path):
     """Fixed ticks, whatever today's date: the synthetic files end in December 2025, so every minute of 2026 the
     batch view has came from the exchange."""

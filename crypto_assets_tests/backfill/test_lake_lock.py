@@ -96,6 +96,7 @@ def test_a_backfill_waits_for_a_running_ingest(original_lake, tmp_path):
     assert not (lake / "exchange_minutes").exists()
 
 
+@pytest.mark.integration  # the lock's holder is a child process
 def test_a_killed_holder_leaves_the_lake_unlocked(tmp_path):
     lake = tmp_path / "lake"
     code = (

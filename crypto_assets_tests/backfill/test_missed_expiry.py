@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import build_sensor_context
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -179,6 +180,7 @@ def _expire_until_stopped(speed_dir: Path, stop) -> None:
         _expire_all_closed(speed_dir)
 
 
+@pytest.mark.integration  # several writer processes
 def test_appends_of_several_processes_survive_another_process_rewriting_the_file(tmp_path):
     context = multiprocessing.get_context("spawn")
     opened, stop = context.Queue(), context.Event()

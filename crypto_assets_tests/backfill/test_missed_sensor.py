@@ -4,6 +4,7 @@ and that run fetches the missed minutes from the exchange (the real replay serve
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from dagster import build_sensor_context
 
 from crypto_assets.batch.backfill.missed_sensor import SENSOR_NAME
@@ -23,6 +24,7 @@ def _ms(moment) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@pytest.mark.integration  # a replay exchange server
 def test_a_closed_missed_stretch_refreshes_its_months_and_the_minutes_come_back(
     shared_data, recorded_market, original_lake, project_home, tmp_path
 ):

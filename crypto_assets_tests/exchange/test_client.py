@@ -18,6 +18,8 @@ from crypto_assets.exchange.replay import ReplayServer
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 
+pytestmark = pytest.mark.integration  # a replay exchange server
+
 FAST_RETRY = RetryPolicy(attempts=4, backoff_seconds=0.05, backoff_max_seconds=0.2)
 START = datetime(2021, 3, 26, 3, tzinfo=UTC)
 

@@ -20,6 +20,8 @@ from crypto_assets.exchange.client import ExchangeClient
 from crypto_assets.exchange.replay import Market, ReplayServer
 from crypto_assets.settings import ExchangeSettings
 
+pytestmark = pytest.mark.integration  # a replay exchange server, and the command-line one in a subprocess
+
 START = datetime(2021, 3, 26, 3, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -17,6 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from crypto_assets.exchange.replay import ReplayServer
 from crypto_assets.exchange.replay.clock import ReplayClock
 
+pytestmark = pytest.mark.integration  # a replay exchange server
+
 START = datetime(2021, 3, 26, 3, tzinfo=UTC)
 START_MS_FOR_CLOCK = int(START.timestamp() * 1000)
 MINUTE_MS = 60_000

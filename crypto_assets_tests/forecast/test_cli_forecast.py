@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from crypto_assets.cli import main
 from crypto_assets.forecast.commands import COLUMNS
@@ -24,6 +25,7 @@ def write_csv(path: Path, history: pl.DataFrame) -> Path:
     return path
 
 
+@pytest.mark.integration  # Prophet's Stan fits
 def test_forecast_command_as_of_sees_no_later_day(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(5)
     history = make_history(np.exp(8 + np.cumsum(rng.normal(0, 0.02, 340))), symbol="XYZUSDT")

@@ -125,6 +125,7 @@ def test_weekly_seasonal_series_serves_a_seasonal_model(synthetic_home: Path, tm
         assert future["prophet_yhat"].null_count() == 0 and future["naive_yhat"].null_count() == 0
 
 
+@pytest.mark.integration  # Prophet's Stan fits and the cross-validation process pool
 def test_short_history_adapts_and_too_short_skips_the_whole_group(project_home, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     home = project_home()

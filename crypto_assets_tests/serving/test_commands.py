@@ -162,6 +162,7 @@ def test_sql_file_access_is_an_explicit_opt_in_and_errors_stay_one_line(lake, ca
         assert "Traceback" not in err
 
 
+@pytest.mark.integration  # a stand-in webserver in a subprocess
 def test_status_reports_components_layers_and_lag(lake, capsys):
     home = lake.parent
     port = free_port()

@@ -69,6 +69,7 @@ def wait_for_any(condition, seconds: float) -> bool:
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
+@pytest.mark.integration  # a stand-in daemon process
 def test_the_watchdog_kills_a_silent_daemon_and_the_supervisor_restarts_it_as_a_crash(tmp_path):
     messages: list[str] = []
     supervisor = Supervisor(tmp_path, dict(os.environ), messages.append)

@@ -11,6 +11,8 @@ import pytest
 from crypto_assets.serving.processes import free_port
 from crypto_assets.serving.reports import make_server
 
+pytestmark = pytest.mark.integration  # the reports server
+
 
 def _get(url: str) -> tuple[int, bytes]:
     try:

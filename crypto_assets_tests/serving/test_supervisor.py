@@ -67,6 +67,7 @@ def group_members(pgid: int) -> list[int]:
 TRACEBACK_MARKS = ("Traceback (most recent call last)", "Stack Trace:")
 
 
+@pytest.mark.integration  # supervised child processes
 def test_children_start_when_ready_get_pid_files_restart_after_a_crash_and_stop_with_their_helpers(tmp_path):
     messages: list[str] = []
     supervisor = Supervisor(tmp_path, dict(os.environ), messages.append)
@@ -93,6 +94,7 @@ def test_children_start_when_ready_get_pid_files_restart_after_a_crash_and_stop_
     assert not port_open(port) and read_process_records(tmp_path) == {}
 
 
+@pytest.mark.integration  # a supervised child process
 def test_a_child_that_dies_while_starting_fails_with_its_log(tmp_path):
     supervisor = Supervisor(tmp_path, dict(os.environ), lambda _: None)
     try:
@@ -106,6 +108,7 @@ def test_a_child_that_dies_while_starting_fails_with_its_log(tmp_path):
         supervisor.stop_all(grace=5)
 
 
+@pytest.mark.integration  # child processes
 def test_down_stops_the_processes_in_the_pid_files(tmp_path):
     supervisor = Supervisor(tmp_path, dict(os.environ), lambda _: None)
     port = free_port()
@@ -117,6 +120,7 @@ def test_down_stops_the_processes_in_the_pid_files(tmp_path):
     assert not pid_alive(pid) and read_process_records(tmp_path) == {}
 
 
+@pytest.mark.integration  # crypto-assets up in a subprocess
 def test_up_stops_every_child_on_sigterm(tmp_path, project_home):
     """``crypto-assets up`` with only the replay exchange: pid files while running, none after SIGTERM."""
     home = project_home()
@@ -290,6 +294,7 @@ SUPERVISOR_THAT_DIES = """
 """
 
 
+@pytest.mark.integration  # a supervisor in a subprocess
 def test_a_child_still_writing_after_its_supervisor_died_ends_instead_of_hanging(tmp_path):
     supervisor = subprocess.Popen([*python(SUPERVISOR_THAT_DIES), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

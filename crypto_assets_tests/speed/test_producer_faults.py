@@ -33,6 +33,8 @@ from crypto_assets_tests.speed.harness import (
 from streaming_sensor.broker import free_port, start_broker, topic_name
 from streaming_sensor.producer import ProducerOptions, read_state
 
+pytestmark = pytest.mark.integration  # the broker and a replay exchange server
+
 START = datetime(2021, 3, 26, 3, 0, tzinfo=UTC)
 MINUTE_MS = 60_000
 
