@@ -76,7 +76,7 @@ def build_lake(lake: Path) -> int:
     import polars as pl
 
     from crypto_assets.batch.minute_ingest import MINUTE_DATASET
-    from crypto_assets.exchange.replay import Market
+    from crypto_assets.exchange.replay.market import Market
     from crypto_assets.lake.datasets import write_months
     from crypto_assets.lake.layout import months_between
     from crypto_assets.schema import MINUTE_SCHEMA

@@ -28,7 +28,8 @@ from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES
 from crypto_assets.batch.minute_ingest import ingest_files, rebuild_minute_raw
 from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.exchange.client import ExchangeClient
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings

@@ -11,7 +11,7 @@ import pytest
 
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.sources.discovery import discover_sources
-from crypto_assets.exchange.replay import Market
+from crypto_assets.exchange.replay.market import Market
 from crypto_assets.settings import SourceSpec
 
 SYMBOL = "BTCUSDT"

@@ -15,7 +15,8 @@ from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY, EXCHANGE_MINUTES
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA
 from crypto_assets.exchange.client import ExchangeClient
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.layout import Month, partition_path
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings

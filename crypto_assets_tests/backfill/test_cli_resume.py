@@ -16,7 +16,7 @@ import pytest
 
 from crypto_assets.batch.backfill.store import EXCHANGE_EMPTY
 from crypto_assets.cli import main
-from crypto_assets.exchange.replay import ReplayServer
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets_tests.backfill.conftest import (
     OUTAGE_MINUTES,
     SYMBOL,

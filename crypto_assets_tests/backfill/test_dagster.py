@@ -19,7 +19,8 @@ from crypto_assets.batch.backfill.schedules import REFRESH_ASSETS, last_covered,
 from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG
 from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.layout import Month
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.backfill.conftest import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from crypto_assets.exchange.replay import Market
+from crypto_assets.exchange.replay.market import Market
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 

@@ -14,7 +14,7 @@ import pytest
 
 from crypto_assets.exchange.binance import USED_WEIGHT_HEADER
 from crypto_assets.exchange.client import ExchangeClient, ExchangeError, RetryPolicy
-from crypto_assets.exchange.replay import ReplayServer
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import ExchangeSettings
 

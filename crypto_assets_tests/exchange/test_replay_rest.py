@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crypto_assets.exchange.client import ExchangeClient
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.settings import ExchangeSettings
 
 pytestmark = pytest.mark.integration  # a replay exchange server, and the command-line one in a subprocess

@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from crypto_assets.exchange.replay import ReplayServer
 from crypto_assets.exchange.replay.clock import ReplayClock
+from crypto_assets.exchange.replay.server import ReplayServer
 
 pytestmark = pytest.mark.integration  # a replay exchange server
 

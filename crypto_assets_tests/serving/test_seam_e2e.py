@@ -29,7 +29,8 @@ from crypto_assets.batch.backfill.missed_sensor import SENSOR_NAME
 from crypto_assets.batch.partitions import RANGE_END_TAG, RANGE_START_TAG
 from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.missed import read_stretches
 from crypto_assets.serving.store import read_view
 from crypto_assets.settings import load_settings

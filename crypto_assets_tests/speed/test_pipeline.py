@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from crypto_assets.batch.transforms.daily import aggregate_daily
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, batch_file, latest_batch_id, read_records
 from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles

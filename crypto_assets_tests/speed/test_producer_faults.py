@@ -18,7 +18,8 @@ import polars as pl
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from crypto_assets.exchange.replay import Market, ReplayServer
+from crypto_assets.exchange.replay.market import Market
+from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.missed import read_stretches
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
