@@ -11,7 +11,7 @@ from dagster import AssetKey, evaluate_automation_conditions, materialize
 from crypto_assets.batch.partitions import monthly_partitions
 from crypto_assets.batch_runs import materialize_batch_range
 from crypto_assets.definitions import build_definitions
-from crypto_assets.serving.defs import AUTOMATION_SENSOR
+from crypto_assets.serving.refresh_runs import AUTOMATION_SENSOR
 from crypto_assets.serving.store import read_view
 from crypto_assets.settings import load_settings
 

@@ -25,9 +25,9 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunSta
 
 from crypto_assets.lake.microbatch_log import latest_batch_id
 from crypto_assets.serving.processes import free_port, port_open, read_process_records
+from crypto_assets.serving.refresh_runs import SPEED_REFRESH_SENSOR as SENSOR_NAME
 from crypto_assets_tests.conftest import REPO
 from crypto_assets_tests.serving.up_process import running_up, wait_for
-from streaming_sensor.sensor import SENSOR_NAME
 
 pytestmark = pytest.mark.slow
 

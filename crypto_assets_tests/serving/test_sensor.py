@@ -11,6 +11,8 @@ from dagster import AssetKey, build_sensor_context, job, op, validate_run_config
 
 import streaming_sensor.sensor
 from crypto_assets.definitions import build_definitions
+from crypto_assets.serving.refresh_runs import REFRESH_TAG
+from crypto_assets.serving.refresh_runs import SPEED_REFRESH_SENSOR as SENSOR_NAME
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
 from crypto_assets_tests.serving.helpers import (
@@ -19,7 +21,7 @@ from crypto_assets_tests.serving.helpers import (
     utc,
     write_microbatch,
 )
-from streaming_sensor.sensor import RANGE_END_TAG, RANGE_START_TAG, REFRESH_TAG, SENSOR_NAME
+from streaming_sensor.sensor import RANGE_END_TAG, RANGE_START_TAG
 
 T0 = utc(2026, 1, 5, 12)
 
