@@ -5,8 +5,9 @@ Thin wrappers: each asset reads its time window, calls one step of :mod:`crypto_
 """
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import polars as pl
 from dagster import (
@@ -29,6 +30,7 @@ from crypto_assets.batch.metadata import dataset_metadata, months_label, symbol_
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import (
     FILLED_LOOKBACK_MONTHS,
+    StepResult,
     build_daily_filled,
     build_daily_raw,
     build_prophet_input,
@@ -111,6 +113,51 @@ PROPHET_INPUT_CHECKS: tuple[Check[Written], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """One engine step over a run's window, logged per symbol."""
+
+    settings: Settings
+    start: datetime
+    months: str
+    engine: str
+    step: StepResult
+
+    def metadata(self, time_column: str) -> dict[str, object]:
+        return dataset_metadata(self.step.frame, self.step.summary, time_column) | {
+            "engine": MetadataValue.text(self.engine)
+        }
+
+    def window(self) -> dict[str, object]:
+        return check_window(self.months, self.settings.symbol_names)
+
+
+def run_step(
+    context: AssetExecutionContext,
+    market: MarketDataResource,
+    batch_engine: BatchEngineResource,
+    build: Callable[..., StepResult],
+    time_column: str,
+    notes: Callable[[pl.DataFrame, list[str]], dict[str, str]] | None = None,
+) -> StepRun:
+    """Runs ``build`` on the batch engine for the run's months and logs a line per symbol."""
+    cfg = market.settings()
+    start, end = window_bounds(context.partition_time_window)
+    engine = batch_engine.steps()
+    step = build(market.lake, cfg.symbol_names, start, end, engine)
+    months = months_label(start, end)
+    for line in symbol_lines(
+        step.frame, time_column, cfg.symbol_names, notes(step.frame, cfg.symbol_names) if notes else None
+    ):
+        context.log.info(f"{context.asset_key.to_user_string()} {months}: {line}")
+    return StepRun(cfg, start, months, engine.name, step)
+
+
+def filled_notes(frame: pl.DataFrame, symbols: list[str]) -> dict[str, str]:
+    filled = dict(frame.group_by("symbol").agg(pl.col("is_filled").sum()).iter_rows())
+    return {symbol: f"{filled.get(symbol) or 0} forward-filled" for symbol in symbols}
+
+
 def build_batch_assets(settings: Settings) -> list:
     partitions = batch_partitions(settings)
     common = dict(
@@ -175,21 +222,20 @@ def build_batch_assets(settings: Settings) -> list:
     def daily_raw(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
     ) -> MaterializeResult:
-        cfg = market.settings()
-        start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine.steps()
-        step = build_daily_raw(market.lake, cfg.symbol_names, start, end, engine)
-        months = months_label(start, end)
-        for line in symbol_lines(step.frame, "date", cfg.symbol_names):
-            context.log.info(f"daily_raw {months}: {line}")
+        run = run_step(context, market, batch_engine, build_daily_raw, "date")
         # Freshness judges closed days: today's running day is always "fresh" and says nothing of the pipeline.
-        newest = [d for d in (latest_closed_date(market.lake, DAILY_RAW, s) for s in cfg.symbol_names) if d]
+        lake, symbols = market.lake, run.settings.symbol_names
+        newest = [d for d in (latest_closed_date(lake, DAILY_RAW, s) for s in symbols) if d]
         return MaterializeResult(
-            metadata=dataset_metadata(step.frame, step.summary, "date") | {"engine": MetadataValue.text(engine.name)},
+            metadata=run.metadata("date"),
             check_results=check_results(
                 DAILY_RAW_CHECKS,
-                Written(step.frame, newest_closed=max(newest, default=None), freshness_hours=cfg.freshness_hours),
-                check_window(months, cfg.symbol_names),
+                Written(
+                    run.step.frame,
+                    newest_closed=max(newest, default=None),
+                    freshness_hours=run.settings.freshness_hours,
+                ),
+                run.window(),
             ),
         )
 
@@ -208,23 +254,12 @@ def build_batch_assets(settings: Settings) -> list:
     def daily_filled(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
     ) -> MaterializeResult:
-        cfg = market.settings()
-        start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine.steps()
-        step = build_daily_filled(market.lake, cfg.symbol_names, start, end, engine)
-        months = months_label(start, end)
-        filled = dict(step.frame.group_by("symbol").agg(pl.col("is_filled").sum()).iter_rows())
-        notes = {symbol: f"{filled.get(symbol) or 0} forward-filled" for symbol in cfg.symbol_names}
-        for line in symbol_lines(step.frame, "date", cfg.symbol_names, notes):
-            context.log.info(f"daily_filled {months}: {line}")
+        run = run_step(context, market, batch_engine, build_daily_filled, "date", filled_notes)
+        frame = run.step.frame
         return MaterializeResult(
-            metadata=dataset_metadata(step.frame, step.summary, "date")
-            | {"filled_days": MetadataValue.int(int(step.frame["is_filled"].sum() or 0))}
-            | {"engine": MetadataValue.text(engine.name)},
+            metadata=run.metadata("date") | {"filled_days": MetadataValue.int(int(frame["is_filled"].sum() or 0))},
             check_results=check_results(
-                DAILY_FILLED_CHECKS,
-                Written(step.frame, step.context, window_start=start.date()),
-                check_window(months, cfg.symbol_names),
+                DAILY_FILLED_CHECKS, Written(frame, run.step.context, window_start=run.start.date()), run.window()
             ),
         )
 
@@ -239,18 +274,10 @@ def build_batch_assets(settings: Settings) -> list:
     def prophet_input(
         context: AssetExecutionContext, market: MarketDataResource, batch_engine: BatchEngineResource
     ) -> MaterializeResult:
-        cfg = market.settings()
-        start, end = window_bounds(context.partition_time_window)
-        engine = batch_engine.steps()
-        step = build_prophet_input(market.lake, cfg.symbol_names, start, end, engine)
-        months = months_label(start, end)
-        for line in symbol_lines(step.frame, "ds", cfg.symbol_names):
-            context.log.info(f"prophet_input {months}: {line}")
+        run = run_step(context, market, batch_engine, build_prophet_input, "ds")
         return MaterializeResult(
-            metadata=dataset_metadata(step.frame, step.summary, "ds") | {"engine": MetadataValue.text(engine.name)},
-            check_results=check_results(
-                PROPHET_INPUT_CHECKS, Written(step.frame), check_window(months, cfg.symbol_names)
-            ),
+            metadata=run.metadata("ds"),
+            check_results=check_results(PROPHET_INPUT_CHECKS, Written(run.step.frame), run.window()),
         )
 
     return [minute_raw, daily_raw, daily_filled, prophet_input]

@@ -183,6 +183,21 @@ def ingest_lock(
         yield len(remove_stray_temps(lake_roots(lake, landing)))
 
 
+@dataclass(frozen=True)
+class MergeWindow:
+    """Where and what an ingest merges: the lake, the symbols, the months, the newest plausible time, and the
+    names conflicts give the landed files."""
+
+    lake: Path
+    symbols: Sequence[str]
+    months: list[Month]
+    latest_time: datetime
+    labels: dict[Path, str]
+
+
+Merge = Callable[[Sequence[SourceFile], MergeWindow, Callable[[SourceReport], None] | None, bool], IngestResult]
+
+
 def ingest_window(
     sources: Sequence[SourceFile],
     lake: Path,
@@ -195,6 +210,7 @@ def ingest_window(
     on_wait: Callable[[str], None] | None = None,
     landing: Path | None = None,
     keep_rows: bool = True,
+    merge: Merge | None = None,
 ) -> IngestResult:
     """Merge the rows of ``sources`` into minute_raw for every (symbol, month) in [start, end).
 
@@ -210,16 +226,29 @@ def ingest_window(
 
     ``keep_rows=False`` leaves ``frame`` empty: the rows written are not kept, so memory follows one symbol's
     window rather than the whole window (:mod:`crypto_assets.batch.written_minutes` reads them back).
+    ``merge`` does the reading and merging under the lock: :func:`polars_merge` by default, the Spark
+    engine's on a session (:func:`crypto_assets.spark.ingest.spark_merge`).
     """
+    merge = merge or polars_merge
     latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
     with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
-        labels = source_labels(landing)
-        readers = [_source_reader(s, labels.get(s.path, str(s.path)), latest_time) for s in sources]
-        result = _merge_months(
-            readers, lake, symbols, months_between(start, end), latest_time, progress, keep_rows=keep_rows
-        )
+        window = MergeWindow(lake, symbols, months_between(start, end), latest_time, source_labels(landing))
+        result = merge(sources, window, progress, keep_rows)
         result.stray_temps_removed = removed
         return result
+
+
+def polars_merge(
+    sources: Sequence[SourceFile],
+    window: MergeWindow,
+    progress: Callable[[SourceReport], None] | None,
+    keep_rows: bool,
+) -> IngestResult:
+    """The merge in this process, month by month."""
+    readers = [_source_reader(s, window.labels.get(s.path, str(s.path)), window.latest_time) for s in sources]
+    return _merge_months(
+        readers, window.lake, window.symbols, window.months, window.latest_time, progress, keep_rows=keep_rows
+    )
 
 
 def ingest_files(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -38,14 +38,14 @@ from crypto_assets.batch.minute_ingest import (
     MINUTE_DATASET,
     READ_ERRORS,
     IngestResult,
+    Merge,
+    MergeWindow,
     SourceReport,
-    ingest_lock,
     merge_pool,
     month_filters,
     read_error,
     read_ranked,
     read_source,
-    source_labels,
     split_rows,
     write_losers,
 )
@@ -53,7 +53,7 @@ from crypto_assets.batch.sources.discovery import SourceFile
 from crypto_assets.batch.transforms.merge import name_conflicts
 from crypto_assets.lake.atomic import commit, remove_stray_temps, stage_parquet
 from crypto_assets.lake.datasets import WriteSummary, scan_months
-from crypto_assets.lake.layout import Month, months_between, partition_path, stored_partitions
+from crypto_assets.lake.layout import Month, partition_path, stored_partitions
 from crypto_assets.lake.location import lake_root
 from crypto_assets.schema import MINUTE_SCHEMA, OHLCV, QUARANTINE_SCHEMA
 
@@ -260,33 +260,33 @@ def _reports(side: pl.DataFrame, items: list[_Item]) -> list[SourceReport]:
     ]
 
 
-def spark_ingest_window(
-    session: SparkSession,
-    sources: Sequence[SourceFile],
-    lake: Path,
-    symbols: Sequence[str],
-    start: datetime,
-    end: datetime,
-    latest_time: datetime | None = None,
-    progress: Callable[[SourceReport], None] | None = None,
-    lock_timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    landing: Path | None = None,
-    keep_rows: bool = True,
-) -> IngestResult:
-    """:func:`crypto_assets.batch.minute_ingest.ingest_window` on ``session``: the same files, the same lock."""
-    latest_time = latest_time or datetime.now(UTC) + timedelta(days=1)
-    months = months_between(start, end)
-    with ingest_lock(lake, landing, lock_timeout=lock_timeout, on_wait=on_wait) as removed:
+def spark_merge(session: SparkSession) -> Merge:
+    """The merge of :func:`crypto_assets.batch.minute_ingest.ingest_window` on ``session``: the same files, the
+    same lock, the files read and the months merged by Spark tasks."""
+
+    def merge(
+        sources: Sequence[SourceFile],
+        window: MergeWindow,
+        progress: Callable[[SourceReport], None] | None,
+        keep_rows: bool,
+    ) -> IngestResult:
         try:
-            result = _merge(
-                session, sources, source_labels(landing), lake, symbols, months, latest_time, progress, keep_rows
+            return _merge(
+                session,
+                sources,
+                window.labels,
+                window.lake,
+                window.symbols,
+                window.months,
+                window.latest_time,
+                progress,
+                keep_rows,
             )
         finally:
             # Staged files of failed or retried tasks, never committed.
-            remove_stray_temps([lake / MINUTE_DATASET])
-        result.stray_temps_removed = removed
-        return result
+            remove_stray_temps([window.lake / MINUTE_DATASET])
+
+    return merge
 
 
 def _merge(

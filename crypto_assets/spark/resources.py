@@ -15,11 +15,11 @@ from dagster import ResourceDependency
 from dagster_pyspark import PySparkResource
 
 from crypto_assets.batch.engine import BatchEngineResource
-from crypto_assets.batch.minute_ingest import IngestResult
+from crypto_assets.batch.minute_ingest import IngestResult, ingest_window
 from crypto_assets.batch.pipeline import BatchEngine
 from crypto_assets.settings import Settings
 from crypto_assets.spark.engine import SparkEngine
-from crypto_assets.spark.ingest import spark_ingest_window
+from crypto_assets.spark.ingest import spark_merge
 
 FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 APP_NAME = "crypto-assets-batch"
@@ -68,7 +68,7 @@ class SparkEngineResource(BatchEngineResource):
         return SparkEngine(self.pyspark.spark_session)
 
     def ingest(self) -> Callable[..., IngestResult]:
-        return partial(spark_ingest_window, self.pyspark.spark_session)
+        return partial(ingest_window, merge=spark_merge(self.pyspark.spark_session))
 
 
 def batch_engine_resource(settings: Settings) -> BatchEngineResource:

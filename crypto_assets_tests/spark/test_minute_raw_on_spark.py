@@ -29,7 +29,7 @@ from crypto_assets.lake.atomic import TEMP_PREFIX
 from crypto_assets.lake.layout import Month
 from crypto_assets.schema import MINUTE_SCHEMA
 from crypto_assets.settings import DEFAULT_SYMBOLS, Settings, SparkSettings
-from crypto_assets.spark.ingest import spark_ingest_window
+from crypto_assets.spark.ingest import spark_merge
 from crypto_assets_tests.spark.session import start_session
 
 pytestmark = pytest.mark.slow  # a Spark session and 100,000 real minutes on each engine
@@ -119,7 +119,9 @@ def test_minute_raw_on_spark_writes_the_polars_engines_files(spark, shared_data,
             small.write_text(SMALL_FILE.replace("51800.0,1.5\n2021-03-26 03:00:30", "51700.0,1.5\n2021-03-26 03:00:30"))
         results = {
             "polars": ingest_window(given, lakes["polars"], SYMBOLS, START, END, latest_time=LATEST),
-            "spark": spark_ingest_window(spark, given, lakes["spark"], SYMBOLS, START, END, latest_time=LATEST),
+            "spark": ingest_window(
+                given, lakes["spark"], SYMBOLS, START, END, latest_time=LATEST, merge=spark_merge(spark)
+            ),
         }
         assert_same_lake(lakes["polars"], lakes["spark"])
         ours, theirs = results["spark"], results["polars"]
