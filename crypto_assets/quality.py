@@ -107,20 +107,6 @@ def check_window(months: str, symbols: list[str]) -> dict[str, object]:
     return {"judged_window": MetadataValue.text(months), "judged_symbols": MetadataValue.text(named)}
 
 
-def judged(window: dict[str, object], results: list[AssetCheckResult]) -> list[AssetCheckResult]:
-    """The check results with the window they judged added to their metadata."""
-    return [
-        AssetCheckResult(
-            check_name=r.check_name,
-            passed=r.passed,
-            severity=r.severity,
-            description=r.description,
-            metadata={**r.metadata, **window},
-        )
-        for r in results
-    ]
-
-
 Judged = TypeVar("Judged")
 
 

@@ -6,11 +6,11 @@ without a code change. Tansu here keeps its log in memory: a broker restart star
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 
+from crypto_assets.serving.processes import free_port
 from crypto_assets.settings import KafkaSettings
 
 STREAMS = ("kline_1m", "trade")
@@ -28,12 +28,6 @@ def topic_name(prefix: str, stream: str) -> str:
 
 def topic_names(kafka: KafkaSettings) -> list[str]:
     return [topic_name(kafka.topic_prefix, stream) for stream in STREAMS]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:

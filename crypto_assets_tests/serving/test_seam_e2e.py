@@ -32,6 +32,7 @@ from crypto_assets.definitions import build_definitions
 from crypto_assets.exchange.replay.market import Market
 from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.missed import read_stretches
+from crypto_assets.serving.processes import free_port
 from crypto_assets.serving.store import read_view
 from crypto_assets.settings import load_settings
 from crypto_assets_tests.conftest import instance_at
@@ -46,7 +47,7 @@ from crypto_assets_tests.speed.harness import (
     stop_process,
     wait_caught_up,
 )
-from streaming_sensor.broker import free_port, topic_name
+from streaming_sensor.broker import topic_name
 from streaming_sensor.producer import read_state
 
 pytestmark = pytest.mark.slow

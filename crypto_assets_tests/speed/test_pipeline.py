@@ -18,6 +18,7 @@ from crypto_assets.exchange.replay.market import Market
 from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.microbatch_log import CANDLES_1M, DAILY, batch_file, latest_batch_id, read_records
 from crypto_assets.lake.missed import read_stretches
+from crypto_assets.serving.processes import free_port
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
@@ -34,7 +35,7 @@ from crypto_assets_tests.speed.harness import (
     stop_process,
     wait_caught_up,
 )
-from streaming_sensor.broker import free_port, start_broker, topic_name
+from streaming_sensor.broker import start_broker, topic_name
 from streaming_sensor.kafka_source import TOPIC_IDS, KafkaStreamReader, positions
 from streaming_sensor.producer import ProducerOptions
 

@@ -21,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from crypto_assets.exchange.replay.market import Market
 from crypto_assets.exchange.replay.server import ReplayServer
 from crypto_assets.lake.missed import read_stretches
+from crypto_assets.serving.processes import free_port
 from crypto_assets_tests.speed.binance_messages import recorded_candles
 from crypto_assets_tests.speed.harness import (
     SYMBOL,
@@ -31,7 +32,7 @@ from crypto_assets_tests.speed.harness import (
     start_command,
     stop_process,
 )
-from streaming_sensor.broker import free_port, start_broker, topic_name
+from streaming_sensor.broker import start_broker, topic_name
 from streaming_sensor.producer import ProducerOptions, read_state
 
 pytestmark = pytest.mark.integration  # the broker and a replay exchange server

@@ -39,6 +39,7 @@ from crypto_assets.batch.backfill.transforms import GAP_SCHEMA
 from crypto_assets.batch.metadata import months_label
 from crypto_assets.batch.partitions import batch_partitions, window_bounds
 from crypto_assets.batch.pipeline import read_minutes
+from crypto_assets.exchange.source import open_exchange
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import months_between
 from crypto_assets.quality import Check, CheckOutcome, check_results, check_specs, check_window, truncated
@@ -107,12 +108,10 @@ def not_fetched(lake: Path, cfg: Settings, months, why: NotFetched) -> tuple[dic
 
 
 def fetch_gaps(context: AssetExecutionContext, lake: Path, cfg: Settings, start, end) -> BackfillResult:
-    from crypto_assets.exchange.client import ExchangeClient
-
     def on_plan(minutes: int) -> None:
         context.log.info(f"asking {cfg.exchange.rest_url} for {minutes:,} missing minutes")
 
-    with ExchangeClient(cfg.exchange) as client:
+    with open_exchange(cfg.exchange) as client:
         return backfill_window(
             lake,
             symbol_starts(cfg),

@@ -39,7 +39,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     from crypto_assets.batch.backfill.gaps import symbol_starts
     from crypto_assets.batch.backfill.guard import synthetic_mix_reason
-    from crypto_assets.exchange.client import ExchangeClient, ExchangeError
+    from crypto_assets.exchange.client import ExchangeError
+    from crypto_assets.exchange.source import open_exchange
     from crypto_assets.validation import validate_symbol
 
     settings = args.settings
@@ -76,7 +77,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             tqdm.write(f"committed {report.describe()}")
 
         try:
-            with ExchangeClient(settings.exchange) as client:
+            with open_exchange(settings.exchange) as client:
                 result = backfill_window(
                     settings.lake_dir,
                     starts,

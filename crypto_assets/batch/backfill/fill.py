@@ -11,11 +11,10 @@ the next run finds the same gaps, first merges candles already fetched, and asks
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 import polars as pl
 
@@ -39,6 +38,7 @@ from crypto_assets.batch.backfill.transforms import (
 )
 from crypto_assets.batch.minute_ingest import MINUTE_DATASET, QUARANTINE_DATASET
 from crypto_assets.batch.transforms.gaps import RANGE_SCHEMA, merge_ranges
+from crypto_assets.exchange.source import KlineSource
 from crypto_assets.lake.layout import Month, partition_path
 from crypto_assets.lake.location import scan_parquet
 from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
@@ -46,15 +46,6 @@ from crypto_assets.schema import MINUTE_SCHEMA, QUARANTINE_SCHEMA
 DEFAULT_CHUNK_MINUTES = 5_000  # five full pages of klines per commit
 # A range this close to now that came back empty may only be late; it is not recorded as an outage.
 EMPTY_SETTLE = timedelta(minutes=5)
-
-
-class KlineSource(Protocol):
-    """What the backfill needs from the exchange client (:class:`crypto_assets.exchange.client.ExchangeClient`);
-    ``server_time_ms`` and ``requests_sent`` are used when present."""
-
-    def klines(
-        self, symbol: str, start: datetime, end: datetime, closed_only: bool = True
-    ) -> Iterator[pl.DataFrame]: ...
 
 
 class FetchError(RuntimeError):
