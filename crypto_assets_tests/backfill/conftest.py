@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from crypto_assets.batch.minute_ingest import ingest_window
 from crypto_assets.batch.sources.discovery import discover_sources
+from crypto_assets.exchange import client
 from crypto_assets.exchange.replay.market import Market
 from crypto_assets.settings import SourceSpec
 
@@ -63,3 +65,15 @@ def original_lake(shared_data, tmp_path_factory) -> Path:
     result = build_lake(shared_data, lake)
     assert result.minute.rows == 50_000
     return lake
+
+
+@dataclass(frozen=True)
+class QuickRetries(client.RetryPolicy):
+    backoff_seconds: float = 0.001
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The exchange client's usual attempts with millisecond backoffs: the same requests and errors for an
+    exchange that is not there, without seconds of waiting between them."""
+    monkeypatch.setattr(client, "RetryPolicy", QuickRetries)

@@ -104,7 +104,9 @@ def test_the_command_refuses_when_the_backfill_is_off(project_home, capsys):
     assert "exchange.backfill = false" in capsys.readouterr().err
 
 
-def test_an_unreachable_exchange_is_an_error_that_says_how_to_resume(project_home, original_lake, shared_data, capsys):
+def test_an_unreachable_exchange_is_an_error_that_says_how_to_resume(
+    project_home, original_lake, shared_data, capsys, quick_retries
+):
     home = project_home(
         [str(recording(shared_data))],
         extra=SYMBOLS + '[exchange]\nrest_url = "http://127.0.0.1:9"\ntimeout_seconds = 1.0\n',

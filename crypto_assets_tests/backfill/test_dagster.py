@@ -209,7 +209,7 @@ def test_the_last_covered_time_ignores_errors_and_stops_at_a_disabled_backfill(t
         assert last_covered(instance) is None
 
 
-def test_an_unreachable_exchange_fails_the_check_not_the_batch_view(shared_data, project_home, tmp_path):
+def test_an_unreachable_exchange_fails_the_check_not_the_batch_view(shared_data, project_home, tmp_path, quick_retries):
     exchange = '[exchange]\nrest_url = "http://127.0.0.1:9"\ntimeout_seconds = 1.0\n'  # nothing listens there
     home = project_home([str(recording(shared_data))], extra=SYMBOLS + exchange)
     with instance_at(tmp_path / "dagster") as instance:

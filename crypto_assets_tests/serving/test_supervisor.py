@@ -248,6 +248,7 @@ def numbered(lines: list[str]) -> list[tuple[int, int]]:
     return found
 
 
+@pytest.mark.integration  # a supervised child process writing the log
 def test_a_log_rotates_by_size_keeps_every_line_whole_and_a_restart_appends_to_it(tmp_path):
     backups = 3
     supervisor = Supervisor(tmp_path, dict(os.environ), lambda _: None, LogsSettings(max_bytes=4000, backups=backups))
