@@ -149,3 +149,20 @@ EXPECTED: dict = {
         "unified_view_on_new_microbatches": ("SensorDefinition", "RUNNING"),
     },
 }
+
+
+def test_the_batch_engine_resource_follows_spark_engine(project_home):
+    """The code location binds the engine spark.engine names; building it starts no JVM."""
+    from crypto_assets.batch.engine import BATCH_ENGINE_KEY, BatchEngineResource
+    from crypto_assets.spark.resources import SparkEngineResource
+
+    project_home()
+    polars = build_definitions(load_settings()).resources[BATCH_ENGINE_KEY]
+    assert type(polars) is BatchEngineResource
+    project_home(extra='[spark]\nengine = "spark"\nmaster = "local[2]"\n')
+    defs = build_definitions(load_settings())
+    spark = defs.resources[BATCH_ENGINE_KEY]
+    assert isinstance(spark, SparkEngineResource)
+    assert spark.pyspark.spark_config["spark.master"] == "local[2]"
+    kinds = {spec.key.to_user_string(): spec.kinds for spec in defs.resolve_all_asset_specs()}
+    assert "spark" in kinds["daily_raw"] and "spark" in kinds["minute_raw"]

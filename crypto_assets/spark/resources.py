@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable
 from functools import partial
 
-from dagster import ResourceDependency
 from dagster_pyspark import PySparkResource
 
 from crypto_assets.batch.engine import BatchEngineResource
@@ -62,7 +61,7 @@ def pyspark_resource(settings: Settings) -> PySparkResource:
 class SparkEngineResource(BatchEngineResource):
     """Runs the batch steps and minute_raw's merge on the session of its ``pyspark`` resource."""
 
-    pyspark: ResourceDependency[PySparkResource]
+    pyspark: PySparkResource
 
     def steps(self) -> BatchEngine:
         return SparkEngine(self.pyspark.spark_session)

@@ -51,8 +51,10 @@ UNIFIED_VIEW_CHECKS = ("schema", "batch_precedence", "moving_averages_continuous
 @pytest.fixture
 def system(project_home, tmp_path):
     """``crypto-assets up`` in a temp home on free ports; stopped with SIGTERM afterwards."""
+    # Every sensor refresh evaluates the view's checks (view_check_minutes = 0), so the run the test opens has them.
     home = project_home(
-        extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\n[stream]\ntrigger_seconds = 5\n",
+        extra="[exchange]\nbackfill = true\n[serving]\nsensor_min_interval_seconds = 15\nview_check_minutes = 0\n"
+        "[stream]\ntrigger_seconds = 5\n",
         scale="tiny",
     )
     port = free_port()
