@@ -81,10 +81,9 @@ def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _metadata_value(value: object) -> object:
-    if isinstance(value, str) and value.startswith("|"):
-        return MetadataValue.md(value)
-    return value
+def as_metadata(values: dict[str, object]) -> dict[str, object]:
+    """Dagster metadata from plain values: a markdown table (text starting with "|") is shown as one."""
+    return {k: MetadataValue.md(v) if isinstance(v, str) and v.startswith("|") else v for k, v in values.items()}
 
 
 def to_check_result(
@@ -96,7 +95,7 @@ def to_check_result(
         passed=outcome.passed,
         severity=AssetCheckSeverity.WARN if outcome.severity == Severity.WARN else AssetCheckSeverity.ERROR,
         description=outcome.description,
-        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items()} | (window or {}),
+        metadata=as_metadata(outcome.metadata) | (window or {}),
     )
 
 

@@ -33,6 +33,7 @@ from crypto_assets.lake.microbatch_log import (
     batch_file,
     read_records_tail,
 )
+from crypto_assets.schema import MINUTE_SCHEMA, OHLCV
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,7 @@ OUTPUT_SCHEMA = pl.Schema(
         "symbol": pl.String,
         "open_time": pl.Datetime("us", "UTC"),
         "date": pl.Date,
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
+        **{name: MINUTE_SCHEMA[name] for name in OHLCV},
         "is_closed": pl.Boolean,
         "minute_count": pl.UInt32,
         "event_time": pl.Datetime("us", "UTC"),

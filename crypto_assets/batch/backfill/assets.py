@@ -42,7 +42,7 @@ from crypto_assets.batch.pipeline import read_minutes
 from crypto_assets.exchange.source import open_exchange
 from crypto_assets.lake.datasets import scan_months
 from crypto_assets.lake.layout import months_between
-from crypto_assets.quality import Check, CheckOutcome, check_results, check_specs, check_window, truncated
+from crypto_assets.quality import Check, CheckOutcome, as_metadata, check_results, check_specs, check_window, truncated
 from crypto_assets.resources import MarketDataResource
 from crypto_assets.settings import Settings
 
@@ -50,10 +50,6 @@ GROUP = "batch"
 # Metadata of exchange_backfill: its window is complete up to here (see BackfillResult.covered_until); the daily
 # schedule starts its range at the month of the newest such time.
 COVERED_UNTIL = "covered_until"
-
-
-def _md(metadata: dict[str, object]) -> dict[str, object]:
-    return {k: MetadataValue.md(v) if isinstance(v, str) and v.startswith("|") else v for k, v in metadata.items()}
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ def not_fetched(lake: Path, cfg: Settings, months, why: NotFetched) -> tuple[dic
     """Nothing fetched and minute_raw untouched: the stored gap report stands; the checks say why."""
     metadata, reason, gap_check = why
     gaps = scan_months(lake, MINUTE_GAPS, cfg.symbol_names, months, GAP_SCHEMA).collect()
-    summary = metadata | {"exchange": cfg.exchange.rest_url} | _md(checks.gap_summary(gaps))
+    summary = metadata | {"exchange": cfg.exchange.rest_url} | as_metadata(checks.gap_summary(gaps))
     return summary, BackfillFacts(gaps, not_run=reason, **gap_check)
 
 
@@ -189,7 +185,7 @@ def build_backfill_assets(settings: Settings) -> list:
             "ranges known empty at the exchange"
         )
         return MaterializeResult(
-            metadata=_md(summary)
+            metadata=as_metadata(summary)
             | {
                 "largest_gaps": MetadataValue.md(checks.gap_table(gaps)),
                 "files_written": len(written.files),
